@@ -1,0 +1,330 @@
+//! [`Conn`]: the socket and outbound queue shared by the poller and writers.
+
+use crate::metrics::{CloseReason, ConnStats};
+use crate::poller::{self, Command};
+use bytes::{Buf, Bytes};
+use mio::net::TcpStream;
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::sync::{Mutex, MutexGuard};
+
+/// Slices handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+/// Where a connection's output stands after a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendState {
+    /// Everything was written to the socket.
+    Written,
+    /// Some output is queued; the connection is paused until the socket drains.
+    Queued,
+    /// Queued output is above the high watermark: slow down.
+    AboveHigh,
+}
+
+/// A send that could not be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendError {
+    /// The connection is closed or broken.
+    Closed,
+    /// Accepting the data would pass the hard queue limit.
+    Full,
+}
+
+/// State guarded by the connection's lock.
+pub(crate) struct ConnState {
+    out: VecDeque<Bytes>,
+    queued: usize,
+    closed: bool,
+    /// A write failed; the poller closes with this reason.
+    pub broken: Option<CloseReason>,
+    /// A reply finished and the owner has not looked yet (server side).
+    pub replied: bool,
+    /// Close once output is flushed.
+    pub close_after: bool,
+    /// The owner must be told about a pause (arm the send timeout).
+    pub pause_unseen: bool,
+    pub stats: ConnStats,
+}
+
+/// A connection's socket and everything writers share with the poller.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    /// The poller that owns the read side.
+    pub poller: usize,
+    /// The handler's token on that poller.
+    pub token: usize,
+    /// Process-unique connection id.
+    pub id: u64,
+    high: u32,
+    max_queued: u32,
+    state: Mutex<ConnState>,
+}
+
+thread_local! {
+    /// The connection whose handler is dispatching inline on this thread; a reply
+    /// to it needs no wake-up because the handler looks right after.
+    static DISPATCHING: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Runs `f` marked as an inline dispatch for connection `id`.
+pub(crate) fn inline_dispatch<R>(id: u64, f: impl FnOnce() -> R) -> R {
+    let prev = DISPATCHING.with(|d| d.replace(id));
+    let r = f();
+    DISPATCHING.with(|d| d.set(prev));
+    r
+}
+
+impl Conn {
+    pub fn new(
+        stream: TcpStream,
+        poller: usize,
+        token: usize,
+        id: u64,
+        stats: ConnStats,
+        config: &super::ConnConfig,
+    ) -> Conn {
+        Conn {
+            stream,
+            poller,
+            token,
+            id,
+            high: config.high_watermark.min(u32::MAX as usize) as u32,
+            max_queued: config.max_queued.min(u32::MAX as usize) as u32,
+            state: Mutex::new(ConnState {
+                out: VecDeque::new(),
+                queued: 0,
+                closed: false,
+                broken: None,
+                replied: false,
+                close_after: false,
+                pause_unseen: false,
+                stats,
+            }),
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Locks the shared state (a poisoned lock is still usable: no invariant of
+    /// ours spans a panic).
+    pub fn lock(&self) -> MutexGuard<'_, ConnState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads into `buf`, counting the bytes.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.stream).read(buf)
+    }
+
+    /// Writes `chunks` now if nothing is queued, queuing what the socket does not
+    /// take. From a thread other than the owning poller, a pause wakes the poller
+    /// so it can arm the send timeout. `reply` marks the end of a server reply.
+    pub fn send(
+        &self,
+        chunks: &mut Vec<Bytes>,
+        reply: Option<bool>,
+    ) -> Result<SendState, SendError> {
+        let mut st = self.lock();
+        let res = self.send_locked(&mut st, chunks);
+        let mut wake = st.pause_unseen;
+        if let Some(keep_alive) = reply {
+            st.replied = true;
+            st.close_after |= !keep_alive;
+            wake = true;
+        }
+        drop(st);
+        if wake && DISPATCHING.with(|d| d.get()) != self.id {
+            poller::send(
+                self.poller,
+                Command::Wake {
+                    token: self.token,
+                    id: self.id,
+                },
+            );
+        }
+        res
+    }
+
+    fn send_locked(
+        &self,
+        st: &mut ConnState,
+        chunks: &mut Vec<Bytes>,
+    ) -> Result<SendState, SendError> {
+        if st.closed || st.broken.is_some() {
+            chunks.clear();
+            return Err(SendError::Closed);
+        }
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        if st.queued + total > self.max_queued as usize {
+            chunks.clear();
+            return Err(SendError::Full);
+        }
+        if st.out.is_empty() {
+            match write_chunks(&self.stream, chunks) {
+                Ok(n) => {
+                    st.stats.add_out(n);
+                    advance(chunks, n);
+                }
+                Err(e) => {
+                    st.broken = Some(CloseReason::Reset);
+                    chunks.clear();
+                    log::debug!("taskweave: write failed: {e}");
+                    return Err(SendError::Closed);
+                }
+            }
+            if chunks.is_empty() {
+                return Ok(SendState::Written);
+            }
+            st.stats.pause(std::time::Instant::now());
+            st.pause_unseen = true;
+        }
+        for c in chunks.drain(..) {
+            if !c.is_empty() {
+                st.queued += c.len();
+                st.out.push_back(c);
+            }
+        }
+        let queued = st.queued;
+        st.stats.queued(queued);
+        Ok(if queued > self.high as usize {
+            SendState::AboveHigh
+        } else {
+            SendState::Queued
+        })
+    }
+
+    /// Writes queued output (poller side). Returns the bytes still queued.
+    pub fn flush(&self) -> usize {
+        let mut st = self.lock();
+        self.flush_locked(&mut st)
+    }
+
+    pub fn flush_locked(&self, st: &mut ConnState) -> usize {
+        while !st.out.is_empty() && st.broken.is_none() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n_iov = st.out.len().min(MAX_IOV);
+            for (slot, chunk) in iov.iter_mut().zip(st.out.iter()) {
+                *slot = IoSlice::new(chunk);
+            }
+            match (&self.stream).write_vectored(&iov[..n_iov]) {
+                Ok(0) => {
+                    st.broken = Some(CloseReason::Reset);
+                }
+                Ok(mut n) => {
+                    st.stats.add_out(n);
+                    st.queued -= n;
+                    while n > 0 {
+                        let Some(front) = st.out.front_mut() else {
+                            break;
+                        };
+                        if front.len() <= n {
+                            n -= front.len();
+                            st.out.pop_front();
+                        } else {
+                            front.advance(n);
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => st.broken = Some(CloseReason::Reset),
+            }
+        }
+        if st.out.is_empty() {
+            st.stats.resume(std::time::Instant::now());
+            st.out = VecDeque::new(); // give the ring's memory back while idle
+        }
+        st.queued
+    }
+
+    /// Bytes queued unwritten.
+    pub fn queued(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// The high watermark.
+    pub fn high_watermark(&self) -> usize {
+        self.high as usize
+    }
+
+    /// Stops all writing and shuts the socket down; returns the final stats.
+    pub fn close(&self, reason: CloseReason) -> ConnStats {
+        let mut st = self.lock();
+        st.closed = true;
+        st.out.clear();
+        st.queued = 0;
+        let local = self.stream.local_addr().ok();
+        st.stats.close(reason, local);
+        let _ = self.stream.shutdown(Shutdown::Both);
+        st.stats.clone()
+    }
+
+    /// Half-closes the write side (lingering close after an error reply).
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// One `writev` per call until the socket stops taking data; returns bytes written.
+fn write_chunks(stream: &TcpStream, chunks: &[Bytes]) -> io::Result<usize> {
+    let mut written = 0;
+    let mut skip = 0;
+    let mut offset = 0;
+    while skip < chunks.len() {
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        let mut n_iov = 0;
+        for (i, c) in chunks[skip..].iter().take(MAX_IOV).enumerate() {
+            iov[n_iov] = IoSlice::new(if i == 0 { &c[offset..] } else { c });
+            n_iov += 1;
+        }
+        match (&*stream).write_vectored(&iov[..n_iov]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(mut n) => {
+                written += n;
+                while n > 0 && skip < chunks.len() {
+                    let left = chunks[skip].len() - offset;
+                    if n >= left {
+                        n -= left;
+                        skip += 1;
+                        offset = 0;
+                    } else {
+                        offset += n;
+                        n = 0;
+                    }
+                }
+                while skip < chunks.len() && chunks[skip].len() == offset {
+                    skip += 1;
+                    offset = 0;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// Drops the first `n` bytes of `chunks`.
+fn advance(chunks: &mut Vec<Bytes>, mut n: usize) {
+    let mut drop_n = 0;
+    for c in chunks.iter_mut() {
+        if n == 0 {
+            break;
+        }
+        if c.len() <= n {
+            n -= c.len();
+            drop_n += 1;
+        } else {
+            c.advance(n);
+            n = 0;
+        }
+    }
+    chunks.drain(..drop_n);
+}

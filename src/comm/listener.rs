@@ -1,0 +1,129 @@
+//! Accepting connections: `max_connections`, eviction, and EMFILE without spinning.
+
+use crate::poller::{Core, Flow, Handler, QueueKey, Ready, Signal};
+use mio::net::{TcpListener, TcpStream};
+use std::any::Any;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a listener waits before accepting again when out of descriptors and
+/// no spare descriptor could be freed.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a listener needs from the server it accepts for.
+pub(crate) trait Acceptor: Send + Sync + 'static {
+    /// The server's group id (shutdown and eviction scope).
+    fn group(&self) -> u32;
+    /// Takes a connection slot; `false` at `max_connections`.
+    fn try_admit(&self) -> bool;
+    /// The deadline queue holding this server's idle keep-alive connections, oldest
+    /// first: the eviction order.
+    fn idle_key(&self) -> QueueKey;
+    /// Registers an accepted connection on this poller (its slot is taken).
+    fn open(self: Arc<Self>, core: &mut Core, stream: TcpStream, peer: SocketAddr);
+    /// Closes a connection refused at the limit (no slot was taken).
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr);
+}
+
+/// A listening socket on one poller.
+pub(crate) struct Listener {
+    listener: TcpListener,
+    acceptor: Arc<dyn Acceptor>,
+}
+
+impl Listener {
+    pub fn new(listener: TcpListener, acceptor: Arc<dyn Acceptor>) -> Listener {
+        Listener { listener, acceptor }
+    }
+
+    fn backoff_key(&self) -> QueueKey {
+        QueueKey {
+            dur: EMFILE_BACKOFF,
+            group: self.acceptor.group(),
+            kind: u8::MAX,
+        }
+    }
+
+    fn accept_all(&mut self, token: usize, core: &mut Core) -> Flow {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.admit(core, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Keep,
+                Err(e) if crate::sys::is_fd_exhaustion(&e) => {
+                    // Free the spare descriptor, take the waiting connection and
+                    // close it, so the backlog drains instead of waking us forever.
+                    let acceptor = &self.acceptor;
+                    let listener = &self.listener;
+                    // The shed socket must be closed inside the window, before
+                    // the spare is taken back.
+                    let shed = crate::sys::with_spare_fd_released(|| {
+                        listener
+                            .accept()
+                            .map(|(stream, peer)| acceptor.refuse(stream, peer))
+                    });
+                    if !matches!(shed, Some(Ok(()))) {
+                        log::warn!("taskweave: out of file descriptors, accept paused");
+                        core.arm(token, self.backoff_key());
+                        return Flow::Keep;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                    ) => {}
+                Err(e) => {
+                    log::warn!("taskweave: accept failed: {e}; retrying shortly");
+                    core.arm(token, self.backoff_key());
+                    return Flow::Keep;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, core: &mut Core, stream: TcpStream, peer: SocketAddr) {
+        if !self.acceptor.try_admit() {
+            // Make room by closing the oldest idle keep-alive connection here.
+            if let Some(oldest) = core.oldest(self.acceptor.idle_key()) {
+                core.signal(oldest, Signal::Evict);
+            }
+            if !self.acceptor.try_admit() {
+                self.acceptor.refuse(stream, peer);
+                return;
+            }
+        }
+        self.acceptor.clone().open(core, stream, peer);
+    }
+}
+
+impl Handler for Listener {
+    fn ready(&mut self, token: usize, core: &mut Core, _ready: Ready) -> Flow {
+        self.accept_all(token, core)
+    }
+
+    fn timeout(&mut self, token: usize, core: &mut Core) -> Flow {
+        self.accept_all(token, core)
+    }
+
+    fn wake(&mut self, _token: usize, _core: &mut Core) -> Flow {
+        Flow::Keep
+    }
+
+    fn signal(&mut self, _token: usize, core: &mut Core, signal: Signal) -> Flow {
+        match signal {
+            Signal::Shutdown(g) | Signal::ShutdownNow(g) if g == self.acceptor.group() => {
+                let _ = core.registry().deregister(&mut self.listener);
+                Flow::Remove
+            }
+            _ => Flow::Keep,
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}

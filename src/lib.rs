@@ -1,0 +1,52 @@
+//! # taskweave
+//!
+//! An embeddable task-flow networking framework in the style of Sogou's Workflow:
+//! a poller of our own (on `mio`: epoll on Linux, kqueue on BSD/macOS) drives
+//! *series* of composable tasks that share a typed *series context*. Network I/O,
+//! timers and computation are all tasks; a callback runs when each ends.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use taskweave::{timer, Series, WaitGroup};
+//!
+//! let wg = WaitGroup::new(1);
+//! let done = wg.clone();
+//! let first = timer(Duration::from_millis(5), |_t, s: &mut Series| {
+//!     *s.context_mut::<u32>() += 1;
+//!     s.push_back(timer(Duration::from_millis(5), |_t, s: &mut Series| {
+//!         *s.context_mut::<u32>() += 1;
+//!     }));
+//! });
+//! Series::with_context(first, 0u32)
+//!     .on_done(move |s| {
+//!         assert_eq!(*s.context::<u32>(), 2);
+//!         done.done();
+//!     })
+//!     .start();
+//! wg.wait();
+//! ```
+//!
+//! Layers, bottom up (dependencies point down only): [`sys`] (every `unsafe`),
+//! `poller` (event loops), [`comm`] (connections and backpressure), [`task`] and
+//! [`protocol`] (series, pluggable protocols), [`metrics`] (per-connection stats).
+//! See `docs/architecture.md` for the why.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod comm;
+mod error;
+pub mod metrics;
+mod poller;
+pub mod protocol;
+mod settings;
+#[allow(unsafe_code)] // the one module allowed unsafe; each block has a SAFETY comment
+pub mod sys;
+pub mod task;
+
+pub use error::Error;
+pub use settings::{AlreadyStarted, Settings};
+pub use task::{
+    count_by_name, counter, go, named_counter, timer, CounterTask, GoTask, Parallel, Series, Step,
+    Task, TimerTask, WaitGroup,
+};

@@ -1,0 +1,115 @@
+//! [`LogCrate`]: access-log records as `log` crate messages, for programs that
+//! already route their logs somewhere (journald, a log shipper).
+
+use std::cell::RefCell;
+
+use super::{AccessLog, ConnStats};
+
+/// The `log` target of access-log records.
+pub const ACCESS_TARGET: &str = "taskweave::access";
+
+/// An [`AccessLog`] that emits each record as one JSON object at `info` level
+/// with target [`ACCESS_TARGET`].
+///
+/// The record is formatted on the calling (poller) thread only if that target is
+/// enabled, into a per-thread buffer; whether emitting blocks is up to the
+/// installed logger, so prefer [`JsonLines`](super::JsonLines) for busy servers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogCrate;
+
+impl LogCrate {
+    /// The sink (it has no state).
+    pub fn new() -> Self {
+        LogCrate
+    }
+}
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn emit(json: &[u8]) {
+    // Always valid UTF-8 (see `Record::write_json`); the lossy path is never taken.
+    match std::str::from_utf8(json) {
+        Ok(s) => log::info!(target: ACCESS_TARGET, "{s}"),
+        Err(_) => log::info!(target: ACCESS_TARGET, "{}", String::from_utf8_lossy(json)),
+    }
+}
+
+impl AccessLog for LogCrate {
+    fn record(&self, stats: &ConnStats) {
+        if !log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
+            return;
+        }
+        let done = BUF
+            .try_with(|cell| match cell.try_borrow_mut() {
+                Ok(mut buf) => {
+                    buf.clear();
+                    stats.write_json(&mut buf);
+                    emit(&buf);
+                    true
+                }
+                // Re-entered from inside the logger: fall back to a fresh buffer.
+                Err(_) => false,
+            })
+            .unwrap_or(false);
+        if !done {
+            let mut buf = Vec::with_capacity(640);
+            stats.write_json(&mut buf);
+            emit(&buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testjson::parse;
+    use super::*;
+    use crate::metrics::{CloseReason, Side};
+    use std::sync::Mutex;
+
+    struct Capture(Mutex<Vec<(String, log::Level, String)>>);
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            v.push((r.target().to_string(), r.level(), r.args().to_string()));
+        }
+        fn flush(&self) {}
+    }
+
+    static CAPTURE: Capture = Capture(Mutex::new(Vec::new()));
+
+    #[test]
+    fn records_go_to_the_log_crate_as_json() {
+        let _ = log::set_logger(&CAPTURE);
+        log::set_max_level(log::LevelFilter::Trace);
+        let mut s = ConnStats::new(
+            0xfeed_f00d,
+            Side::Server,
+            "http",
+            "127.0.0.1:80".parse().unwrap(),
+        );
+        s.close(CloseReason::Evicted, None);
+        LogCrate::new().record(&s);
+        LogCrate.record(&s);
+        let got: Vec<_> = CAPTURE
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, m)| t == ACCESS_TARGET && m.contains("4277006349"))
+            .cloned()
+            .collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        for (_, level, msg) in got {
+            assert_eq!(level, log::Level::Info);
+            let j = parse(&msg).unwrap();
+            assert_eq!(j.u64("conn_id"), Some(0xfeed_f00d));
+            assert_eq!(j.str("close_reason"), Some("evicted"));
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The event loop: one `mio::Poll` per poller thread.
+//!
+//! A poller owns a slab of [`Handler`]s (listeners, connections), the deadlines
+//! that serve every timeout and timer task, and a scratch read buffer shared by
+//! all its connections, so an idle connection holds no buffer of its own. Other
+//! threads talk to a poller only through its command queue; pushing a command from
+//! the poller's own thread costs no syscall, and from another thread at most one
+//! `mio::Waker` write per wake-up however many commands arrive. The poller knows
+//! nothing of connections or protocols: it calls handlers.
+
+#![forbid(unsafe_code)]
+
+mod timeouts;
+
+pub(crate) use timeouts::{QueueKey, TimerFn, TimerKey};
+
+use crate::settings::Settings;
+use crossbeam_queue::SegQueue;
+use mio::{Events, Poll, Registry, Token, Waker};
+use slab::Slab;
+use std::any::Any;
+use std::cell::Cell;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use timeouts::Deadlines;
+
+const WAKER: Token = Token(usize::MAX);
+/// Commands handled per loop turn before the poller looks at sockets again.
+const COMMANDS_PER_TURN: usize = 4096;
+/// Size of the per-poller read buffer.
+const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// Readiness reported for a handler's source.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ready {
+    pub readable: bool,
+    pub writable: bool,
+}
+
+/// What a handler wants after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Stay registered.
+    Keep,
+    /// Remove me: I have deregistered my source and finished my bookkeeping.
+    Remove,
+}
+
+/// A request from one handler (or the runtime) to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// Close now to make room for a new connection.
+    Evict,
+    /// Group `0` is shutting down: stop accepting, close when idle.
+    Shutdown(u32),
+    /// Group `0`'s shutdown deadline passed: close now.
+    ShutdownNow(u32),
+}
+
+/// Something registered with a poller.
+pub(crate) trait Handler: Send + 'static {
+    /// The source is readable and/or writable.
+    fn ready(&mut self, token: usize, core: &mut Core, ready: Ready) -> Flow;
+    /// This token's deadline passed.
+    fn timeout(&mut self, token: usize, core: &mut Core) -> Flow;
+    /// Another thread asked this handler to look at its shared state.
+    fn wake(&mut self, token: usize, core: &mut Core) -> Flow;
+    /// A signal from another handler or the runtime.
+    fn signal(&mut self, token: usize, core: &mut Core, signal: Signal) -> Flow;
+    /// For callers that know the concrete type (the client pool).
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// Stands in a slot while its handler is out being called.
+struct Placeholder;
+
+impl Handler for Placeholder {
+    fn ready(&mut self, _: usize, _: &mut Core, _: Ready) -> Flow {
+        Flow::Keep
+    }
+    fn timeout(&mut self, _: usize, _: &mut Core) -> Flow {
+        Flow::Keep
+    }
+    fn wake(&mut self, _: usize, _: &mut Core) -> Flow {
+        Flow::Keep
+    }
+    fn signal(&mut self, _: usize, _: &mut Core, _: Signal) -> Flow {
+        Flow::Keep
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+struct Slot {
+    id: u64,
+    in_call: bool,
+    handler: Box<dyn Handler>,
+}
+
+/// A command for a poller from any thread.
+pub(crate) enum Command {
+    /// Run a closure on the poller thread with its state.
+    Run(Box<dyn FnOnce(&mut Core) + Send>),
+    /// Call `wake` on the handler at `token` if it is still the one with `id`.
+    Wake { token: usize, id: u64 },
+}
+
+/// The part of a poller other threads can reach.
+struct Shared {
+    queue: SegQueue<Command>,
+    waker: Waker,
+    /// The poller is (about to be) blocked in `poll`.
+    polling: AtomicBool,
+    /// A wake-up is already on its way.
+    wake_pending: AtomicBool,
+}
+
+/// A poller's state, handed to handlers while they run.
+pub(crate) struct Core {
+    index: usize,
+    registry: Registry,
+    slots: Slab<Slot>,
+    deadlines: Deadlines,
+    scratch: Vec<u8>,
+    now: Instant,
+}
+
+thread_local! {
+    static CURRENT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// A process-unique id for connections and registrations.
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed) as u64
+}
+
+/// The index of the poller running on this thread, if any.
+pub(crate) fn current() -> Option<usize> {
+    let c = CURRENT.with(|c| c.get());
+    (c != usize::MAX).then_some(c)
+}
+
+struct Pollers {
+    shared: Vec<Arc<Shared>>,
+    round_robin: AtomicUsize,
+}
+
+static POLLERS: OnceLock<Pollers> = OnceLock::new();
+
+fn pollers() -> &'static Pollers {
+    POLLERS.get_or_init(|| {
+        let n = Settings::current().poller_threads.max(1);
+        let shared = (0..n)
+            .map(|i| spawn(i).unwrap_or_else(|e| panic!("taskweave: cannot start poller {i}: {e}")))
+            .collect();
+        Pollers {
+            shared,
+            round_robin: AtomicUsize::new(0),
+        }
+    })
+}
+
+/// How many pollers run.
+pub(crate) fn count() -> usize {
+    pollers().shared.len()
+}
+
+/// The poller to use for new work: this thread's poller, or the next in turn.
+pub(crate) fn pick() -> usize {
+    current().unwrap_or_else(|| {
+        let p = pollers();
+        p.round_robin.fetch_add(1, Ordering::Relaxed) % p.shared.len()
+    })
+}
+
+/// Queues a command for poller `index` and wakes it if it may be sleeping.
+pub(crate) fn send(index: usize, cmd: Command) {
+    let p = pollers();
+    let shared = &p.shared[index % p.shared.len()];
+    shared.queue.push(cmd);
+    if current() == Some(index) {
+        return; // the poller drains its queue before it sleeps again
+    }
+    if shared.polling.load(Ordering::SeqCst) && !shared.wake_pending.swap(true, Ordering::SeqCst) {
+        if let Err(e) = shared.waker.wake() {
+            log::error!("taskweave: poller wake failed: {e}");
+        }
+    }
+}
+
+/// Runs `f` on poller `index`.
+pub(crate) fn run_on(index: usize, f: impl FnOnce(&mut Core) + Send + 'static) {
+    send(index, Command::Run(Box::new(f)));
+}
+
+/// Adds a timer on poller `index`. `f(false)` runs when it fires, `f(true)` if
+/// it is cancelled. `armed` receives the key to cancel with.
+pub(crate) fn add_timer(
+    index: usize,
+    at: Instant,
+    f: TimerFn,
+    armed: impl FnOnce(usize, TimerKey) + Send + 'static,
+) {
+    run_on(index, move |core| {
+        let key = core.deadlines.add_timer(at, f);
+        armed(core.index, key);
+    });
+}
+
+/// Cancels a timer on poller `index`; it runs its function with `true`.
+pub(crate) fn cancel_timer(index: usize, key: TimerKey) {
+    run_on(index, move |core| {
+        if let Some(f) = core.deadlines.cancel_timer(key) {
+            f(true);
+        }
+    });
+}
+
+fn spawn(index: usize) -> io::Result<Arc<Shared>> {
+    let poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let registry = poll.registry().try_clone()?;
+    let shared = Arc::new(Shared {
+        queue: SegQueue::new(),
+        waker,
+        polling: AtomicBool::new(false),
+        wake_pending: AtomicBool::new(false),
+    });
+    let core = Core {
+        index,
+        registry,
+        slots: Slab::new(),
+        deadlines: Deadlines::new(),
+        scratch: vec![0; SCRATCH_BYTES],
+        now: Instant::now(),
+    };
+    let loop_shared = shared.clone();
+    std::thread::Builder::new()
+        .name(format!("tw-poller-{index}"))
+        .spawn(move || run(poll, core, &loop_shared))?;
+    Ok(shared)
+}
+
+fn run(mut poll: Poll, mut core: Core, shared: &Shared) {
+    CURRENT.with(|c| c.set(core.index));
+    let mut events = Events::with_capacity(1024);
+    let mut expired = Vec::new();
+    loop {
+        let mut timeout = core.deadlines.next_timeout(Instant::now());
+        shared.polling.store(true, Ordering::SeqCst);
+        if !shared.queue.is_empty() {
+            timeout = Some(Duration::ZERO);
+        }
+        let res = poll.poll(&mut events, timeout);
+        shared.polling.store(false, Ordering::SeqCst);
+        shared.wake_pending.store(false, Ordering::SeqCst);
+        if let Err(e) = res {
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::error!("taskweave: poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            continue;
+        }
+        core.now = Instant::now();
+        for ev in events.iter() {
+            if ev.token() == WAKER {
+                continue;
+            }
+            let ready = Ready {
+                readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                writable: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+            };
+            let token = ev.token().0;
+            core.call(token, |h, core| h.ready(token, core, ready));
+        }
+        for _ in 0..COMMANDS_PER_TURN {
+            match shared.queue.pop() {
+                Some(Command::Run(f)) => f(&mut core),
+                Some(Command::Wake { token, id }) => {
+                    if core.slots.get(token).is_some_and(|s| s.id == id) {
+                        core.call(token, |h, core| h.wake(token, core));
+                    }
+                }
+                None => break,
+            }
+        }
+        core.now = Instant::now();
+        core.deadlines.expired(core.now, &mut expired);
+        for token in expired.drain(..) {
+            core.call(token, |h, core| h.timeout(token, core));
+        }
+        while let Some(f) = core.deadlines.pop_due_timer(core.now) {
+            f(false);
+        }
+    }
+}
+
+impl Core {
+    /// This poller's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The time taken after the last `poll` returned (no clock read).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Reads the clock and caches the result.
+    pub fn refresh_now(&mut self) -> Instant {
+        self.now = Instant::now();
+        self.now
+    }
+
+    /// The registry, to register and deregister sources.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Borrows the scratch read buffer; give it back with [`Core::put_scratch`].
+    pub fn take_scratch(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        if buf.len() < SCRATCH_BYTES {
+            buf.resize(SCRATCH_BYTES, 0);
+        }
+        buf
+    }
+
+    /// Returns the scratch buffer.
+    pub fn put_scratch(&mut self, buf: Vec<u8>) {
+        self.scratch = buf;
+    }
+
+    /// Arms `token`'s deadline for `key.dur` from now (replacing any other).
+    pub fn arm(&mut self, token: usize, key: QueueKey) {
+        self.deadlines.arm(token, key, self.now);
+    }
+
+    /// Clears `token`'s deadline.
+    pub fn disarm(&mut self, token: usize) {
+        self.deadlines.disarm(token);
+    }
+
+    /// The oldest token whose deadline was armed with `key`.
+    pub fn oldest(&self, key: QueueKey) -> Option<usize> {
+        self.deadlines.oldest(key)
+    }
+
+    /// Inserts a handler built by `make(token)`; returns its token.
+    pub fn insert(
+        &mut self,
+        id: u64,
+        make: impl FnOnce(usize, &Registry) -> io::Result<Box<dyn Handler>>,
+    ) -> io::Result<usize> {
+        let entry = self.slots.vacant_entry();
+        let token = entry.key();
+        let handler = make(token, &self.registry)?;
+        entry.insert(Slot {
+            id,
+            in_call: false,
+            handler,
+        });
+        Ok(token)
+    }
+
+    /// The id stored with `token`, if the slot is in use.
+    pub fn id_of(&self, token: usize) -> Option<u64> {
+        self.slots.get(token).map(|s| s.id)
+    }
+
+    /// Sends `signal` to the handler at `token` (not to one that is running).
+    pub fn signal(&mut self, token: usize, signal: Signal) {
+        self.call(token, |h, core| h.signal(token, core, signal));
+    }
+
+    /// Sends `signal` to every handler.
+    pub fn broadcast(&mut self, signal: Signal) {
+        let tokens: Vec<usize> = self.slots.iter().map(|(t, _)| t).collect();
+        for token in tokens {
+            self.signal(token, signal);
+        }
+    }
+
+    /// Calls `f` with the handler at `token` and the core, then applies the flow.
+    pub fn call(&mut self, token: usize, f: impl FnOnce(&mut dyn Handler, &mut Core) -> Flow) {
+        let Some(slot) = self.slots.get_mut(token) else {
+            return;
+        };
+        if slot.in_call {
+            return;
+        }
+        slot.in_call = true;
+        let mut handler = std::mem::replace(&mut slot.handler, Box::new(Placeholder));
+        let flow = f(&mut *handler, self);
+        match flow {
+            Flow::Keep => {
+                if let Some(slot) = self.slots.get_mut(token) {
+                    slot.handler = handler;
+                    slot.in_call = false;
+                }
+            }
+            Flow::Remove => {
+                self.deadlines.disarm(token);
+                self.slots.remove(token);
+            }
+        }
+    }
+}

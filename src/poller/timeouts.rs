@@ -1,0 +1,260 @@
+//! Deadlines for a poller: connection timeouts and timer tasks.
+//!
+//! Connection timeouts come in a few fixed durations (a server's keep-alive,
+//! receive and send timeouts). Deadlines armed with the same duration expire in
+//! the order they were armed, so each duration gets a FIFO queue and arming,
+//! re-arming and disarming are O(1) list operations on links stored per token:
+//! no allocation per request, 24 bytes per connection. The head of a keep-alive
+//! queue is also the oldest idle connection, which is what `max_connections`
+//! evicts first. Timer tasks have arbitrary durations and live in a `BTreeMap`
+//! (O(log n) insert and cancel).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const NIL: u32 = u32::MAX;
+
+/// Identifies a queue: a duration, the group it serves (a server or a client
+/// pool) and what kind of wait it is, so that a group's idle connections can be
+/// found in age order even when two of its timeouts are equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueKey {
+    pub dur: Duration,
+    pub group: u32,
+    pub kind: u8,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+    queue: u32,
+    deadline_ms: u64,
+}
+
+const UNLINKED: Link = Link {
+    prev: NIL,
+    next: NIL,
+    queue: NIL,
+    deadline_ms: 0,
+};
+
+#[derive(Debug)]
+struct Queue {
+    key: QueueKey,
+    head: u32,
+    tail: u32,
+}
+
+/// FIFO timeout queues indexed by token, plus the timer map.
+pub(crate) struct Deadlines {
+    epoch: Instant,
+    links: Vec<Link>,
+    queues: Vec<Queue>,
+    timers: BTreeMap<(Instant, u64), TimerFn>,
+    timer_seq: u64,
+}
+
+/// What runs when a timer fires (`false`) or is cancelled (`true`).
+pub(crate) type TimerFn = Box<dyn FnOnce(bool) + Send>;
+
+/// A handle to cancel a timer on its poller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimerKey(Instant, u64);
+
+impl Deadlines {
+    pub fn new() -> Self {
+        Deadlines {
+            epoch: Instant::now(),
+            links: Vec::new(),
+            queues: Vec::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+        }
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn queue_index(&mut self, key: QueueKey) -> u32 {
+        if let Some(i) = self.queues.iter().position(|q| q.key == key) {
+            return i as u32;
+        }
+        self.queues.push(Queue {
+            key,
+            head: NIL,
+            tail: NIL,
+        });
+        (self.queues.len() - 1) as u32
+    }
+
+    /// Arms (or re-arms) `token`'s single deadline at `now + key.dur`.
+    pub fn arm(&mut self, token: usize, key: QueueKey, now: Instant) {
+        self.disarm(token);
+        if token >= self.links.len() {
+            self.links.resize(token + 1, UNLINKED);
+        }
+        let q = self.queue_index(key);
+        let deadline_ms = self.ms(now + key.dur);
+        let t = token as u32;
+        let queue = &mut self.queues[q as usize];
+        let prev = queue.tail;
+        queue.tail = t;
+        if queue.head == NIL {
+            queue.head = t;
+        }
+        self.links[token] = Link {
+            prev,
+            next: NIL,
+            queue: q,
+            deadline_ms,
+        };
+        if prev != NIL {
+            self.links[prev as usize].next = t;
+        }
+    }
+
+    /// Removes `token`'s deadline, if any.
+    pub fn disarm(&mut self, token: usize) {
+        let Some(link) = self.links.get(token).copied() else {
+            return;
+        };
+        if link.queue == NIL {
+            return;
+        }
+        let queue = &mut self.queues[link.queue as usize];
+        if link.prev == NIL {
+            queue.head = link.next;
+        } else {
+            self.links[link.prev as usize].next = link.next;
+        }
+        if link.next == NIL {
+            queue.tail = link.prev;
+        } else {
+            self.links[link.next as usize].prev = link.prev;
+        }
+        self.links[token] = UNLINKED;
+    }
+
+    /// The oldest token in the queue for `key`, if any.
+    pub fn oldest(&self, key: QueueKey) -> Option<usize> {
+        let q = self.queues.iter().find(|q| q.key == key)?;
+        (q.head != NIL).then_some(q.head as usize)
+    }
+
+    /// Pops every connection deadline that has passed, appending the tokens.
+    pub fn expired(&mut self, now: Instant, out: &mut Vec<usize>) {
+        let now_ms = self.ms(now);
+        for qi in 0..self.queues.len() {
+            loop {
+                let head = self.queues[qi].head;
+                if head == NIL || self.links[head as usize].deadline_ms > now_ms {
+                    break;
+                }
+                self.disarm(head as usize);
+                out.push(head as usize);
+            }
+        }
+    }
+
+    /// Adds a timer; `f(false)` runs when it fires.
+    pub fn add_timer(&mut self, at: Instant, f: TimerFn) -> TimerKey {
+        self.timer_seq += 1;
+        let key = (at, self.timer_seq);
+        self.timers.insert(key, f);
+        TimerKey(key.0, key.1)
+    }
+
+    /// Removes a timer that has not fired yet, returning its function.
+    pub fn cancel_timer(&mut self, key: TimerKey) -> Option<TimerFn> {
+        self.timers.remove(&(key.0, key.1))
+    }
+
+    /// Removes the next due timer, if one is due.
+    pub fn pop_due_timer(&mut self, now: Instant) -> Option<TimerFn> {
+        let (&(at, _), _) = self.timers.first_key_value()?;
+        if at > now {
+            return None;
+        }
+        self.timers.pop_first().map(|(_, f)| f)
+    }
+
+    /// Time until the nearest deadline of either kind.
+    pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
+        let conn = self
+            .queues
+            .iter()
+            .filter(|q| q.head != NIL)
+            .map(|q| self.links[q.head as usize].deadline_ms)
+            .min()
+            .map(|ms| {
+                // Round up so we never wake a millisecond early and spin.
+                (self.epoch + Duration::from_millis(ms + 1)).saturating_duration_since(now)
+            });
+        let timer = self
+            .timers
+            .first_key_value()
+            .map(|(&(at, _), _)| at.saturating_duration_since(now));
+        match (conn, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether nothing is armed at all.
+    pub fn is_empty(&self) -> bool {
+        self.timers.is_empty() && self.queues.iter().all(|q| q.head == NIL)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_per_duration_and_disarm() {
+        let mut d = Deadlines::new();
+        let k = QueueKey {
+            dur: Duration::from_millis(10),
+            group: 1,
+            kind: 0,
+        };
+        let t0 = Instant::now();
+        d.arm(3, k, t0);
+        d.arm(1, k, t0);
+        d.arm(7, k, t0);
+        assert_eq!(d.oldest(k), Some(3));
+        d.disarm(1);
+        d.arm(3, k, t0); // re-arm moves to the back
+        assert_eq!(d.oldest(k), Some(7));
+        let mut out = Vec::new();
+        d.expired(t0 + Duration::from_millis(5), &mut out);
+        assert!(out.is_empty());
+        d.expired(t0 + Duration::from_millis(20), &mut out);
+        assert_eq!(out, vec![7, 3]);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn timers_fire_in_order_and_cancel() {
+        let mut d = Deadlines::new();
+        let t0 = Instant::now();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mk = |n: u32| -> TimerFn {
+            let log = log.clone();
+            Box::new(move |c| log.lock().unwrap().push((n, c)))
+        };
+        d.add_timer(t0 + Duration::from_millis(30), mk(3));
+        let k = d.add_timer(t0 + Duration::from_millis(20), mk(2));
+        d.add_timer(t0 + Duration::from_millis(10), mk(1));
+        d.cancel_timer(k).unwrap()(true);
+        while let Some(f) = d.pop_due_timer(t0 + Duration::from_millis(40)) {
+            f(false);
+        }
+        assert_eq!(
+            *log.lock().unwrap(),
+            vec![(2, true), (1, false), (3, false)]
+        );
+    }
+}

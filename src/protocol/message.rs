@@ -1,0 +1,122 @@
+//! The message and protocol traits: the contract between `comm` and a protocol.
+
+use bytes::Bytes;
+use std::borrow::Cow;
+use std::fmt;
+
+/// What a call to [`Message::append`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The message is complete; the payload says how many of the offered bytes it
+    /// used. Bytes after those belong to the next message (pipelining).
+    Complete(usize),
+    /// The message needs more bytes; the payload says how many of the offered bytes
+    /// it used (normally all of them).
+    NeedMore(usize),
+}
+
+/// A message could not be parsed. The connection that carried it is closed with
+/// [`CloseReason::ProtocolError`](crate::metrics::CloseReason::ProtocolError).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    /// A protocol-specific code: HTTP uses the status to answer with (400, 413, ...).
+    pub code: u16,
+    /// What was wrong, for logs and for the task's error.
+    pub reason: Cow<'static, str>,
+}
+
+impl ProtocolError {
+    /// An error with a code and a static or owned reason.
+    pub fn new(code: u16, reason: impl Into<Cow<'static, str>>) -> Self {
+        ProtocolError {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "protocol error {}: {}", self.code, self.reason)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Header and body sizes of one message, for the access log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageSizes {
+    /// Bytes of framing and headers.
+    pub head: u64,
+    /// Bytes of payload.
+    pub body: u64,
+}
+
+/// One protocol message, parsed incrementally and encoded into `Bytes` slices.
+///
+/// The runtime feeds [`append`](Message::append) with whatever each read returned,
+/// in order, until it reports [`Progress::Complete`]. An implementation copies what
+/// it must keep: the slice is the poller's scratch buffer and is reused after the
+/// call. That is what lets an idle connection hold no read buffer at all.
+pub trait Message: Send + 'static {
+    /// Feeds the next bytes of the stream. Returns how many were used and whether
+    /// the message is now complete, or an error that closes the connection.
+    fn append(&mut self, data: &[u8]) -> Result<Progress, ProtocolError>;
+
+    /// Appends the encoded message to `out` as one or more chunks; they are written
+    /// with a single `writev` where the socket allows.
+    fn encode(&mut self, out: &mut Vec<Bytes>);
+
+    /// Bytes to write *now*, while the message is still incomplete (HTTP's
+    /// `100 Continue`). Polled after every `append` that needs more.
+    fn interim(&mut self) -> Option<Bytes> {
+        None
+    }
+
+    /// Header and body sizes, once known; `None` for protocols without the notion.
+    fn sizes(&self) -> Option<MessageSizes> {
+        None
+    }
+
+    /// The peer closed the stream while this message was incomplete. Returns
+    /// whether the message is complete anyway (an HTTP response whose body runs to
+    /// the close); `false` makes it an error.
+    fn end_of_stream(&mut self) -> bool {
+        false
+    }
+
+    /// A status for the access log's error counters (HTTP status codes); `None`
+    /// when the protocol has none.
+    fn status(&self) -> Option<u16> {
+        None
+    }
+}
+
+/// A request/response protocol: the types and the decisions `comm` leaves to it.
+pub trait Protocol: Send + Sync + 'static {
+    /// What a server reads and a client writes.
+    type Request: Message;
+    /// What a server writes and a client reads.
+    type Response: Message;
+
+    /// Short name for the access log's `proto` field.
+    fn name(&self) -> &'static str;
+
+    /// A fresh request parser (servers) or an empty request (clients).
+    fn new_request(&self) -> Self::Request;
+
+    /// A fresh response for `req`: the server's reply to fill, or the client's
+    /// parser (which may depend on the request, e.g. HTTP HEAD has no body).
+    fn new_response(&self, req: &Self::Request) -> Self::Response;
+
+    /// Whether the connection stays open after this exchange.
+    fn keep_alive(&self, _req: &Self::Request, _resp: &Self::Response) -> bool {
+        true
+    }
+
+    /// A response to write before closing a connection whose request failed to
+    /// parse (HTTP's 400/413/431...). `None` closes without writing.
+    fn reject(&self, _err: &ProtocolError) -> Option<Self::Response> {
+        None
+    }
+}

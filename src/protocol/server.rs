@@ -1,0 +1,729 @@
+//! A server for any [`Protocol`]: accept, parse, `process`, reply, keep alive.
+//!
+//! Each accepted connection gets a [`ServerConn`] on the poller that accepted it.
+//! A complete request becomes a [`ServerTask`] at the head of a new series; the
+//! user's `process` runs (on a handler thread, or inline on the poller), may push
+//! more tasks, and the reply is written when the series ends, as in Workflow. One
+//! request per connection is processed at a time; pipelined requests wait, already
+//! read, and are answered in order. While a reply is being processed or the
+//! connection's output is above the high watermark, the connection does not read,
+//! so a peer that pipelines and never reads cannot grow our memory.
+
+use super::{Message, Progress, Protocol, ProtocolError};
+use crate::comm::{inline_dispatch, Acceptor, Conn, ConnConfig, Listener};
+use crate::metrics::{AccessLog, CloseReason, ConnStats, NullLog, Side};
+use crate::poller::{self, Core, Flow, Handler, QueueKey, Ready, Signal};
+use crate::task::{handlers_inline, spawn_handler, Finisher, Series, Step, Task};
+use bytes::Bytes;
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+use std::any::Any;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a closing connection keeps reading (and discarding) after its last
+/// reply, so unread input does not turn our close into a reset that destroys the
+/// reply before the peer reads it.
+const LINGER: Duration = Duration::from_secs(1);
+
+static NEXT_GROUP: AtomicU32 = AtomicU32::new(1);
+
+/// Entry point for building servers.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with default limits.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// Limits, timeouts and the access log of a server.
+pub struct ServerBuilder {
+    config: ConnConfig,
+    max_connections: usize,
+    backlog: i32,
+    log: Arc<dyn AccessLog>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            config: ConnConfig::default(),
+            max_connections: 10_000,
+            backlog: 1024,
+            log: Arc::new(NullLog),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Most connections open at once; at the limit the oldest idle keep-alive
+    /// connection is evicted, and if there is none the new one is refused.
+    /// Default 10,000.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+    /// How long an idle keep-alive connection stays open. Default 60 s.
+    pub fn keep_alive_timeout(mut self, d: Duration) -> Self {
+        self.config.keep_alive_timeout = d;
+        self
+    }
+    /// How long a request may take to arrive, from its first byte (and from
+    /// accept to the first request). Default 30 s.
+    pub fn receive_timeout(mut self, d: Duration) -> Self {
+        self.config.receive_timeout = d;
+        self
+    }
+    /// How long queued output may wait without progress. Default 30 s.
+    pub fn send_timeout(mut self, d: Duration) -> Self {
+        self.config.send_timeout = d;
+        self
+    }
+    /// Output watermarks in bytes: above `high` the connection stops reading;
+    /// below `low` it reads again. Defaults 64 KiB / 256 KiB.
+    pub fn watermarks(mut self, low: usize, high: usize) -> Self {
+        self.config.low_watermark = low.min(high);
+        self.config.high_watermark = high;
+        self
+    }
+    /// Queued output past which a reply fails and the connection closes.
+    /// Default 16 MiB.
+    pub fn max_queued(mut self, bytes: usize) -> Self {
+        self.config.max_queued = bytes;
+        self
+    }
+    /// Replaces all connection settings at once.
+    pub fn conn_config(mut self, config: ConnConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// The listen backlog. Default 1024.
+    pub fn backlog(mut self, n: i32) -> Self {
+        self.backlog = n;
+        self
+    }
+    /// Where a record goes when each connection closes. Default: nowhere.
+    pub fn access_log(mut self, log: impl AccessLog) -> Self {
+        self.log = Arc::new(log);
+        self
+    }
+    /// The connection settings as configured.
+    pub fn config(&self) -> &ConnConfig {
+        &self.config
+    }
+
+    /// Starts serving `proto` on `addr`, one listener per poller. `process` fills
+    /// the response of each request; it is written when the task's series ends.
+    pub fn serve<P, F>(self, addr: SocketAddr, proto: P, process: F) -> io::Result<ServerHandle>
+    where
+        P: Protocol,
+        F: Fn(&mut ServerTask<P>, &mut Series) + Send + Sync + 'static,
+    {
+        crate::sys::reserve_spare_fd();
+        let group = NEXT_GROUP.fetch_add(1, Ordering::Relaxed);
+        let key = |dur, kind| QueueKey { dur, group, kind };
+        let shared = Arc::new(ServerShared {
+            group,
+            keys: Keys {
+                keep_alive: key(self.config.keep_alive_timeout, 0),
+                receive: key(self.config.receive_timeout, 1),
+                send: key(self.config.send_timeout, 2),
+                linger: key(LINGER, 3),
+            },
+            proto,
+            process: Box::new(process),
+            config: self.config,
+            max_connections: self.max_connections,
+            open: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            closed: (Mutex::new(()), Condvar::new()),
+            log: self.log,
+        });
+        let first = crate::sys::reuseport_listener(addr, self.backlog)?;
+        let local = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..poller::count() {
+            listeners.push(crate::sys::reuseport_listener(local, self.backlog)?);
+        }
+        for (index, std_listener) in listeners.into_iter().enumerate() {
+            let acceptor: Arc<dyn Acceptor> = shared.clone();
+            poller::run_on(index, move |core| {
+                let mut listener = mio::net::TcpListener::from_std(std_listener);
+                let res = core.insert(poller::next_id(), |token, registry| {
+                    registry.register(&mut listener, Token(token), Interest::READABLE)?;
+                    Ok(Box::new(Listener::new(listener, acceptor)))
+                });
+                if let Err(e) = res {
+                    log::error!("taskweave: cannot register listener: {e}");
+                }
+            });
+        }
+        Ok(ServerHandle {
+            local,
+            control: shared,
+        })
+    }
+}
+
+struct Keys {
+    keep_alive: QueueKey,
+    receive: QueueKey,
+    send: QueueKey,
+    linger: QueueKey,
+}
+
+type Process<P> = Box<dyn Fn(&mut ServerTask<P>, &mut Series) + Send + Sync>;
+
+struct ServerShared<P: Protocol> {
+    group: u32,
+    keys: Keys,
+    proto: P,
+    process: Process<P>,
+    config: ConnConfig,
+    max_connections: usize,
+    open: AtomicUsize,
+    shutting_down: AtomicBool,
+    closed: (Mutex<()>, Condvar),
+    log: Arc<dyn AccessLog>,
+}
+
+impl<P: Protocol> ServerShared<P> {
+    fn on_closed(&self, stats: &ConnStats) {
+        self.log.record(stats);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        let _guard = self.closed.0.lock();
+        self.closed.1.notify_all();
+    }
+}
+
+impl<P: Protocol> Acceptor for ServerShared<P> {
+    fn group(&self) -> u32 {
+        self.group
+    }
+
+    fn try_admit(&self) -> bool {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_connections).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn idle_key(&self) -> QueueKey {
+        self.keys.keep_alive
+    }
+
+    fn open(self: Arc<Self>, core: &mut Core, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let id = poller::next_id();
+        let stats = ConnStats::new(id, Side::Server, self.proto.name(), peer);
+        let index = core.index();
+        let server = self.clone();
+        let res = core.insert(id, move |token, registry| {
+            let fd = stream.as_raw_fd();
+            registry.register(
+                &mut SourceFd(&fd),
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            let conn = Arc::new(Conn::new(stream, index, token, id, stats, &server.config));
+            Ok(Box::new(ServerConn {
+                conn,
+                server,
+                req: None,
+                leftover: Vec::new(),
+                busy: false,
+                seen_request: false,
+                read_ready: true,
+                closing: None,
+                lingering: false,
+                wait: Wait::None,
+            }))
+        });
+        match res {
+            Ok(token) => {
+                core.arm(token, self.keys.receive);
+                core.call(token, |h, core| h.wake(token, core));
+            }
+            Err(e) => {
+                log::warn!("taskweave: cannot register connection from {peer}: {e}");
+                let mut stats = ConnStats::new(id, Side::Server, self.proto.name(), peer);
+                stats.close(CloseReason::Reset, None);
+                self.on_closed(&stats);
+            }
+        }
+    }
+
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr) {
+        let mut stats = ConnStats::new(poller::next_id(), Side::Server, self.proto.name(), peer);
+        stats.close(CloseReason::LimitExceeded, stream.local_addr().ok());
+        self.log.record(&stats);
+    }
+}
+
+/// What the connection's single deadline is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    None,
+    Receive,
+    KeepAlive,
+    Send,
+    Linger,
+}
+
+/// The poller side of one server connection.
+struct ServerConn<P: Protocol> {
+    conn: Arc<Conn>,
+    server: Arc<ServerShared<P>>,
+    /// A request partly received.
+    req: Option<Box<P::Request>>,
+    /// Bytes read past a complete request while it was being processed.
+    leftover: Vec<u8>,
+    /// A request is being processed; its reply has not been written yet.
+    busy: bool,
+    seen_request: bool,
+    /// The socket may hold unread bytes (edge-triggered: we must read to WouldBlock).
+    read_ready: bool,
+    /// Close once the reply in flight is written and output is flushed.
+    closing: Option<CloseReason>,
+    /// Write side shut, discarding input until the peer closes.
+    lingering: bool,
+    wait: Wait,
+}
+
+impl<P: Protocol> ServerConn<P> {
+    fn close(&mut self, core: &mut Core, reason: CloseReason) -> Flow {
+        let fd = self.conn.stream().as_raw_fd();
+        let _ = core.registry().deregister(&mut SourceFd(&fd));
+        let stats = self.conn.close(reason);
+        self.server.on_closed(&stats);
+        Flow::Remove
+    }
+
+    /// Picks up what writers left in the shared state.
+    fn sync_shared(&mut self) -> Option<CloseReason> {
+        let mut st = self.conn.lock();
+        if let Some(reason) = st.broken {
+            return Some(reason);
+        }
+        st.pause_unseen = false;
+        if st.replied {
+            st.replied = false;
+            self.busy = false;
+            st.stats.request_done();
+            if st.close_after && self.closing.is_none() {
+                self.closing = Some(if self.server.shutting_down.load(Ordering::Relaxed) {
+                    CloseReason::ServerShutdown
+                } else {
+                    CloseReason::Local
+                });
+            }
+        }
+        None
+    }
+
+    /// Runs the connection forward as far as it can go without blocking.
+    fn pump(&mut self, token: usize, core: &mut Core) -> Flow {
+        let mut scratch = core.take_scratch();
+        let flow = self.pump_with(core, &mut scratch);
+        core.put_scratch(scratch);
+        if flow == Flow::Keep {
+            self.update_wait(token, core);
+        }
+        flow
+    }
+
+    fn pump_with(&mut self, core: &mut Core, scratch: &mut [u8]) -> Flow {
+        loop {
+            if let Some(reason) = self.sync_shared() {
+                return self.close(core, reason);
+            }
+            let queued = self.conn.queued();
+            if let Some(reason) = self.closing {
+                if self.busy || queued > 0 {
+                    return Flow::Keep;
+                }
+                if !self.lingering {
+                    if matches!(reason, CloseReason::Evicted | CloseReason::KeepAliveTimeout) {
+                        return self.close(core, reason);
+                    }
+                    self.conn.shutdown_write();
+                    self.lingering = true;
+                }
+                return self.discard_input(core, scratch, reason);
+            }
+            if self.busy || queued > self.conn.high_watermark() {
+                return Flow::Keep;
+            }
+            if !self.leftover.is_empty() {
+                let buf = std::mem::take(&mut self.leftover);
+                self.feed(&buf);
+                continue;
+            }
+            if !self.read_ready {
+                return Flow::Keep;
+            }
+            match self.conn.read(scratch) {
+                Ok(0) => return self.close(core, CloseReason::PeerClosed),
+                Ok(n) => {
+                    self.conn.lock().stats.add_in(n);
+                    self.feed(&scratch[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read_ready = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(core, CloseReason::Reset),
+            }
+        }
+    }
+
+    /// Lingering close: read and drop whatever the peer still sends until it
+    /// closes or the linger deadline passes.
+    fn discard_input(&mut self, core: &mut Core, scratch: &mut [u8], reason: CloseReason) -> Flow {
+        loop {
+            match self.conn.read(scratch) {
+                Ok(0) => return self.close(core, reason),
+                Ok(n) => self.conn.lock().stats.add_in(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Keep,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(core, reason),
+            }
+        }
+    }
+
+    /// Parses `data`, dispatching each complete request.
+    fn feed(&mut self, data: &[u8]) {
+        let mut off = 0;
+        while off < data.len() {
+            if self.closing.is_some() {
+                return;
+            }
+            if self.busy {
+                self.leftover.extend_from_slice(&data[off..]);
+                return;
+            }
+            let server = &self.server;
+            let req = self
+                .req
+                .get_or_insert_with(|| Box::new(server.proto.new_request()));
+            let rest = &data[off..];
+            match req.append(rest) {
+                Ok(Progress::Complete(n)) => {
+                    off += n.min(rest.len());
+                    if let Some(req) = self.req.take() {
+                        self.dispatch(req);
+                        // An inline reply has already been written: pick it up now
+                        // so pipelined requests in this buffer need no copy.
+                        let _ = self.sync_shared();
+                    }
+                }
+                Ok(Progress::NeedMore(n)) => {
+                    if let Some(bytes) = req.interim() {
+                        let _ = self.conn.send(&mut vec![bytes], None);
+                    }
+                    if n == 0 {
+                        self.reject(ProtocolError::new(500, "parser made no progress"));
+                        return;
+                    }
+                    off += n.min(rest.len());
+                }
+                Err(err) => {
+                    self.reject(err);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answers a request that failed to parse, then closes.
+    fn reject(&mut self, err: ProtocolError) {
+        log::debug!("taskweave: rejecting request: {err}");
+        self.req = None;
+        self.leftover = Vec::new();
+        if let Some(mut resp) = self.server.proto.reject(&err) {
+            let mut chunks = Vec::new();
+            resp.encode(&mut chunks);
+            let _ = self.conn.send(&mut chunks, None);
+        }
+        self.closing = Some(CloseReason::ProtocolError);
+    }
+
+    fn dispatch(&mut self, req: Box<P::Request>) {
+        self.busy = true;
+        self.seen_request = true;
+        let resp = self.server.proto.new_response(&req);
+        let task = ServerTask {
+            req,
+            resp,
+            conn: self.conn.clone(),
+            server: self.server.clone(),
+            received: Instant::now(),
+        };
+        if handlers_inline() {
+            inline_dispatch(self.conn.id, || Series::new(task).start());
+        } else {
+            spawn_handler(move || Series::new(task).start());
+        }
+    }
+
+    /// Arms the one deadline the connection's state calls for.
+    fn update_wait(&mut self, token: usize, core: &mut Core) {
+        let want = if self.lingering {
+            Wait::Linger
+        } else if self.conn.queued() > 0 {
+            Wait::Send
+        } else if self.busy {
+            Wait::None
+        } else if self.req.is_some() || !self.seen_request {
+            Wait::Receive
+        } else {
+            Wait::KeepAlive
+        };
+        if want == self.wait {
+            return;
+        }
+        self.wait = want;
+        let keys = &self.server.keys;
+        match want {
+            Wait::None => core.disarm(token),
+            Wait::Receive => core.arm(token, keys.receive),
+            Wait::KeepAlive => core.arm(token, keys.keep_alive),
+            Wait::Send => core.arm(token, keys.send),
+            Wait::Linger => core.arm(token, keys.linger),
+        }
+    }
+}
+
+impl<P: Protocol> Handler for ServerConn<P> {
+    fn ready(&mut self, token: usize, core: &mut Core, ready: Ready) -> Flow {
+        if ready.writable {
+            let before = self.conn.queued();
+            if before > 0 {
+                let after = self.conn.flush();
+                if after > 0 && after < before {
+                    // Progress restarts the send timeout.
+                    core.arm(token, self.server.keys.send);
+                }
+            }
+        }
+        if ready.readable {
+            self.read_ready = true;
+        }
+        self.pump(token, core)
+    }
+
+    fn timeout(&mut self, _token: usize, core: &mut Core) -> Flow {
+        let reason = match self.wait {
+            Wait::None => return Flow::Keep,
+            Wait::Receive => CloseReason::ReceiveTimeout,
+            Wait::KeepAlive => CloseReason::KeepAliveTimeout,
+            Wait::Send => CloseReason::SendTimeout,
+            Wait::Linger => self.closing.unwrap_or(CloseReason::Local),
+        };
+        self.close(core, reason)
+    }
+
+    fn wake(&mut self, token: usize, core: &mut Core) -> Flow {
+        self.pump(token, core)
+    }
+
+    fn signal(&mut self, _token: usize, core: &mut Core, signal: Signal) -> Flow {
+        let group = self.server.group;
+        match signal {
+            Signal::Evict if !self.busy => self.close(core, CloseReason::Evicted),
+            // A request in flight (or partly received) finishes: its reply goes
+            // out without keep-alive and the connection closes after it.
+            Signal::Shutdown(g) if g == group && !self.busy && self.req.is_none() => {
+                self.close(core, CloseReason::ServerShutdown)
+            }
+            Signal::ShutdownNow(g) if g == group => self.close(core, CloseReason::ServerShutdown),
+            _ => Flow::Keep,
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// One request being served: `process` reads the request and fills the response,
+/// which is written when the task's series ends.
+pub struct ServerTask<P: Protocol> {
+    req: Box<P::Request>,
+    resp: P::Response,
+    conn: Arc<Conn>,
+    server: Arc<ServerShared<P>>,
+    received: Instant,
+}
+
+impl<P: Protocol> ServerTask<P> {
+    /// The request.
+    pub fn request(&self) -> &P::Request {
+        &self.req
+    }
+    /// The request, mutably (to take its body without copying).
+    pub fn request_mut(&mut self) -> &mut P::Request {
+        &mut self.req
+    }
+    /// The response to fill.
+    pub fn response(&mut self) -> &mut P::Response {
+        &mut self.resp
+    }
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.conn.stream().peer_addr().ok()
+    }
+    /// The connection's id, as in its access-log record.
+    pub fn conn_id(&self) -> u64 {
+        self.conn.id
+    }
+    /// When the request was complete.
+    pub fn received_at(&self) -> Instant {
+        self.received
+    }
+    /// The server task waiting to reply at the end of `series`, for callbacks of
+    /// tasks that `process` pushed (a proxy fills the response this way).
+    pub fn of_series(series: &mut Series) -> Option<&mut ServerTask<P>> {
+        series.finisher_mut::<ServerTask<P>>()
+    }
+}
+
+impl<P: Protocol> Task for ServerTask<P> {
+    fn run(mut self: Box<Self>, mut series: Box<Series>) -> Step {
+        let server = self.server.clone();
+        (server.process)(&mut self, &mut series);
+        series.set_finisher(self);
+        Step::Next(series)
+    }
+}
+
+thread_local! {
+    static CHUNKS: std::cell::RefCell<Vec<Bytes>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl<P: Protocol> Finisher for ServerTask<P> {
+    fn finish(mut self: Box<Self>, series: Box<Series>) {
+        drop(series);
+        let keep_alive = self.server.proto.keep_alive(&self.req, &self.resp)
+            && !self.server.shutting_down.load(Ordering::Relaxed);
+        let mut chunks = CHUNKS
+            .with(|c| c.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
+            .unwrap_or_default();
+        self.resp.encode(&mut chunks);
+        let _ = self.conn.send(&mut chunks, Some(keep_alive));
+        chunks.clear();
+        CHUNKS.with(|c| {
+            if let Ok(mut v) = c.try_borrow_mut() {
+                *v = chunks;
+            }
+        });
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// Object-safe view of a running server, for its handle.
+trait Control: Send + Sync {
+    fn group(&self) -> u32;
+    fn open(&self) -> usize;
+    fn begin_shutdown(&self);
+    fn wait_closed(&self, deadline: Instant) -> bool;
+}
+
+impl<P: Protocol> Control for ServerShared<P> {
+    fn group(&self) -> u32 {
+        self.group
+    }
+    fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+    fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+    fn wait_closed(&self, deadline: Instant) -> bool {
+        let mut guard = self.closed.0.lock().unwrap_or_else(|e| e.into_inner());
+        while self.open.load(Ordering::Acquire) > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let step = left.min(Duration::from_millis(50));
+            guard = self
+                .closed
+                .1
+                .wait_timeout(guard, step)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// A running server. Dropping the handle leaves the server running; call
+/// [`shutdown`](ServerHandle::shutdown) to stop it.
+pub struct ServerHandle {
+    local: SocketAddr,
+    control: Arc<dyn Control>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local", &self.local)
+            .field("open", &self.control.open())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The address the server listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.control.open()
+    }
+
+    /// Graceful shutdown: stops accepting, closes idle connections, lets requests
+    /// in flight finish within `grace`, then closes what is left. Returns whether
+    /// everything finished within `grace`.
+    pub fn shutdown(self, grace: Duration) -> bool {
+        self.control.begin_shutdown();
+        let group = self.control.group();
+        for p in 0..poller::count() {
+            poller::run_on(p, move |core| core.broadcast(Signal::Shutdown(group)));
+        }
+        let graceful = self.control.wait_closed(Instant::now() + grace);
+        if !graceful {
+            for p in 0..poller::count() {
+                poller::run_on(p, move |core| core.broadcast(Signal::ShutdownNow(group)));
+            }
+            self.control
+                .wait_closed(Instant::now() + Duration::from_secs(5));
+        }
+        graceful
+    }
+}

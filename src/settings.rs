@@ -1,0 +1,61 @@
+//! Global settings, fixed before the first task runs (as in Workflow).
+//!
+//! The runtime starts lazily on first use with these values; a program that never
+//! calls [`Settings::apply`] gets the defaults.
+
+#![forbid(unsafe_code)]
+
+use std::sync::OnceLock;
+
+/// Thread counts and other process-wide choices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Poller threads: all socket syscalls and parsing. Default: min(CPUs, 4).
+    pub poller_threads: usize,
+    /// Handler threads run callbacks and server `process`. `0` runs them inline on
+    /// the poller thread: fastest, for callbacks that never block. Default: CPUs.
+    pub handler_threads: usize,
+    /// Compute threads run go tasks. Default: CPUs.
+    pub compute_threads: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Settings {
+            poller_threads: cpus.clamp(1, 4),
+            handler_threads: cpus,
+            compute_threads: cpus,
+        }
+    }
+}
+
+/// The runtime has already started; settings can no longer change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlreadyStarted;
+
+impl std::fmt::Display for AlreadyStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("taskweave settings must be applied before the first task runs")
+    }
+}
+
+impl std::error::Error for AlreadyStarted {}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+impl Settings {
+    /// Makes these the process-wide settings. Fails once the runtime has started
+    /// (or settings were already applied).
+    pub fn apply(self) -> Result<(), AlreadyStarted> {
+        let mut s = self;
+        s.poller_threads = s.poller_threads.max(1);
+        s.compute_threads = s.compute_threads.max(1);
+        SETTINGS.set(s).map_err(|_| AlreadyStarted)
+    }
+
+    /// The settings in force (the defaults if none were applied).
+    pub fn current() -> &'static Settings {
+        SETTINGS.get_or_init(Settings::default)
+    }
+}

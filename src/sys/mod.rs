@@ -1,0 +1,113 @@
+//! The operating-system layer: every `unsafe` block and raw libc call lives here.
+//!
+//! Above this module the crate is `#![forbid(unsafe_code)]`. What is here is
+//! deliberately thin: resource limits, the spare descriptor kept for EMFILE,
+//! listener sockets with `SO_REUSEPORT`, and process CPU time for benches.
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Reads the soft and hard `RLIMIT_NOFILE`.
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable `rlimit` for the duration of the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+}
+
+/// Sets the soft `RLIMIT_NOFILE` (clamped to the hard limit). Tests use it to make
+/// a child process run out of descriptors on purpose.
+pub fn set_nofile_limit(soft: u64) -> io::Result<()> {
+    let (_, hard) = nofile_limit()?;
+    let lim = libc::rlimit {
+        rlim_cur: soft.min(hard) as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: `lim` is a valid `rlimit`; setrlimit only reads it.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// CPU time (user + system) this process has used so far.
+pub fn process_cpu_time() -> io::Result<Duration> {
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is valid and writable for the call.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    Ok(tv(usage.ru_utime) + tv(usage.ru_stime))
+}
+
+/// One descriptor held in reserve so that a listener hit by EMFILE can free it,
+/// accept the waiting connection, close it at once and take the spare back,
+/// instead of spinning on a backlog it can never drain.
+static SPARE_FD: Mutex<Option<File>> = Mutex::new(None);
+
+/// Makes sure the spare descriptor is held. Called when a server starts.
+pub fn reserve_spare_fd() {
+    if let Ok(mut spare) = SPARE_FD.lock() {
+        if spare.is_none() {
+            *spare = File::open("/dev/null").ok();
+        }
+    }
+}
+
+/// Releases the spare descriptor, runs `f`, then takes the spare back. Returns
+/// `None` when no spare was held.
+pub fn with_spare_fd_released<R>(f: impl FnOnce() -> R) -> Option<R> {
+    let mut spare = SPARE_FD.lock().ok()?;
+    spare.take()?;
+    let out = f();
+    *spare = File::open("/dev/null").ok();
+    Some(out)
+}
+
+/// A non-blocking listener bound to `addr`, with `SO_REUSEADDR` and (where the OS
+/// has it) `SO_REUSEPORT` so that every poller can accept on its own listener.
+pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// A non-blocking socket connecting to `addr`; the connect completes when the
+/// socket becomes writable.
+pub fn start_connect(addr: SocketAddr) -> io::Result<std::net::TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(socket.into())
+}
+
+/// Whether an accept error means the process or system is out of descriptors.
+pub fn is_fd_exhaustion(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}

@@ -1,0 +1,139 @@
+//! Counter tasks: complete after being counted a target number of times, from
+//! any thread, by handle or by name (Workflow's `count_by_name`).
+
+use super::{deliver, Series, Step, Task};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+
+type Callback = Box<dyn FnOnce(&mut CounterTask, &mut Series) + Send>;
+
+struct Inner {
+    count: u32,
+    target: u32,
+    waiting: Option<(Box<CounterTask>, Box<Series>)>,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+/// A task that completes once it has been counted `target` times.
+pub struct CounterTask {
+    shared: Shared,
+    callback: Option<Callback>,
+}
+
+/// Counts a counter task from any thread.
+#[derive(Clone)]
+pub struct CounterHandle(Shared);
+
+impl std::fmt::Debug for CounterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CounterHandle")
+    }
+}
+
+/// An anonymous counter task; count it through [`CounterTask::handle`].
+pub fn counter(
+    target: u32,
+    callback: impl FnOnce(&mut CounterTask, &mut Series) + Send + 'static,
+) -> CounterTask {
+    CounterTask {
+        shared: Arc::new(Mutex::new(Inner {
+            count: 0,
+            target,
+            waiting: None,
+        })),
+        callback: Some(Box::new(callback)),
+    }
+}
+
+fn registry() -> &'static Mutex<HashMap<String, VecDeque<Shared>>> {
+    static NAMED: OnceLock<Mutex<HashMap<String, VecDeque<Shared>>>> = OnceLock::new();
+    NAMED.get_or_init(Default::default)
+}
+
+/// A counter task registered under `name`, counted by [`count_by_name`].
+pub fn named_counter(
+    name: &str,
+    target: u32,
+    callback: impl FnOnce(&mut CounterTask, &mut Series) + Send + 'static,
+) -> CounterTask {
+    let task = counter(target, callback);
+    if target > 0 {
+        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+        reg.entry(name.to_owned())
+            .or_default()
+            .push_back(task.shared.clone());
+    }
+    task
+}
+
+/// Counts `n` times towards the counters named `name`, oldest first: each count
+/// goes to the oldest counter that has not reached its target. Returns how many
+/// counts found a counter.
+pub fn count_by_name(name: &str, n: u32) -> u32 {
+    let mut used = 0;
+    let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let Some(queue) = reg.get_mut(name) else {
+        return 0;
+    };
+    while used < n {
+        let Some(front) = queue.front().cloned() else {
+            break;
+        };
+        used += 1;
+        if count(&front) {
+            queue.pop_front();
+        }
+    }
+    if queue.is_empty() {
+        reg.remove(name);
+    }
+    used
+}
+
+/// Counts once; returns whether the counter has reached its target.
+fn count(shared: &Shared) -> bool {
+    let mut inner = shared.lock().unwrap_or_else(|e| e.into_inner());
+    inner.count = inner.count.saturating_add(1);
+    let reached = inner.count >= inner.target;
+    let ready = if reached { inner.waiting.take() } else { None };
+    drop(inner);
+    if let Some((task, series)) = ready {
+        deliver(series, move |s| task.complete(s));
+    }
+    reached
+}
+
+impl CounterHandle {
+    /// Counts once; returns whether the target is reached.
+    pub fn count(&self) -> bool {
+        count(&self.0)
+    }
+}
+
+impl CounterTask {
+    /// A handle that counts this task.
+    pub fn handle(&self) -> CounterHandle {
+        CounterHandle(self.shared.clone())
+    }
+
+    fn complete(mut self: Box<Self>, series: &mut Series) {
+        if let Some(cb) = self.callback.take() {
+            cb(&mut self, series);
+        }
+    }
+}
+
+impl Task for CounterTask {
+    fn run(self: Box<Self>, mut series: Box<Series>) -> Step {
+        let shared = self.shared.clone();
+        let mut inner = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.count >= inner.target {
+            drop(inner);
+            self.complete(&mut series);
+            return Step::Next(series);
+        }
+        inner.waiting = Some((self, series));
+        Step::Pending
+    }
+}

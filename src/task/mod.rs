@@ -1,0 +1,43 @@
+//! Tasks and the series that run them.
+//!
+//! A [`Series`] is a queue of tasks run one after another, with a typed context
+//! they share. A task either finishes at once (its callback runs and the series
+//! moves on in the same loop, so a series of a million synchronous tasks uses no
+//! more stack than one) or takes the series with it and hands it back through
+//! [`Series::resume`] when its work completes on another thread. Callbacks of
+//! tasks that complete on a poller thread run on the handler pool, or inline on the
+//! poller when `Settings::handler_threads` is `0`.
+
+#![forbid(unsafe_code)]
+
+mod counter;
+mod go;
+mod parallel;
+mod pool;
+mod series;
+mod timer;
+mod wait_group;
+
+pub use counter::{count_by_name, counter, named_counter, CounterHandle, CounterTask};
+pub use go::{go, GoTask};
+pub use parallel::Parallel;
+pub use series::{FnTask, Series, Step, Task};
+pub use timer::{timer, TimerHandle, TimerTask};
+pub use wait_group::WaitGroup;
+
+pub(crate) use pool::{handlers_inline, spawn_compute, spawn_handler};
+pub(crate) use series::Finisher;
+
+/// Runs `f` on the series and then continues it: on the handler pool when called
+/// from a poller thread and handler threads are configured, otherwise right here.
+pub(crate) fn deliver(mut series: Box<Series>, f: impl FnOnce(&mut Series) + Send + 'static) {
+    if crate::poller::current().is_some() && !handlers_inline() {
+        spawn_handler(move || {
+            f(&mut series);
+            Series::resume(series);
+        });
+    } else {
+        f(&mut series);
+        Series::resume(series);
+    }
+}

@@ -1,0 +1,126 @@
+//! [`Parallel`]: series run side by side, joined when the last one ends.
+
+use super::series::Finisher;
+use super::{Series, Step, Task};
+use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+type Callback = Box<dyn FnOnce(&mut Parallel, &mut Series) + Send>;
+
+/// Several series started together; the task completes when all have ended, and
+/// its callback sees each series (with its context) in the order they were added.
+pub struct Parallel {
+    series: Vec<Box<Series>>,
+    callback: Option<Callback>,
+}
+
+impl Parallel {
+    /// An empty parallel whose `callback` runs when every series has ended.
+    pub fn new(callback: impl FnOnce(&mut Parallel, &mut Series) + Send + 'static) -> Parallel {
+        Parallel {
+            series: Vec::new(),
+            callback: Some(Box::new(callback)),
+        }
+    }
+
+    /// Adds a series.
+    pub fn add(&mut self, series: Series) {
+        self.series.push(Box::new(series));
+    }
+
+    /// Adds a series (builder form).
+    pub fn with(mut self, series: Series) -> Parallel {
+        self.add(series);
+        self
+    }
+
+    /// The series, in the order added; after completion each holds its context.
+    pub fn series_mut(&mut self) -> impl Iterator<Item = &mut Series> {
+        self.series.iter_mut().map(|s| &mut **s)
+    }
+
+    /// How many series it holds.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Whether it holds no series.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    fn complete(mut self: Box<Self>, parent: &mut Series) {
+        if let Some(cb) = self.callback.take() {
+            cb(&mut self, parent);
+        }
+    }
+}
+
+struct Join {
+    /// Series still running, plus one held by `run` until it has started them all.
+    remaining: AtomicUsize,
+    done: Mutex<Vec<Option<Box<Series>>>>,
+    parent: Mutex<Option<(Box<Parallel>, Box<Series>)>>,
+}
+
+impl Join {
+    /// Drops one count; the last one out continues the parent series.
+    fn release(self: &Arc<Self>) -> Option<(Box<Parallel>, Box<Series>)> {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return None;
+        }
+        let (mut par, parent) = self.parent.lock().ok()?.take()?;
+        let done = std::mem::take(&mut *self.done.lock().ok()?);
+        par.series = done.into_iter().flatten().collect();
+        Some((par, parent))
+    }
+}
+
+struct Member {
+    join: Arc<Join>,
+    index: usize,
+}
+
+impl Finisher for Member {
+    fn finish(self: Box<Self>, series: Box<Series>) {
+        if let Ok(mut done) = self.join.done.lock() {
+            done[self.index] = Some(series);
+        }
+        if let Some((par, mut parent)) = self.join.release() {
+            par.complete(&mut parent);
+            Series::resume(parent);
+        }
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl Task for Parallel {
+    fn run(mut self: Box<Self>, parent: Box<Series>) -> Step {
+        let members = std::mem::take(&mut self.series);
+        let n = members.len();
+        let join = Arc::new(Join {
+            remaining: AtomicUsize::new(n + 1),
+            done: Mutex::new((0..n).map(|_| None).collect()),
+            parent: Mutex::new(Some((self, parent))),
+        });
+        for (index, mut s) in members.into_iter().enumerate() {
+            s.set_finisher(Box::new(Member {
+                join: join.clone(),
+                index,
+            }));
+            Series::resume(s);
+        }
+        // If every member ended synchronously we are the last one out: continue
+        // the parent in the caller's loop instead of recursing.
+        match join.release() {
+            Some((par, mut parent)) => {
+                par.complete(&mut parent);
+                Step::Next(parent)
+            }
+            None => Step::Pending,
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The handler and compute thread pools.
+//!
+//! Handler threads run callbacks and server `process` so a slow callback never
+//! stalls a poller; compute threads run go tasks so long computations never stall
+//! callbacks. Both are fixed-size pools fed by an unbounded channel (the work in
+//! them is bounded by the connections and tasks that produced it).
+
+use crate::settings::Settings;
+use crossbeam_channel::{unbounded, Sender};
+use std::sync::OnceLock;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+struct Pool {
+    tx: Sender<Job>,
+}
+
+impl Pool {
+    fn start(name: &str, threads: usize) -> Pool {
+        let (tx, rx) = unbounded::<Job>();
+        for i in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("tw-{name}-{i}"))
+                .spawn(move || {
+                    for job in rx {
+                        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        if res.is_err() {
+                            log::error!("taskweave: a callback panicked; its series is lost");
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                log::error!("taskweave: cannot start {name} thread: {e}");
+            }
+        }
+        Pool { tx }
+    }
+
+    fn spawn(&self, job: Job) {
+        if let Err(e) = self.tx.send(job) {
+            // Only possible if every worker died; run it here rather than lose it.
+            (e.into_inner())();
+        }
+    }
+}
+
+static HANDLERS: OnceLock<Option<Pool>> = OnceLock::new();
+static COMPUTE: OnceLock<Pool> = OnceLock::new();
+
+fn handlers() -> &'static Option<Pool> {
+    HANDLERS.get_or_init(|| {
+        let n = Settings::current().handler_threads;
+        (n > 0).then(|| Pool::start("handler", n))
+    })
+}
+
+/// Whether callbacks run inline on the poller (`handler_threads == 0`).
+pub(crate) fn handlers_inline() -> bool {
+    handlers().is_none()
+}
+
+/// Runs `job` on a handler thread (or here, in inline mode).
+pub(crate) fn spawn_handler(job: impl FnOnce() + Send + 'static) {
+    match handlers() {
+        Some(pool) => pool.spawn(Box::new(job)),
+        None => job(),
+    }
+}
+
+/// Runs `job` on a compute thread.
+pub(crate) fn spawn_compute(job: impl FnOnce() + Send + 'static) {
+    COMPUTE
+        .get_or_init(|| Pool::start("compute", Settings::current().compute_threads))
+        .spawn(Box::new(job));
+}

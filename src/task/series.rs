@@ -1,0 +1,235 @@
+//! [`Series`], the [`Task`] trait and the loop that runs them.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+
+/// What [`Task::run`] did with the series.
+pub enum Step {
+    /// The task finished (its callback has run); continue with this series.
+    Next(Box<Series>),
+    /// The task kept the series; it calls [`Series::resume`] when it completes.
+    Pending,
+}
+
+/// A unit of work in a series.
+///
+/// Implement it for your own tasks: do the work, run your callback with
+/// `&mut Series`, and return [`Step::Next`]; or start asynchronous work that owns
+/// the series and calls [`Series::resume`] when done, and return [`Step::Pending`].
+pub trait Task: Send + 'static {
+    /// Runs the task as the current task of `series`.
+    fn run(self: Box<Self>, series: Box<Series>) -> Step;
+}
+
+/// Runs when a series ends, after its `on_done` callback: the runtime uses it for
+/// a server task's reply and for a parallel's bookkeeping.
+pub(crate) trait Finisher: Send + 'static {
+    /// The series has ended.
+    fn finish(self: Box<Self>, series: Box<Series>);
+    /// Access to the concrete type.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+type OnDone = Box<dyn FnOnce(&mut Series) + Send>;
+
+/// Tasks run one after another, sharing a typed context.
+///
+/// Callbacks get `&mut Series` and can [`push_back`](Series::push_back) more work,
+/// read or change the [context](Series::context_mut), or [`cancel`](Series::cancel)
+/// the rest.
+pub struct Series {
+    tasks: VecDeque<Box<dyn Task>>,
+    context: Option<Box<dyn Any + Send>>,
+    on_done: Option<OnDone>,
+    finisher: Option<Box<dyn Finisher>>,
+    cancelled: bool,
+}
+
+impl fmt::Debug for Series {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Series")
+            .field("pending_tasks", &self.tasks.len())
+            .field("has_context", &self.context.is_some())
+            .field("cancelled", &self.cancelled)
+            .finish()
+    }
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Series::empty()
+    }
+}
+
+impl Series {
+    /// A series with no tasks yet.
+    pub fn empty() -> Series {
+        Series {
+            tasks: VecDeque::new(),
+            context: None,
+            on_done: None,
+            finisher: None,
+            cancelled: false,
+        }
+    }
+
+    /// A series whose first task is `first`.
+    pub fn new(first: impl Task) -> Series {
+        let mut s = Series::empty();
+        s.push_back(first);
+        s
+    }
+
+    /// A series whose first task is `first`, with a context the tasks share.
+    pub fn with_context<C: Any + Send>(first: impl Task, context: C) -> Series {
+        let mut s = Series::new(first);
+        s.set_context(context);
+        s
+    }
+
+    /// Adds a task at the end.
+    pub fn push_back(&mut self, task: impl Task) {
+        self.tasks.push_back(Box::new(task));
+    }
+
+    /// Adds a task to run next.
+    pub fn push_front(&mut self, task: impl Task) {
+        self.tasks.push_front(Box::new(task));
+    }
+
+    /// Adds an already boxed task at the end.
+    pub fn push_back_boxed(&mut self, task: Box<dyn Task>) {
+        self.tasks.push_back(task);
+    }
+
+    /// Tasks still waiting to run.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether no task is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Sets the callback run when the series ends (builder form).
+    pub fn on_done(mut self, f: impl FnOnce(&mut Series) + Send + 'static) -> Series {
+        self.on_done = Some(Box::new(f));
+        self
+    }
+
+    /// Sets the callback run when the series ends.
+    pub fn set_on_done(&mut self, f: impl FnOnce(&mut Series) + Send + 'static) {
+        self.on_done = Some(Box::new(f));
+    }
+
+    /// Replaces the context.
+    pub fn set_context<C: Any + Send>(&mut self, context: C) {
+        self.context = Some(Box::new(context));
+    }
+
+    /// The context, if it is a `C`.
+    pub fn try_context_mut<C: Any + Send>(&mut self) -> Option<&mut C> {
+        self.context.as_mut()?.downcast_mut()
+    }
+
+    /// The context as a `C`.
+    ///
+    /// # Panics
+    /// When the series has no context of type `C`: that is a bug in the program
+    /// that built the series, never something a peer can cause. Use
+    /// [`try_context_mut`](Series::try_context_mut) to test instead.
+    pub fn context_mut<C: Any + Send>(&mut self) -> &mut C {
+        match self.try_context_mut() {
+            Some(c) => c,
+            None => panic!(
+                "series context is not a {} (set it with Series::with_context)",
+                std::any::type_name::<C>()
+            ),
+        }
+    }
+
+    /// The context as a `C`, read-only; panics like [`context_mut`](Series::context_mut).
+    pub fn context<C: Any + Send>(&self) -> &C {
+        match self.context.as_ref().and_then(|c| c.downcast_ref()) {
+            Some(c) => c,
+            None => panic!("series context is not a {}", std::any::type_name::<C>()),
+        }
+    }
+
+    /// Removes and returns the context, if it is a `C`.
+    pub fn take_context<C: Any + Send>(&mut self) -> Option<C> {
+        match self.context.take()?.downcast::<C>() {
+            Ok(c) => Some(*c),
+            Err(other) => {
+                self.context = Some(other);
+                None
+            }
+        }
+    }
+
+    /// Drops the tasks that have not started; the series ends after the current
+    /// task, and its `on_done` still runs.
+    pub fn cancel(&mut self) {
+        self.cancelled = true;
+        self.tasks.clear();
+    }
+
+    /// Whether [`cancel`](Series::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    /// Starts the series on this thread: tasks that finish at once run here.
+    pub fn start(self) {
+        Series::resume(Box::new(self));
+    }
+
+    /// Continues a series whose current task has completed. Runs tasks until one
+    /// goes asynchronous or the series ends. Custom asynchronous tasks call this.
+    pub fn resume(mut series: Box<Series>) {
+        loop {
+            let Some(task) = series.tasks.pop_front() else {
+                series.end();
+                return;
+            };
+            match task.run(series) {
+                Step::Next(s) => series = s,
+                Step::Pending => return,
+            }
+        }
+    }
+
+    fn end(mut self: Box<Self>) {
+        if let Some(f) = self.on_done.take() {
+            f(&mut self);
+            if !self.tasks.is_empty() {
+                // on_done pushed more work: keep going.
+                return Series::resume(self);
+            }
+        }
+        if let Some(fin) = self.finisher.take() {
+            fin.finish(self);
+        }
+    }
+
+    pub(crate) fn set_finisher(&mut self, f: Box<dyn Finisher>) {
+        self.finisher = Some(f);
+    }
+
+    /// The finisher, if it is a `T` (the server task waiting to reply).
+    pub(crate) fn finisher_mut<T: Any>(&mut self) -> Option<&mut T> {
+        self.finisher.as_mut()?.as_any_mut().downcast_mut()
+    }
+}
+
+/// A plain closure is a task that finishes at once.
+pub struct FnTask<F>(pub F);
+
+impl<F: FnOnce(&mut Series) + Send + 'static> Task for FnTask<F> {
+    fn run(self: Box<Self>, mut series: Box<Series>) -> Step {
+        (self.0)(&mut series);
+        Step::Next(series)
+    }
+}
