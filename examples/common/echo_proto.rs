@@ -1,6 +1,9 @@
 //! A length-prefixed echo protocol: the example of plugging a protocol into
 //! taskweave without touching its core. A frame is a 4-byte big-endian length
 //! followed by that many bytes.
+//!
+//! Shared by the echo examples, tests and benches; each uses part of it.
+#![allow(dead_code)]
 
 use bytes::{Bytes, BytesMut};
 use taskweave::protocol::{Message, MessageSizes, Progress, Protocol, ProtocolError};

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Slices handed to one `writev`.
 const MAX_IOV: usize = 64;
@@ -22,6 +23,20 @@ pub enum SendState {
     Queued,
     /// Queued output is above the high watermark: slow down.
     AboveHigh,
+}
+
+/// What a send completes, so its end can be timed when the last byte leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Done {
+    /// A server reply; the owner decides the connection's fate after it.
+    Reply {
+        keep_alive: bool,
+        head: u64,
+        body: u64,
+        status: Option<u16>,
+    },
+    /// A client request.
+    Request { head: u64, body: u64 },
 }
 
 /// A send that could not be accepted.
@@ -46,6 +61,8 @@ pub(crate) struct ConnState {
     pub close_after: bool,
     /// The owner must be told about a pause (arm the send timeout).
     pub pause_unseen: bool,
+    /// Completes when the queue drains.
+    pending: Option<Done>,
     pub stats: ConnStats,
 }
 
@@ -101,6 +118,7 @@ impl Conn {
                 replied: false,
                 close_after: false,
                 pause_unseen: false,
+                pending: None,
                 stats,
             }),
         }
@@ -122,19 +140,27 @@ impl Conn {
     }
 
     /// Writes `chunks` now if nothing is queued, queuing what the socket does not
-    /// take. From a thread other than the owning poller, a pause wakes the poller
-    /// so it can arm the send timeout. `reply` marks the end of a server reply.
+    /// take. From a thread other than the owning poller, a pause or a finished
+    /// reply wakes the poller (a pause arms the send timeout).
     pub fn send(
         &self,
         chunks: &mut Vec<Bytes>,
-        reply: Option<bool>,
+        done: Option<Done>,
     ) -> Result<SendState, SendError> {
         let mut st = self.lock();
+        if let Some(Done::Reply { .. }) = done {
+            st.stats.response_started(Instant::now());
+        }
         let res = self.send_locked(&mut st, chunks);
         let mut wake = st.pause_unseen;
-        if let Some(keep_alive) = reply {
+        match (done, res) {
+            (Some(d), Ok(SendState::Written)) => complete(&mut st, d),
+            (Some(d), Ok(_)) => st.pending = Some(d),
+            _ => {}
+        }
+        if let Some(Done::Reply { keep_alive, .. }) = done {
             st.replied = true;
-            st.close_after |= !keep_alive;
+            st.close_after |= !keep_alive || res.is_err();
             wake = true;
         }
         drop(st);
@@ -180,7 +206,7 @@ impl Conn {
             if chunks.is_empty() {
                 return Ok(SendState::Written);
             }
-            st.stats.pause(std::time::Instant::now());
+            st.stats.pause(Instant::now());
             st.pause_unseen = true;
         }
         for c in chunks.drain(..) {
@@ -237,8 +263,11 @@ impl Conn {
             }
         }
         if st.out.is_empty() {
-            st.stats.resume(std::time::Instant::now());
+            st.stats.resume(Instant::now());
             st.out = VecDeque::new(); // give the ring's memory back while idle
+            if let Some(d) = st.pending.take() {
+                complete(st, d);
+            }
         }
         st.queued
     }
@@ -268,6 +297,17 @@ impl Conn {
     /// Half-closes the write side (lingering close after an error reply).
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// Times the end of a reply or request whose last byte just left.
+fn complete(st: &mut ConnState, done: Done) {
+    let now = Instant::now();
+    match done {
+        Done::Reply {
+            head, body, status, ..
+        } => st.stats.response_complete(now, head, body, status),
+        Done::Request { head, body } => st.stats.request_complete(now, head, body),
     }
 }
 

@@ -306,17 +306,6 @@ impl Core {
         self.index
     }
 
-    /// The time taken after the last `poll` returned (no clock read).
-    pub fn now(&self) -> Instant {
-        self.now
-    }
-
-    /// Reads the clock and caches the result.
-    pub fn refresh_now(&mut self) -> Instant {
-        self.now = Instant::now();
-        self.now
-    }
-
     /// The registry, to register and deregister sources.
     pub fn registry(&self) -> &Registry {
         &self.registry

@@ -203,6 +203,7 @@ impl Deadlines {
     }
 
     /// Whether nothing is armed at all.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.timers.is_empty() && self.queues.iter().all(|q| q.head == NIL)
     }

@@ -9,7 +9,7 @@
 //! connection just as we picked it.
 
 use super::{Message, Progress, Protocol};
-use crate::comm::{Conn, ConnConfig, SendError};
+use crate::comm::{Conn, ConnConfig, Done, SendError};
 use crate::error::Error;
 use crate::metrics::{AccessLog, CloseReason, ConnStats, NullLog, Side};
 use crate::poller::{self, Core, Flow, Handler, QueueKey, Ready, Signal};
@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 static NEXT_POOL_GROUP: AtomicU32 = AtomicU32::new(1 << 30);
 
@@ -117,6 +118,20 @@ const KIND_IDLE: u8 = 7;
 
 type Callback<P> = Box<dyn FnOnce(&mut ClientTask<P>, &mut Series) + Send>;
 
+/// Where a client task's time went, like curl's `-w` phases. Every phase is
+/// measured from the moment the task started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Name resolution; `None` when no lookup was made (an address, or cached).
+    pub dns: Option<Duration>,
+    /// The TCP connect itself; `None` on a reused connection.
+    pub connect: Option<Duration>,
+    /// Start until the first response byte arrived.
+    pub first_byte: Option<Duration>,
+    /// Start until the response was complete or the task failed.
+    pub total: Duration,
+}
+
 /// One request to a target and its response.
 pub struct ClientTask<P: Protocol> {
     proto: Arc<P>,
@@ -127,6 +142,8 @@ pub struct ClientTask<P: Protocol> {
     error: Option<Error>,
     reused: bool,
     retries: u32,
+    started: Option<Instant>,
+    timings: Timings,
     callback: Option<Callback<P>>,
 }
 
@@ -148,6 +165,8 @@ impl<P: Protocol> ClientTask<P> {
             error: None,
             reused: false,
             retries: 0,
+            started: None,
+            timings: Timings::default(),
             callback: Some(Box::new(callback)),
         }
     }
@@ -182,6 +201,15 @@ impl<P: Protocol> ClientTask<P> {
     pub fn reused(&self) -> bool {
         self.reused
     }
+    /// Where the task's time went.
+    pub fn timings(&self) -> Timings {
+        self.timings
+    }
+    /// Records a name lookup made before the task ran (the HTTP client resolves
+    /// names before it connects); it goes to the connection's `dns_us` too.
+    pub fn set_dns_time(&mut self, d: Duration) {
+        self.timings.dns = Some(d);
+    }
     /// How many times the request was retried.
     pub fn retries(&self) -> u32 {
         self.retries
@@ -201,7 +229,9 @@ impl<P: Protocol> ClientTask<P> {
 }
 
 impl<P: Protocol> Task for ClientTask<P> {
-    fn run(self: Box<Self>, series: Box<Series>) -> Step {
+    fn run(mut self: Box<Self>, series: Box<Series>) -> Step {
+        let started = Instant::now() - self.timings.dns.unwrap_or_default();
+        self.started.get_or_insert(started);
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.target.hash(&mut h);
         let index = (h.finish() as usize) % poller::count();
@@ -220,6 +250,9 @@ impl<P: Protocol> Job<P> {
         let Job { mut task, series } = self;
         task.resp = resp;
         task.error = error;
+        if let Some(start) = task.started {
+            task.timings.total = start.elapsed();
+        }
         deliver(series, move |s| {
             if let Some(cb) = task.callback.take() {
                 cb(&mut task, s);
@@ -314,7 +347,10 @@ fn connect<P: Protocol>(core: &mut Core, key: PoolKey, job: Job<P>) {
     let id = poller::next_id();
     let config = job.task.config.clone();
     let proto = job.task.proto.clone();
-    let stats = ConnStats::new(id, Side::Client, proto.name(), target);
+    let mut stats = ConnStats::new(id, Side::Client, proto.name(), target);
+    if let Some(d) = job.task.timings.dns.filter(|_| job.task.retries == 0) {
+        stats.dns(d);
+    }
     let index = core.index();
     let mut job = Some(job);
     let res = core.insert(id, |token, registry| {
@@ -399,7 +435,12 @@ impl<P: Protocol> ClientConn<P> {
         self.resp = Some(self.proto.new_response(&job.task.req));
         let mut chunks: Vec<Bytes> = Vec::new();
         job.task.req.encode(&mut chunks);
-        match self.conn.send(&mut chunks, None) {
+        let sizes = job.task.req.sizes().unwrap_or_default();
+        let done = Done::Request {
+            head: sizes.head,
+            body: sizes.body,
+        };
+        match self.conn.send(&mut chunks, Some(done)) {
             Ok(crate::comm::SendState::Written) => self.set_wait(token, core, KIND_RECEIVE),
             Ok(_) => self.set_wait(token, core, KIND_SEND),
             Err(SendError::Full) => {
@@ -516,9 +557,24 @@ impl<P: Protocol> ClientConn<P> {
             // Bytes nobody asked for on an idle connection.
             return Some(self.close(core, CloseReason::ProtocolError));
         };
-        self.got_bytes = true;
+        if !self.got_bytes {
+            self.got_bytes = true;
+            let now = Instant::now();
+            self.conn.lock().stats.first_byte(now);
+            if let Some(job) = self.job.as_mut() {
+                job.task.timings.first_byte = job.task.started.map(|s| now - s);
+            }
+        }
         match resp.append(data) {
             Ok(Progress::Complete(n)) => {
+                let sizes = resp.sizes().unwrap_or_default();
+                let status = resp.status();
+                self.conn.lock().stats.response_complete(
+                    Instant::now(),
+                    sizes.head,
+                    sizes.body,
+                    status,
+                );
                 if n < data.len() {
                     self.reusable = false;
                 }
@@ -537,6 +593,12 @@ impl<P: Protocol> ClientConn<P> {
         match self.conn.stream().peer_addr() {
             Ok(_) => {
                 self.connected = true;
+                let mut st = self.conn.lock();
+                st.stats.connected(Instant::now());
+                if let Some(job) = self.job.as_mut() {
+                    job.task.timings.connect = Some(st.stats.connect_time().unwrap_or_default());
+                }
+                drop(st);
                 self.write_request(token, core)
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Flow::Keep,

@@ -13,6 +13,6 @@ mod client;
 mod message;
 mod server;
 
-pub use client::{ClientConfig, ClientTask};
+pub use client::{ClientConfig, ClientTask, Timings};
 pub use message::{Message, MessageSizes, Progress, Protocol, ProtocolError};
 pub use server::{Server, ServerBuilder, ServerHandle, ServerTask};

@@ -10,7 +10,7 @@
 //! so a peer that pipelines and never reads cannot grow our memory.
 
 use super::{Message, Progress, Protocol, ProtocolError};
-use crate::comm::{inline_dispatch, Acceptor, Conn, ConnConfig, Listener};
+use crate::comm::{inline_dispatch, Acceptor, Conn, ConnConfig, Done, Listener};
 use crate::metrics::{AccessLog, CloseReason, ConnStats, NullLog, Side};
 use crate::poller::{self, Core, Flow, Handler, QueueKey, Ready, Signal};
 use crate::task::{handlers_inline, spawn_handler, Finisher, Series, Step, Task};
@@ -470,6 +470,11 @@ impl<P: Protocol> ServerConn<P> {
     fn dispatch(&mut self, req: Box<P::Request>) {
         self.busy = true;
         self.seen_request = true;
+        let sizes = req.sizes().unwrap_or_default();
+        self.conn
+            .lock()
+            .stats
+            .request_complete(Instant::now(), sizes.head, sizes.body);
         let resp = self.server.proto.new_response(&req);
         let task = ServerTask {
             req,
@@ -629,7 +634,14 @@ impl<P: Protocol> Finisher for ServerTask<P> {
             .with(|c| c.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
             .unwrap_or_default();
         self.resp.encode(&mut chunks);
-        let _ = self.conn.send(&mut chunks, Some(keep_alive));
+        let sizes = self.resp.sizes().unwrap_or_default();
+        let done = Done::Reply {
+            keep_alive,
+            head: sizes.head,
+            body: sizes.body,
+            status: self.resp.status(),
+        };
+        let _ = self.conn.send(&mut chunks, Some(done));
         chunks.clear();
         CHUNKS.with(|c| {
             if let Ok(mut v) = c.try_borrow_mut() {

@@ -21,6 +21,7 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every platform
     Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
 }
 

@@ -11,7 +11,7 @@ type Callback = Box<dyn FnOnce(&mut Parallel, &mut Series) + Send>;
 /// Several series started together; the task completes when all have ended, and
 /// its callback sees each series (with its context) in the order they were added.
 pub struct Parallel {
-    series: Vec<Box<Series>>,
+    series: Vec<Series>,
     callback: Option<Callback>,
 }
 
@@ -26,7 +26,7 @@ impl Parallel {
 
     /// Adds a series.
     pub fn add(&mut self, series: Series) {
-        self.series.push(Box::new(series));
+        self.series.push(series);
     }
 
     /// Adds a series (builder form).
@@ -37,7 +37,7 @@ impl Parallel {
 
     /// The series, in the order added; after completion each holds its context.
     pub fn series_mut(&mut self) -> impl Iterator<Item = &mut Series> {
-        self.series.iter_mut().map(|s| &mut **s)
+        self.series.iter_mut()
     }
 
     /// How many series it holds.
@@ -72,7 +72,7 @@ impl Join {
         }
         let (mut par, parent) = self.parent.lock().ok()?.take()?;
         let done = std::mem::take(&mut *self.done.lock().ok()?);
-        par.series = done.into_iter().flatten().collect();
+        par.series = done.into_iter().flatten().map(|s| *s).collect();
         Some((par, parent))
     }
 }
@@ -106,7 +106,8 @@ impl Task for Parallel {
             done: Mutex::new((0..n).map(|_| None).collect()),
             parent: Mutex::new(Some((self, parent))),
         });
-        for (index, mut s) in members.into_iter().enumerate() {
+        for (index, s) in members.into_iter().enumerate() {
+            let mut s = Box::new(s);
             s.set_finisher(Box::new(Member {
                 join: join.clone(),
                 index,

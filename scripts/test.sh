@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the tests need (when missing) and runs the whole test suite.
+# The tests talk to real peers on 127.0.0.1: curl for HTTP.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+
+# Connection-scale tests open thousands of sockets.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+cargo test --all-targets "$@"
+cargo test --doc "$@"
