@@ -36,6 +36,7 @@
 
 pub mod comm;
 mod error;
+pub mod http;
 pub mod metrics;
 mod poller;
 pub mod protocol;

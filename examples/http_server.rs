@@ -1,0 +1,95 @@
+//! An HTTP/1.1 server: `/` says hello, `/echo` echoes the body, `/delay?ms=N`
+//! answers after a timer task, `/metrics` shows the server's counters in
+//! Prometheus format. Every connection writes an access-log record when it closes.
+//!
+//! `cargo run --release --example http_server -- --port 8080 [--pollers N]
+//!  [--handler-threads N] [--max-connections N] [--access-log PATH|-|off]`
+
+#[path = "common/args.rs"]
+mod args;
+
+use std::sync::Arc;
+use std::time::Duration;
+use taskweave::http::{Server, ServerTask};
+use taskweave::metrics::{AccessLog, JsonLines, ServerMetrics, Tee};
+use taskweave::{timer, Series, Settings};
+
+fn delay_ms(query: Option<&str>) -> u64 {
+    query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+        .min(60_000)
+}
+
+fn main() -> std::io::Result<()> {
+    let args = args::Args::parse();
+    let port: u16 = args.get("port", 8080);
+    let mut settings = Settings::default();
+    settings.poller_threads = args.get("pollers", settings.poller_threads);
+    settings.handler_threads = args.get("handler-threads", settings.handler_threads);
+    settings.apply().map_err(std::io::Error::other)?;
+
+    let metrics = Arc::new(ServerMetrics::new());
+    let log: Arc<dyn AccessLog> = match args.raw("access-log").unwrap_or("-") {
+        "off" => metrics.clone(),
+        "-" => Arc::new(Tee::new(vec![
+            Arc::new(JsonLines::stdout()?),
+            metrics.clone(),
+        ])),
+        path => Arc::new(Tee::new(vec![
+            Arc::new(JsonLines::open(path)?),
+            metrics.clone(),
+        ])),
+    };
+    let m = metrics.clone();
+    let server = Server::builder()
+        .max_connections(args.get("max-connections", 10_000))
+        .access_log(log)
+        .serve(
+            ("127.0.0.1", port),
+            move |task: &mut ServerTask, series: &mut Series| {
+                let path = task.request().path().to_string();
+                match path.as_str() {
+                    "/" => {
+                        task.response()
+                            .set_header("Content-Type", "text/plain")
+                            .ok();
+                        task.response().set_body("Hello, World!");
+                    }
+                    "/echo" => {
+                        let body = task.request_mut().take_body();
+                        task.response().set_body(body);
+                    }
+                    "/delay" => {
+                        let ms = delay_ms(task.request().query());
+                        series.push_back(timer(
+                            Duration::from_millis(ms),
+                            move |_, s: &mut Series| {
+                                if let Some(t) = ServerTask::of_series(s) {
+                                    t.response().set_body(format!("waited {ms} ms\n"));
+                                }
+                            },
+                        ));
+                    }
+                    "/metrics" => {
+                        let mut out = String::new();
+                        m.render_prometheus("taskweave", &mut out);
+                        task.response()
+                            .set_header("Content-Type", "text/plain; version=0.0.4")
+                            .ok();
+                        task.response().set_body(out);
+                    }
+                    _ => {
+                        task.response().set_status(404).set_body("not found\n");
+                    }
+                }
+            },
+        )?;
+    eprintln!("http_server listening on http://{}", server.local_addr());
+    loop {
+        std::thread::park();
+    }
+}

@@ -1,0 +1,271 @@
+//! HTTP client tasks: URL, DNS, the pooled generic client, redirects.
+//!
+//! `http::get(url, callback)` returns a task to put in a series. It resolves the
+//! host on a resolver thread (cached, one lookup in flight per name), sends the
+//! request over the per-target pool (a stale pooled connection is retried,
+//! `retry_max`), follows redirects if asked (`redirect_max`), and runs the callback
+//! with the response or an [`Error`] that says which phase failed.
+
+use super::dns;
+use super::url::Url;
+use super::{Limits, Request, Response};
+use crate::error::Error;
+use crate::protocol::{self, ClientConfig, Protocol, Timings};
+use crate::task::{Series, Step, Task};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// HTTP as the generic client sees it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientProto {
+    limits: Limits,
+}
+
+impl Protocol for ClientProto {
+    type Request = Request;
+    type Response = Response;
+
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn new_request(&self) -> Request {
+        Request::parser_with(self.limits)
+    }
+
+    fn new_response(&self, req: &Request) -> Response {
+        Response::parser_with(req.method(), self.limits)
+    }
+
+    fn keep_alive(&self, req: &Request, resp: &Response) -> bool {
+        req.keep_alive() && resp.keep_alive()
+    }
+}
+
+type Callback = Box<dyn FnOnce(&mut ClientTask, &mut Series) + Send>;
+
+/// An HTTP request to a URL and, once it ran, its response.
+pub struct ClientTask {
+    url: Result<Url, Error>,
+    method: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Bytes,
+    proto: Arc<ClientProto>,
+    config: Arc<ClientConfig>,
+    redirect_max: u32,
+    redirects: u32,
+    resp: Option<Response>,
+    error: Option<Error>,
+    timings: Timings,
+    reused: bool,
+    callback: Option<Callback>,
+}
+
+impl std::fmt::Debug for ClientTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTask")
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("redirects", &self.redirects)
+            .finish()
+    }
+}
+
+/// A `GET` of `url`; `callback` runs with the response or the error.
+pub fn get(
+    url: &str,
+    callback: impl FnOnce(&mut ClientTask, &mut Series) + Send + 'static,
+) -> ClientTask {
+    request("GET", url, callback)
+}
+
+/// A request with `method` to `url`; add headers and a body with the builder
+/// methods before starting it.
+pub fn request(
+    method: &str,
+    url: &str,
+    callback: impl FnOnce(&mut ClientTask, &mut Series) + Send + 'static,
+) -> ClientTask {
+    ClientTask {
+        url: Url::parse(url),
+        method: method.to_string(),
+        headers: Vec::new(),
+        body: Bytes::new(),
+        proto: Arc::new(ClientProto::default()),
+        config: ClientConfig::shared_default(),
+        redirect_max: 0,
+        redirects: 0,
+        resp: None,
+        error: None,
+        timings: Timings::default(),
+        reused: false,
+        callback: Some(Box::new(callback)),
+    }
+}
+
+impl ClientTask {
+    /// Adds a header field (`Host`, `Content-Length` and `Transfer-Encoding` are
+    /// set by the client).
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers
+            .push((name.to_string(), value.as_ref().to_vec()));
+        self
+    }
+    /// Sets the body; it is always sent with a `Content-Length`.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+    /// Follows up to `n` redirects (301, 302, 303, 307, 308). Default 0.
+    pub fn redirect_max(mut self, n: u32) -> Self {
+        self.redirect_max = n;
+        self
+    }
+    /// Uses `config` (timeouts, pool size, `retry_max`, access log) and its pools.
+    pub fn config(mut self, config: Arc<ClientConfig>) -> Self {
+        self.config = config;
+        self
+    }
+    /// Response limits (body size, head size).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.proto = Arc::new(ClientProto { limits });
+        self
+    }
+
+    /// The response, or why there is none.
+    pub fn result(&self) -> Result<&Response, &Error> {
+        match (&self.resp, &self.error) {
+            (_, Some(e)) => Err(e),
+            (Some(r), None) => Ok(r),
+            (None, None) => Err(&Error::Cancelled),
+        }
+    }
+    /// Takes the response out.
+    pub fn take_response(&mut self) -> Option<Response> {
+        self.resp.take()
+    }
+    /// Where the last attempt's time went (DNS, connect, first byte, total).
+    pub fn timings(&self) -> Timings {
+        self.timings
+    }
+    /// Whether the last attempt used a pooled connection.
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+    /// How many redirects were followed.
+    pub fn redirects(&self) -> u32 {
+        self.redirects
+    }
+    /// The URL of the last attempt (after redirects).
+    pub fn url(&self) -> Option<&Url> {
+        self.url.as_ref().ok()
+    }
+
+    fn build(&self, url: &Url) -> Result<Request, Error> {
+        let bad = |e: super::BuildError| Error::InvalidRequest(e.to_string());
+        let mut req = Request::new(&self.method, url.target()).map_err(bad)?;
+        req.set_header("Host", url.authority()).map_err(bad)?;
+        for (name, value) in &self.headers {
+            req.append_header(name, value).map_err(bad)?;
+        }
+        req.set_body(self.body.clone());
+        Ok(req)
+    }
+
+    fn start(self: Box<Self>, series: Box<Series>) {
+        let url = match &self.url {
+            Ok(u) => u.clone(),
+            Err(e) => {
+                let e = e.clone();
+                return self.finish(series, None, Some(e));
+            }
+        };
+        let req = match self.build(&url) {
+            Ok(r) => r,
+            Err(e) => return self.finish(series, None, Some(e)),
+        };
+        let asked = Instant::now();
+        dns::resolve(url.host(), url.port(), move |res, looked_up| {
+            let addr = match res {
+                Ok(a) => a,
+                Err(e) => return self.finish(series, None, Some(e)),
+            };
+            let proto = self.proto.clone();
+            let config = self.config.clone();
+            let mut outer = Some((self, series));
+            let mut inner = protocol::ClientTask::new(proto, addr, req, move |t, _| {
+                if let Some((mut task, series)) = outer.take() {
+                    task.timings = t.timings();
+                    task.reused = t.reused();
+                    let error = t.result().err().cloned();
+                    let resp = t.take_response();
+                    task.after_response(series, resp, error);
+                }
+            })
+            .with_config(config);
+            if looked_up {
+                inner.set_dns_time(asked.elapsed());
+            }
+            Series::new(inner).start();
+        });
+    }
+
+    fn after_response(
+        mut self: Box<Self>,
+        series: Box<Series>,
+        resp: Option<Response>,
+        error: Option<Error>,
+    ) {
+        if let (Some(r), Ok(url)) = (&resp, &self.url) {
+            let status = r.status();
+            let location = r
+                .header("location")
+                .and_then(|l| std::str::from_utf8(l).ok());
+            if matches!(status, 301 | 302 | 303 | 307 | 308) && self.redirects < self.redirect_max {
+                if let Some(next) = location.map(|l| url.join(l.trim())) {
+                    self.redirects += 1;
+                    // 303, and 301/302 after a POST, continue as a GET without a body.
+                    if status == 303 || (matches!(status, 301 | 302) && self.method == "POST") {
+                        self.method = "GET".into();
+                        self.body = Bytes::new();
+                    }
+                    self.url = next;
+                    return self.start(series);
+                }
+            }
+        }
+        self.finish(series, resp, error);
+    }
+
+    fn finish(
+        mut self: Box<Self>,
+        mut series: Box<Series>,
+        resp: Option<Response>,
+        error: Option<Error>,
+    ) {
+        self.resp = resp;
+        self.error = error;
+        if let Some(cb) = self.callback.take() {
+            cb(&mut self, &mut series);
+        }
+        Series::resume(series);
+    }
+}
+
+impl Task for ClientTask {
+    fn run(mut self: Box<Self>, mut series: Box<Series>) -> Step {
+        // A request that cannot be built fails here, inside the series loop, so a
+        // long series of such tasks does not recurse.
+        let built = self.url.clone().and_then(|u| self.build(&u));
+        if let Err(e) = built {
+            self.error = Some(e);
+            if let Some(cb) = self.callback.take() {
+                cb(&mut self, &mut series);
+            }
+            return Step::Next(series);
+        }
+        self.start(series);
+        Step::Pending
+    }
+}

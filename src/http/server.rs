@@ -1,0 +1,141 @@
+//! The HTTP/1.1 server: the generic protocol server with HTTP's decisions.
+//!
+//! A `process` callback gets a [`ServerTask`] whose response is written when
+//! its series ends, so `process` can push client tasks or timers before the
+//! reply (Workflow's proxy pattern). Keep-alive, pipelining (in order),
+//! `Expect: 100-continue`, HEAD and chunked request bodies come from the
+//! message layer; bad input is answered with its 4xx and the connection closed.
+
+use super::{Limits, Request, Response};
+use crate::comm::ConnConfig;
+use crate::metrics::AccessLog;
+use crate::protocol::{self, Protocol, ProtocolError};
+use crate::task::Series;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// HTTP as the generic server sees it.
+#[derive(Debug, Clone, Default)]
+pub struct ServerProto {
+    limits: Limits,
+}
+
+impl Protocol for ServerProto {
+    type Request = Request;
+    type Response = Response;
+
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn new_request(&self) -> Request {
+        Request::parser_with(self.limits)
+    }
+
+    fn new_response(&self, req: &Request) -> Response {
+        Response::for_request(req)
+    }
+
+    fn keep_alive(&self, req: &Request, resp: &Response) -> bool {
+        req.keep_alive() && resp.keep_alive()
+    }
+
+    fn reject(&self, err: &ProtocolError) -> Option<Response> {
+        Some(Response::from_error(err))
+    }
+}
+
+/// One HTTP request being served.
+pub type ServerTask = protocol::ServerTask<ServerProto>;
+
+/// A running HTTP server.
+pub type ServerHandle = protocol::ServerHandle;
+
+/// Entry point for HTTP servers.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with the default limits.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// Limits, timeouts and the access log of an HTTP server. Every limit has a
+/// default; see each setter.
+#[derive(Debug)]
+pub struct ServerBuilder {
+    inner: protocol::ServerBuilder,
+    limits: Limits,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            inner: protocol::Server::builder(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Most connections open at once (default 10,000); at the limit the oldest
+    /// idle keep-alive connection is evicted, else the new one is refused.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.inner = self.inner.max_connections(n);
+        self
+    }
+    /// How long an idle keep-alive connection stays open (default 60 s).
+    pub fn keep_alive_timeout(mut self, d: Duration) -> Self {
+        self.inner = self.inner.keep_alive_timeout(d);
+        self
+    }
+    /// How long a request may take to arrive in full, from its first byte (and
+    /// from accept to the first request): the slowloris bound. Default 30 s.
+    pub fn receive_timeout(mut self, d: Duration) -> Self {
+        self.inner = self.inner.receive_timeout(d);
+        self
+    }
+    /// How long queued response bytes may wait without progress (default 30 s).
+    pub fn send_timeout(mut self, d: Duration) -> Self {
+        self.inner = self.inner.send_timeout(d);
+        self
+    }
+    /// Output watermarks in bytes (defaults 64 KiB / 256 KiB).
+    pub fn watermarks(mut self, low: usize, high: usize) -> Self {
+        self.inner = self.inner.watermarks(low, high);
+        self
+    }
+    /// Replaces all connection settings at once.
+    pub fn conn_config(mut self, config: ConnConfig) -> Self {
+        self.inner = self.inner.conn_config(config);
+        self
+    }
+    /// Message limits: head size and header count (431), target (414), body
+    /// (413), chunk extensions and trailers.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Where each connection's record goes when it closes.
+    pub fn access_log(mut self, log: impl AccessLog) -> Self {
+        self.inner = self.inner.access_log(log);
+        self
+    }
+
+    /// Serves HTTP on `addr` (the first address it resolves to).
+    pub fn serve<F>(self, addr: impl ToSocketAddrs, process: F) -> io::Result<ServerHandle>
+    where
+        F: Fn(&mut ServerTask, &mut Series) + Send + Sync + 'static,
+    {
+        let addr: SocketAddr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")
+        })?;
+        let proto = ServerProto {
+            limits: self.limits,
+        };
+        self.inner.serve(addr, proto, process)
+    }
+}

@@ -1,0 +1,108 @@
+//! Character classes and list syntax shared by the parsers and the builders.
+//!
+//! RFC 9110 §5.6 defines tokens, optional whitespace and comma-separated lists;
+//! header names, transfer codings, chunk extensions and trailer fields are all
+//! built from them. Keeping the classes in one place keeps the parsers and the
+//! builders agreeing on what is valid.
+
+/// Whether `b` is a `tchar` (RFC 9110 §5.6.2): a byte a token may contain.
+#[inline]
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// Whether `s` is a non-empty token.
+pub(crate) fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+/// Whether `b` may appear inside a field value: VCHAR, obs-text, SP or HTAB
+/// (RFC 9110 §5.5). Excludes NUL, CR, LF, DEL and the other controls.
+#[inline]
+pub(crate) fn is_field_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
+}
+
+/// Optional whitespace (RFC 9110 §5.6.3).
+#[inline]
+pub(crate) fn is_ows(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// `s` without leading and trailing optional whitespace.
+pub(crate) fn trim_ows(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_ows(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| !is_ows(b)).map_or(start, |i| i + 1);
+    s.get(start..end).unwrap_or_default()
+}
+
+/// The elements of a comma-separated list, each trimmed; empty elements are
+/// skipped, as RFC 9110 §5.6.1 asks of recipients.
+pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+/// Whether a comma-separated list contains `token`, compared without case.
+pub(crate) fn list_contains(value: &[u8], token: &[u8]) -> bool {
+    list_elements(value).any(|e| e.eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_class() {
+        assert!(is_token(b"Content-Length"));
+        assert!(is_token(b"x!#$%&'*+-.^_`|~9"));
+        for bad in [
+            &b""[..],
+            b"a b",
+            b"a:b",
+            b"a/b",
+            b"\"a\"",
+            b"a\x7f",
+            b"\xc3\xa9",
+        ] {
+            assert!(!is_token(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn field_bytes() {
+        assert!(b"a b\tc~\x80\xff".iter().all(|&b| is_field_byte(b)));
+        for b in [0u8, b'\r', b'\n', 0x7f, 0x0b, 0x1f] {
+            assert!(!is_field_byte(b), "{b}");
+        }
+    }
+
+    #[test]
+    fn trimming_and_lists() {
+        assert_eq!(trim_ows(b" \t a b \t"), b"a b");
+        assert_eq!(trim_ows(b"   "), b"");
+        let items: Vec<&[u8]> = list_elements(b" a ,, b,\tc , ").collect();
+        assert_eq!(items, vec![&b"a"[..], b"b", b"c"]);
+        assert!(list_contains(b"keep-alive, Close", b"close"));
+        assert!(!list_contains(b"closed", b"close"));
+    }
+}
