@@ -1,7 +1,12 @@
 //! An echo server over the length-prefixed protocol in `common/echo_proto.rs`.
 //!
-//! `cargo run --release --example echo_server -- --port 9000 [--handler-threads 0]`
+//! `cargo run --release --example echo_server -- --port 9000 [--handler-threads 0]
+//!  [--pollers N] [--max-connections N] [--access-log PATH|-|off]`
+//!
+//! Every connection writes one access-log record (JSON Lines) when it closes.
 
+#[path = "common/access_log.rs"]
+mod access_log;
 #[path = "common/args.rs"]
 mod args;
 #[path = "common/echo_proto.rs"]
@@ -19,8 +24,11 @@ fn main() -> std::io::Result<()> {
     settings.handler_threads = args.get("handler-threads", settings.handler_threads);
     settings.apply().map_err(std::io::Error::other)?;
 
+    let metrics = std::sync::Arc::new(taskweave::metrics::ServerMetrics::new());
+    let log = access_log::access_log(args.raw("access-log"), metrics)?;
     let server = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
+        .access_log(log)
         .serve(([127, 0, 0, 1], port).into(), Echo, |task, _series| {
             let payload = task.request().payload().clone();
             task.response().set_payload(payload);

@@ -5,13 +5,15 @@
 //! `cargo run --release --example http_server -- --port 8080 [--pollers N]
 //!  [--handler-threads N] [--max-connections N] [--access-log PATH|-|off]`
 
+#[path = "common/access_log.rs"]
+mod access_log;
 #[path = "common/args.rs"]
 mod args;
 
 use std::sync::Arc;
 use std::time::Duration;
 use taskweave::http::{Server, ServerTask};
-use taskweave::metrics::{AccessLog, JsonLines, ServerMetrics, Tee};
+use taskweave::metrics::ServerMetrics;
 use taskweave::{timer, Series, Settings};
 
 fn delay_ms(query: Option<&str>) -> u64 {
@@ -33,17 +35,7 @@ fn main() -> std::io::Result<()> {
     settings.apply().map_err(std::io::Error::other)?;
 
     let metrics = Arc::new(ServerMetrics::new());
-    let log: Arc<dyn AccessLog> = match args.raw("access-log").unwrap_or("-") {
-        "off" => metrics.clone(),
-        "-" => Arc::new(Tee::new(vec![
-            Arc::new(JsonLines::stdout()?),
-            metrics.clone(),
-        ])),
-        path => Arc::new(Tee::new(vec![
-            Arc::new(JsonLines::open(path)?),
-            metrics.clone(),
-        ])),
-    };
+    let log = access_log::access_log(args.raw("access-log"), metrics.clone())?;
     let m = metrics.clone();
     let server = Server::builder()
         .max_connections(args.get("max-connections", 10_000))

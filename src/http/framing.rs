@@ -139,7 +139,7 @@ impl FramingFields {
         }
     }
 
-    /// The body of a request with these fields (RFC 9112 §6.3 rules 3-6), or
+    /// The body of a request with these fields (RFC 9112 §6.3 rules 3-7), or
     /// the status to reject it with.
     pub(crate) fn request_body(
         &self,
@@ -168,7 +168,7 @@ impl FramingFields {
         }
     }
 
-    /// The body of a response with these fields (RFC 9112 §6.3 rules 1-7).
+    /// The body of a response with these fields (RFC 9112 §6.3 rules 1-8).
     /// `no_body` is true for responses to HEAD, 1xx/204/304 statuses and 2xx
     /// answers to CONNECT. Errors carry status 502.
     pub(crate) fn response_body(

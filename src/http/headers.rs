@@ -48,8 +48,8 @@ impl Span {
     #[inline]
     pub(crate) fn get(self, buf: &[u8]) -> &[u8] {
         let start = self.start as usize;
-        buf.get(start..start + self.len as usize)
-            .unwrap_or_default()
+        let end = start.saturating_add(self.len as usize);
+        buf.get(start..end).unwrap_or_default()
     }
 
     fn len(self) -> usize {

@@ -426,6 +426,7 @@ impl Message for Request {
         if chunked && body_len == 0 && self.framing == Framing::Chunked {
             head.put_slice(LAST_CHUNK);
         }
+        debug_assert!(head.len() <= cap, "head capacity estimate too small");
         let mut head_len = head.len() as u64;
         out.push(head.freeze());
         if body_len > 0 {
@@ -686,7 +687,9 @@ fn is_authority_form(t: &[u8]) -> bool {
     }
 }
 
-/// `scheme://...` with a valid scheme (RFC 3986 §3.1).
+/// `scheme://authority[/path][?query]` with a valid scheme (RFC 3986 §3.1)
+/// and a non-empty authority that would be a valid `Host` (so no userinfo,
+/// which RFC 9110 §4.2.4 makes an error).
 fn is_absolute_form(t: &[u8]) -> bool {
     let Some(colon) = t.iter().position(|&b| b == b':') else {
         return false;
@@ -696,7 +699,15 @@ fn is_absolute_form(t: &[u8]) -> bool {
         && scheme
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-    scheme_ok && rest.starts_with(b"://")
+    let Some(after) = rest.strip_prefix(b"://") else {
+        return false;
+    };
+    let end = after
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(after.len());
+    let authority = after.get(..end).unwrap_or_default();
+    scheme_ok && !authority.is_empty() && valid_host(authority)
 }
 
 /// A `Host` value: `uri-host [":" port]`, possibly empty (RFC 9110 §7.2).
@@ -888,6 +899,9 @@ mod tests {
         assert_eq!(code(b"CONNECT h:port HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
         assert_eq!(code(b"GET x:80 HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
         assert_eq!(code(b"GET 1http://h/ HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+        assert_eq!(code(b"GET http://u@h/ HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+        assert_eq!(code(b"GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+        assert_eq!(code(b"GET http://a{b/ HTTP/1.0\r\n\r\n"), 400);
         assert_eq!(code(b"GET /a#f HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
         assert_eq!(code(b"GET /\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
     }

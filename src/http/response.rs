@@ -61,6 +61,21 @@ struct Parser {
     body_len: u64,
 }
 
+impl Parser {
+    fn new(method: Method, limits: Limits) -> Self {
+        Parser {
+            limits,
+            state: State::Head,
+            reader: HeadReader::default(),
+            body: BodyReader::new(),
+            method,
+            interim_len: 0,
+            head_len: 0,
+            body_len: 0,
+        }
+    }
+}
+
 /// An HTTP/1.1 response: built and encoded by a server, or parsed by a client.
 #[derive(Debug)]
 pub struct Response {
@@ -78,14 +93,28 @@ pub struct Response {
     keep_alive: bool,
     parsed: bool,
     sizes: Option<MessageSizes>,
-    parser: Parser,
+    /// Client-side parsing state; a server's response never allocates it.
+    parser: Option<Box<Parser>>,
 }
 
 impl Response {
     /// `200 OK` with no fields and an empty body, for a peer that allows
     /// persistence. Prefer [`for_request`](Self::for_request) in a server.
     pub fn new() -> Self {
-        Response::with_parser(Method::Other, Limits::default())
+        Response {
+            status: 200,
+            reason: None,
+            version: Version::Http11,
+            headers: Headers::new(),
+            body: Bytes::new(),
+            framing: Framing::Length,
+            request_head: false,
+            request_version: Version::Http11,
+            keep_alive: true,
+            parsed: false,
+            sizes: None,
+            parser: None,
+        }
     }
 
     /// A response with `status` (see [`set_status`](Self::set_status)).
@@ -146,29 +175,9 @@ impl Response {
     }
 
     fn with_parser(method: Method, limits: Limits) -> Self {
-        Response {
-            status: 200,
-            reason: None,
-            version: Version::Http11,
-            headers: Headers::new(),
-            body: Bytes::new(),
-            framing: Framing::Length,
-            request_head: false,
-            request_version: Version::Http11,
-            keep_alive: true,
-            parsed: false,
-            sizes: None,
-            parser: Parser {
-                limits,
-                state: State::Head,
-                reader: HeadReader::default(),
-                body: BodyReader::new(),
-                method,
-                interim_len: 0,
-                head_len: 0,
-                body_len: 0,
-            },
-        }
+        let mut r = Response::new();
+        r.parser = Some(Box::new(Parser::new(method, limits)));
+        r
     }
 
     /// The status code.
@@ -236,7 +245,7 @@ impl Response {
 
     /// Whether a parsed response is complete.
     pub fn is_complete(&self) -> bool {
-        self.parser.state == State::Done
+        self.parser.as_ref().is_some_and(|p| p.state == State::Done)
     }
 
     /// Sets the status. Codes outside 100-999 are sent as 500.
@@ -314,38 +323,38 @@ impl Response {
         }
     }
 
-    fn append_inner(&mut self, data: &[u8]) -> Result<Progress, ProtocolError> {
+    fn append_inner(&mut self, p: &mut Parser, data: &[u8]) -> Result<Progress, ProtocolError> {
         let mut used = 0;
-        while self.parser.state == State::Head {
+        while p.state == State::Head {
             let rest = data.get(used..).unwrap_or_default();
-            match self.append_head(rest)? {
+            match self.append_head(p, rest)? {
                 Some(n) if n > 0 => used += n,
                 _ => return Ok(Progress::NeedMore(data.len())),
             }
         }
         let rest = data.get(used..).unwrap_or_default();
-        let (n, done) = self.parser.body.feed(rest)?;
+        let (n, done) = p.body.feed(rest)?;
         used += n;
         if done {
-            self.finish();
+            self.finish(p);
             Ok(Progress::Complete(used))
         } else {
             Ok(Progress::NeedMore(used))
         }
     }
 
-    fn finish(&mut self) {
-        self.body = self.parser.body.take();
-        self.parser.body_len = self.body.len() as u64;
-        self.parser.state = State::Done;
+    fn finish(&mut self, p: &mut Parser) {
+        self.body = p.body.take();
+        p.body_len = self.body.len() as u64;
+        p.state = State::Done;
     }
 
     /// Parses one head (final or interim); returns the bytes of `data` used.
-    fn append_head(&mut self, data: &[u8]) -> Result<Option<usize>, ProtocolError> {
-        let limits = self.parser.limits;
+    fn append_head(&mut self, p: &mut Parser, data: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        let limits = p.limits;
         let mut skipped = 0;
         let mut data = data;
-        if self.parser.reader.is_empty() {
+        if p.reader.is_empty() {
             skipped = leading_empty_lines(data);
             data = data.get(skipped..).unwrap_or_default();
             if data.is_empty() {
@@ -354,48 +363,49 @@ impl Response {
             if let Some(head) = parse_head(data, &limits, self.headers.index_mut())? {
                 let len = head.len;
                 if head.is_interim() {
-                    self.parser.interim_len += len as u64;
+                    p.interim_len += len as u64;
                 } else {
                     let raw = Bytes::copy_from_slice(data.get(..len).unwrap_or_default());
-                    self.install(head, raw)?;
+                    self.install(p, head, raw)?;
                 }
                 return Ok(Some(skipped + len));
             }
         }
-        let before = self.parser.reader.buffered().len();
-        match self.parser.reader.push(data, limits.max_head())? {
+        let before = p.reader.buffered().len();
+        match p.reader.push(data, limits.max_head())? {
             None => {
-                if self.parser.reader.buffered().len() > limits.max_head() {
+                if p.reader.buffered().len() > limits.max_head() {
                     return Err(upstream("response head too large"));
                 }
                 Ok(None)
             }
             Some(end) => {
-                let head = parse_head(
-                    self.parser.reader.buffered(),
-                    &limits,
-                    self.headers.index_mut(),
-                )?
-                .filter(|h| h.len == end)
-                .ok_or_else(|| upstream("malformed response head"))?;
-                let raw = self.parser.reader.take(end);
+                let head = parse_head(p.reader.buffered(), &limits, self.headers.index_mut())?
+                    .filter(|h| h.len == end)
+                    .ok_or_else(|| upstream("malformed response head"))?;
+                let raw = p.reader.take(end);
                 if head.is_interim() {
-                    self.parser.interim_len += end as u64;
+                    p.interim_len += end as u64;
                 } else {
-                    self.install(head, raw)?;
+                    self.install(p, head, raw)?;
                 }
                 Ok(Some(skipped + end.saturating_sub(before)))
             }
         }
     }
 
-    fn install(&mut self, head: ParsedHead, raw: Bytes) -> Result<(), ProtocolError> {
-        let method = self.parser.method;
+    fn install(
+        &mut self,
+        p: &mut Parser,
+        head: ParsedHead,
+        raw: Bytes,
+    ) -> Result<(), ProtocolError> {
+        let method = p.method;
         let tunnel = method == Method::Connect && (200..300).contains(&head.status);
         let no_body = method == Method::Head || has_no_body(head.status) || tunnel;
         let kind = head
             .framing
-            .response_body(head.version, no_body, &self.parser.limits)?;
+            .response_body(head.version, no_body, &p.limits)?;
         self.status = head.status;
         self.reason = Some(Text::Span(head.reason));
         self.version = head.version;
@@ -403,9 +413,9 @@ impl Response {
         self.keep_alive =
             head.keep_alive && kind != BodyKind::Close && head.status != 101 && !tunnel;
         self.parsed = true;
-        self.parser.head_len = head.len as u64;
-        self.parser.body.start(kind, &self.parser.limits);
-        self.parser.state = State::Body;
+        p.head_len = head.len as u64;
+        p.body.start(kind, &p.limits);
+        p.state = State::Body;
         Ok(())
     }
 }
@@ -418,16 +428,21 @@ impl Default for Response {
 
 impl Message for Response {
     fn append(&mut self, data: &[u8]) -> Result<Progress, ProtocolError> {
-        match &self.parser.state {
-            State::Failed(e) => return Err(e.clone()),
-            State::Done => return Ok(Progress::Complete(0)),
-            State::Head | State::Body => {}
-        }
-        self.append_inner(data).map_err(|e| {
-            let e = if e.code == 502 { e } else { upstream(e.reason) };
-            self.parser.state = State::Failed(e.clone());
-            e
-        })
+        let mut p = self
+            .parser
+            .take()
+            .unwrap_or_else(|| Box::new(Parser::new(Method::Other, Limits::default())));
+        let result = match &p.state {
+            State::Failed(e) => Err(e.clone()),
+            State::Done => Ok(Progress::Complete(0)),
+            State::Head | State::Body => self.append_inner(&mut p, data).map_err(|e| {
+                let e = if e.code == 502 { e } else { upstream(e.reason) };
+                p.state = State::Failed(e.clone());
+                e
+            }),
+        };
+        self.parser = Some(p);
+        result
     }
 
     fn encode(&mut self, out: &mut Vec<Bytes>) {
@@ -533,8 +548,7 @@ impl Message for Response {
     }
 
     fn sizes(&self) -> Option<MessageSizes> {
-        if self.parsed {
-            let p = &self.parser;
+        if let (true, Some(p)) = (self.parsed, &self.parser) {
             return Some(MessageSizes {
                 head: p.interim_len + p.head_len + p.body.overhead_len(),
                 body: if p.state == State::Done {
@@ -550,11 +564,15 @@ impl Message for Response {
     /// A close-delimited body is complete when the peer closes; anything else
     /// cut short by a close is an error.
     fn end_of_stream(&mut self) -> bool {
-        if self.parser.state == State::Body && self.parser.body.kind() == BodyKind::Close {
-            self.finish();
-            return true;
+        let Some(mut p) = self.parser.take() else {
+            return false;
+        };
+        if p.state == State::Body && p.body.kind() == BodyKind::Close {
+            self.finish(&mut p);
         }
-        self.parser.state == State::Done
+        let done = p.state == State::Done;
+        self.parser = Some(p);
+        done
     }
 
     fn status(&self) -> Option<u16> {

@@ -228,6 +228,10 @@ impl ServerMetrics {
 }
 
 impl AccessLog for ServerMetrics {
+    fn opened(&self) {
+        self.conn_opened();
+    }
+
     fn record(&self, s: &ConnStats) {
         self.closed.fetch_add(1, Relaxed);
         if let Some(c) = s.close_reason().and_then(|r| self.by_reason.get(r.index())) {

@@ -50,10 +50,17 @@ use std::sync::Arc;
 pub trait AccessLog: Send + Sync + 'static {
     /// One connection has closed; `stats` is final.
     fn record(&self, stats: &ConnStats);
+
+    /// A connection was opened (accepted, or connected by a client pool). Sinks
+    /// that count open connections use it; the default does nothing.
+    fn opened(&self) {}
 }
 
 impl<T: AccessLog + ?Sized> AccessLog for Arc<T> {
     fn record(&self, stats: &ConnStats) {
         (**self).record(stats)
+    }
+    fn opened(&self) {
+        (**self).opened()
     }
 }

@@ -105,6 +105,11 @@ impl AccessLog for Tee {
             s.record(stats);
         }
     }
+    fn opened(&self) {
+        for s in &self.sinks {
+            s.opened();
+        }
+    }
 }
 
 #[cfg(test)]

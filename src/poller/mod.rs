@@ -251,7 +251,10 @@ fn run(mut poll: Poll, mut core: Core, shared: &Shared) {
     let mut events = Events::with_capacity(1024);
     let mut expired = Vec::new();
     loop {
-        let mut timeout = core.deadlines.next_timeout(Instant::now());
+        // One clock read per turn: handlers and deadlines use `core.now`, taken
+        // when `poll` returned. A timeout computed from it can only be late by
+        // the time the turn took, never early.
+        let mut timeout = core.deadlines.next_timeout(core.now);
         shared.polling.store(true, Ordering::SeqCst);
         if !shared.queue.is_empty() {
             timeout = Some(Duration::ZERO);
@@ -289,7 +292,6 @@ fn run(mut poll: Poll, mut core: Core, shared: &Shared) {
                 None => break,
             }
         }
-        core.now = Instant::now();
         core.deadlines.expired(core.now, &mut expired);
         for token in expired.drain(..) {
             core.call(token, |h, core| h.timeout(token, core));
@@ -304,6 +306,11 @@ impl Core {
     /// This poller's index.
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// The time `poll` last returned (no clock read).
+    pub fn now(&self) -> Instant {
+        self.now
     }
 
     /// The registry, to register and deregister sources.

@@ -377,7 +377,10 @@ fn connect<P: Protocol>(core: &mut Core, key: PoolKey, job: Job<P>) {
         }))
     });
     match res {
-        Ok(token) => core.arm(token, config.key(KIND_CONNECT)),
+        Ok(token) => {
+            config.log.opened();
+            core.arm(token, config.key(KIND_CONNECT));
+        }
         Err(e) => {
             with_pool(key, |p| p.total -= 1);
             if let Some(job) = job {

@@ -257,11 +257,13 @@ impl<P: Protocol> Acceptor for ServerShared<P> {
                 read_ready: true,
                 closing: None,
                 lingering: false,
+                queued: 0,
                 wait: Wait::None,
             }))
         });
         match res {
             Ok(token) => {
+                self.log.opened();
                 core.arm(token, self.keys.receive);
                 core.call(token, |h, core| h.wake(token, core));
             }
@@ -269,6 +271,7 @@ impl<P: Protocol> Acceptor for ServerShared<P> {
                 log::warn!("taskweave: cannot register connection from {peer}: {e}");
                 let mut stats = ConnStats::new(id, Side::Server, self.proto.name(), peer);
                 stats.close(CloseReason::Reset, None);
+                self.log.opened();
                 self.on_closed(&stats);
             }
         }
@@ -277,6 +280,7 @@ impl<P: Protocol> Acceptor for ServerShared<P> {
     fn refuse(&self, stream: TcpStream, peer: SocketAddr) {
         let mut stats = ConnStats::new(poller::next_id(), Side::Server, self.proto.name(), peer);
         stats.close(CloseReason::LimitExceeded, stream.local_addr().ok());
+        self.log.opened();
         self.log.record(&stats);
     }
 }
@@ -308,6 +312,8 @@ struct ServerConn<P: Protocol> {
     closing: Option<CloseReason>,
     /// Write side shut, discarding input until the peer closes.
     lingering: bool,
+    /// Bytes queued unwritten when the shared state was last looked at.
+    queued: usize,
     wait: Wait,
 }
 
@@ -320,11 +326,12 @@ impl<P: Protocol> ServerConn<P> {
         Flow::Remove
     }
 
-    /// Picks up what writers left in the shared state.
-    fn sync_shared(&mut self) -> Option<CloseReason> {
+    /// Picks up what writers left in the shared state: a write failure, or the
+    /// bytes still queued.
+    fn sync_shared(&mut self) -> Result<usize, CloseReason> {
         let mut st = self.conn.lock();
         if let Some(reason) = st.broken {
-            return Some(reason);
+            return Err(reason);
         }
         st.pause_unseen = false;
         if st.replied {
@@ -339,7 +346,7 @@ impl<P: Protocol> ServerConn<P> {
                 });
             }
         }
-        None
+        Ok(st.queued())
     }
 
     /// Runs the connection forward as far as it can go without blocking.
@@ -355,10 +362,11 @@ impl<P: Protocol> ServerConn<P> {
 
     fn pump_with(&mut self, core: &mut Core, scratch: &mut [u8]) -> Flow {
         loop {
-            if let Some(reason) = self.sync_shared() {
-                return self.close(core, reason);
-            }
-            let queued = self.conn.queued();
+            let queued = match self.sync_shared() {
+                Ok(q) => q,
+                Err(reason) => return self.close(core, reason),
+            };
+            self.queued = queued;
             if let Some(reason) = self.closing {
                 if self.busy || queued > 0 {
                     return Flow::Keep;
@@ -375,9 +383,16 @@ impl<P: Protocol> ServerConn<P> {
             if self.busy || queued > self.conn.high_watermark() {
                 return Flow::Keep;
             }
+            // A shutdown signal may have found us busy; once idle, close.
+            if self.req.is_none()
+                && self.leftover.is_empty()
+                && self.server.shutting_down.load(Ordering::Relaxed)
+            {
+                return self.close(core, CloseReason::ServerShutdown);
+            }
             if !self.leftover.is_empty() {
                 let buf = std::mem::take(&mut self.leftover);
-                self.feed(&buf);
+                self.feed(&buf, core.now());
                 continue;
             }
             if !self.read_ready {
@@ -387,7 +402,7 @@ impl<P: Protocol> ServerConn<P> {
                 Ok(0) => return self.close(core, CloseReason::PeerClosed),
                 Ok(n) => {
                     self.conn.lock().stats.add_in(n);
-                    self.feed(&scratch[..n]);
+                    self.feed(&scratch[..n], core.now());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read_ready = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -411,7 +426,7 @@ impl<P: Protocol> ServerConn<P> {
     }
 
     /// Parses `data`, dispatching each complete request.
-    fn feed(&mut self, data: &[u8]) {
+    fn feed(&mut self, data: &[u8], now: Instant) {
         let mut off = 0;
         while off < data.len() {
             if self.closing.is_some() {
@@ -430,7 +445,7 @@ impl<P: Protocol> ServerConn<P> {
                 Ok(Progress::Complete(n)) => {
                     off += n.min(rest.len());
                     if let Some(req) = self.req.take() {
-                        self.dispatch(req);
+                        self.dispatch(req, now);
                         // An inline reply has already been written: pick it up now
                         // so pipelined requests in this buffer need no copy.
                         let _ = self.sync_shared();
@@ -462,26 +477,32 @@ impl<P: Protocol> ServerConn<P> {
         if let Some(mut resp) = self.server.proto.reject(&err) {
             let mut chunks = Vec::new();
             resp.encode(&mut chunks);
-            let _ = self.conn.send(&mut chunks, None);
+            let sizes = resp.sizes().unwrap_or_default();
+            let done = Done::Rejection {
+                head: sizes.head,
+                body: sizes.body,
+                status: resp.status(),
+            };
+            let _ = self.conn.send(&mut chunks, Some(done));
         }
         self.closing = Some(CloseReason::ProtocolError);
     }
 
-    fn dispatch(&mut self, req: Box<P::Request>) {
+    fn dispatch(&mut self, req: Box<P::Request>, now: Instant) {
         self.busy = true;
         self.seen_request = true;
         let sizes = req.sizes().unwrap_or_default();
         self.conn
             .lock()
             .stats
-            .request_complete(Instant::now(), sizes.head, sizes.body);
+            .request_complete(now, sizes.head, sizes.body);
         let resp = self.server.proto.new_response(&req);
         let task = ServerTask {
             req,
             resp,
             conn: self.conn.clone(),
             server: self.server.clone(),
-            received: Instant::now(),
+            received: now,
         };
         if handlers_inline() {
             inline_dispatch(self.conn.id, || Series::new(task).start());
@@ -494,7 +515,7 @@ impl<P: Protocol> ServerConn<P> {
     fn update_wait(&mut self, token: usize, core: &mut Core) {
         let want = if self.lingering {
             Wait::Linger
-        } else if self.conn.queued() > 0 {
+        } else if self.queued > 0 {
             Wait::Send
         } else if self.busy {
             Wait::None
@@ -520,14 +541,14 @@ impl<P: Protocol> ServerConn<P> {
 
 impl<P: Protocol> Handler for ServerConn<P> {
     fn ready(&mut self, token: usize, core: &mut Core, ready: Ready) -> Flow {
-        if ready.writable {
+        // Edge-triggered events carry `writable` whenever the socket is; only a
+        // connection with output queued (as last seen) needs a flush.
+        if ready.writable && self.queued > 0 {
             let before = self.conn.queued();
-            if before > 0 {
-                let after = self.conn.flush();
-                if after > 0 && after < before {
-                    // Progress restarts the send timeout.
-                    core.arm(token, self.server.keys.send);
-                }
+            let after = self.conn.flush();
+            if after > 0 && after < before {
+                // Progress restarts the send timeout.
+                core.arm(token, self.server.keys.send);
             }
         }
         if ready.readable {
