@@ -69,7 +69,9 @@ pub(crate) struct ConnState {
     /// The owner must be told about a pause (arm the send timeout).
     pub pause_unseen: bool,
     /// Completes when the queue drains.
-    pending: Option<Done>,
+    /// Boxed: only a reply that did not fit the socket at once needs it, and
+    /// every idle connection would otherwise carry its 32 bytes.
+    pending: Option<Box<Done>>,
     pub stats: ConnStats,
 }
 
@@ -84,9 +86,9 @@ impl ConnState {
 pub(crate) struct Conn {
     stream: TcpStream,
     /// The poller that owns the read side.
-    pub poller: usize,
+    pub poller: u32,
     /// The handler's token on that poller.
-    pub token: usize,
+    pub token: u32,
     /// Process-unique connection id.
     pub id: u64,
     high: u32,
@@ -119,8 +121,8 @@ impl Conn {
     ) -> Conn {
         Conn {
             stream,
-            poller,
-            token,
+            poller: poller as u32,
+            token: token as u32,
             id,
             high: config.high_watermark.min(u32::MAX as usize) as u32,
             max_queued: config.max_queued.min(u32::MAX as usize) as u32,
@@ -170,7 +172,7 @@ impl Conn {
         let mut wake = st.pause_unseen;
         match (done, res) {
             (Some(d), Ok(SendState::Written)) => complete(&mut st, d, now),
-            (Some(d), Ok(_)) => st.pending = Some(d),
+            (Some(d), Ok(_)) => st.pending = Some(Box::new(d)),
             _ => {}
         }
         if let Some(Done::Reply { keep_alive, .. }) = done {
@@ -181,9 +183,9 @@ impl Conn {
         drop(st);
         if wake && DISPATCHING.with(|d| d.get()) != self.id {
             poller::send(
-                self.poller,
+                self.poller as usize,
                 Command::Wake {
-                    token: self.token,
+                    token: self.token as usize,
                     id: self.id,
                 },
             );
@@ -283,7 +285,7 @@ impl Conn {
             st.stats.resume(now);
             st.out = VecDeque::new(); // give the ring's memory back while idle
             if let Some(d) = st.pending.take() {
-                complete(st, d, now);
+                complete(st, *d, now);
             }
         }
         st.queued

@@ -16,49 +16,63 @@ pub const DATE_LEN: usize = 29;
 /// Latest second httpdate can format (9999-12-31T23:59:59Z).
 const MAX_SECS: u64 = 253_402_300_799;
 
+/// Length of the whole header line `Date: <date>\r\n`.
+pub(crate) const DATE_LINE_LEN: usize = DATE_LEN + 8;
+
 thread_local! {
-    static CACHE: Cell<(u64, [u8; DATE_LEN])> = const { Cell::new((u64::MAX, [b' '; DATE_LEN])) };
+    static CACHE: Cell<(u64, [u8; DATE_LINE_LEN])> =
+        const { Cell::new((u64::MAX, [b' '; DATE_LINE_LEN])) };
     #[cfg(test)]
     static REFRESHES: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The current date as an IMF-fixdate, for the `Date` header.
 pub fn http_date() -> [u8; DATE_LEN] {
+    let line = date_line();
+    let mut date = [b' '; DATE_LEN];
+    for (d, s) in date.iter_mut().zip(line.iter().skip(6)) {
+        *d = *s;
+    }
+    date
+}
+
+/// The whole `Date: <date>\r\n` line, as the encoder writes it.
+pub(crate) fn date_line() -> [u8; DATE_LINE_LEN] {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
         .min(MAX_SECS);
     CACHE
         .try_with(|cache| {
-            let (cached_secs, value) = cache.get();
+            let (cached_secs, line) = cache.get();
             if cached_secs == secs {
-                return value;
+                return line;
             }
-            let value = format(secs);
-            cache.set((secs, value));
-            value
+            let line = format_line(secs);
+            cache.set((secs, line));
+            line
         })
         // Only during thread teardown: format without the cache.
-        .unwrap_or_else(|_| format(secs))
+        .unwrap_or_else(|_| format_line(secs))
 }
 
-/// Formats `secs` after the epoch.
-fn format(secs: u64) -> [u8; DATE_LEN] {
+/// Formats the `Date` line for `secs` after the epoch.
+fn format_line(secs: u64) -> [u8; DATE_LINE_LEN] {
     #[cfg(test)]
     REFRESHES.with(|r| r.set(r.get() + 1));
     let date = httpdate::HttpDate::from(UNIX_EPOCH + Duration::from_secs(secs));
     let mut out = FixedBuf {
-        buf: [b' '; DATE_LEN],
+        buf: [b' '; DATE_LINE_LEN],
         len: 0,
     };
-    // The format always has DATE_LEN bytes for the clamped range.
-    let _ = write!(out, "{date}");
+    // The format always fits exactly for the clamped range.
+    let _ = write!(out, "Date: {date}\r\n");
     out.buf
 }
 
 /// A `fmt::Write` into a fixed array that drops what does not fit.
 struct FixedBuf {
-    buf: [u8; DATE_LEN],
+    buf: [u8; DATE_LINE_LEN],
     len: usize,
 }
 
@@ -80,9 +94,15 @@ mod tests {
 
     #[test]
     fn formats_imf_fixdate() {
-        assert_eq!(&format(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(&format(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(&format(MAX_SECS), b"Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(
+            &format_line(784_111_777),
+            b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+        );
+        assert_eq!(&format_line(0), b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n");
+        assert_eq!(
+            &format_line(MAX_SECS),
+            b"Date: Fri, 31 Dec 9999 23:59:59 GMT\r\n"
+        );
     }
 
     #[test]
@@ -116,5 +136,6 @@ mod tests {
         for v in &values {
             assert!(v.ends_with(b" GMT"));
         }
+        assert_eq!(&date_line()[6..DATE_LEN + 6], &http_date()[..]);
     }
 }

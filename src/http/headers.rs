@@ -75,6 +75,15 @@ impl Text {
         }
     }
 
+    /// The bytes of the text, with spans read from `raw`.
+    pub(crate) fn as_bytes<'a>(&'a self, raw: &'a [u8]) -> &'a [u8] {
+        match self {
+            Text::Span(span) => span.get(raw),
+            Text::Static(s) => s.as_bytes(),
+            Text::Owned(s) => s.as_bytes(),
+        }
+    }
+
     /// The same text, independent of the header buffer.
     pub(crate) fn detach(&self, raw: &[u8]) -> Text {
         match self {
@@ -331,6 +340,7 @@ impl Headers {
             return Err(BuildError::new("header name is not a token"));
         }
         let arena = self.owned();
+        arena.reserve(name.len() + value.len());
         let name_start = arena.len();
         arena.extend_from_slice(name.as_bytes());
         let value_start = arena.len();

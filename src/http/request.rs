@@ -108,6 +108,11 @@ impl Request {
         self.method.resolve(self.headers.raw())
     }
 
+    /// Whether the method is HEAD (without validating UTF-8).
+    pub(crate) fn is_head(&self) -> bool {
+        self.method.as_bytes(self.headers.raw()) == b"HEAD"
+    }
+
     /// The request target as received, e.g. `/search?q=x`.
     pub fn target(&self) -> &str {
         self.target.resolve(self.headers.raw())

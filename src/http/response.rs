@@ -19,13 +19,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::body::BodyReader;
 use super::chunked::{put_chunk_size, CHUNK_END_AFTER_DATA, LAST_CHUNK};
-use super::date::{http_date, DATE_LEN};
+use super::date::{date_line, DATE_LINE_LEN};
 use super::framing::{upstream, BodyKind, Framing, FramingFields};
 use super::head::{check_line_endings, leading_empty_lines, HeadReader};
 use super::headers::{BuildError, Field, FieldIndex, Headers, Span, Text};
 use super::limits::Limits;
 use super::request::{check_not_framing, is_framing_field, Request, STACK_SLOTS};
-use super::status::{has_no_body, reason_phrase};
+use super::status::{has_no_body, reason_phrase, status_line};
 use super::syntax::{is_field_byte, list_contains};
 use super::version::Version;
 use crate::protocol::{Message, MessageSizes, Progress, ProtocolError};
@@ -129,7 +129,7 @@ impl Response {
     /// HTTP/1.0 client understands when `req` is HTTP/1.0.
     pub fn for_request(req: &Request) -> Self {
         let mut r = Response::new();
-        r.request_head = req.method() == "HEAD";
+        r.request_head = req.is_head();
         r.request_version = req.version();
         r.keep_alive = req.keep_alive();
         r
@@ -467,7 +467,7 @@ impl Message for Response {
         let date = if self.headers.contains("date") {
             None
         } else {
-            Some(http_date())
+            Some(date_line())
         };
         let connection: &[u8] = if !keep_alive {
             if self.headers.contains_token("connection", "close") {
@@ -490,23 +490,26 @@ impl Message for Response {
             + reason.len()
             + 2
             + self.headers.encoded_len(is_framing_field)
-            + date.map_or(0, |_| DATE_LEN + 8)
+            + date.map_or(0, |_| DATE_LINE_LEN)
             + connection.len()
             + length.map_or(0, |l| l.len() + 18)
             + if chunked { 28 } else { 0 }
             + 2
             + if chunk_framing { 18 } else { 0 };
         let mut head = BytesMut::with_capacity(cap);
-        head.put_slice(b"HTTP/1.1 ");
-        put_status_code(&mut head, status);
-        head.put_u8(b' ');
-        head.put_slice(reason.as_bytes());
-        head.put_slice(b"\r\n");
+        match (&self.reason, status_line(status)) {
+            (None, Some(line)) => head.put_slice(line),
+            _ => {
+                head.put_slice(b"HTTP/1.1 ");
+                put_status_code(&mut head, status);
+                head.put_u8(b' ');
+                head.put_slice(reason.as_bytes());
+                head.put_slice(b"\r\n");
+            }
+        }
         self.headers.write_to(&mut head, is_framing_field);
         if let Some(date) = date {
-            head.put_slice(b"Date: ");
             head.put_slice(&date);
-            head.put_slice(b"\r\n");
         }
         if let Some(length) = length {
             head.put_slice(b"Content-Length: ");
@@ -691,7 +694,7 @@ mod tests {
     fn fixed_date(flat: &[u8]) -> String {
         let s = String::from_utf8(flat.to_vec()).unwrap();
         match s.find("Date: ") {
-            Some(i) => format!("{}Date: D{}", &s[..i], &s[i + 6 + DATE_LEN..]),
+            Some(i) => format!("{}Date: D{}", &s[..i], &s[i + DATE_LINE_LEN - 2..]),
             None => s,
         }
     }

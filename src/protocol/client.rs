@@ -483,7 +483,7 @@ impl<P: Protocol> ClientConn<P> {
         let _ = core.registry().deregister(&mut SourceFd(&fd));
         let stats = self.conn.close(reason);
         self.config.log.record(&stats);
-        let (token, id) = (self.conn.token, self.conn.id);
+        let (token, id) = (self.conn.token as usize, self.conn.id);
         with_pool(self.key, |p| {
             p.idle.retain(|&(t, i)| (t, i) != (token, id));
             p.total -= 1;
