@@ -16,5 +16,6 @@ fi
 # Connection-scale tests open thousands of sockets.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-cargo test --all-targets "$@"
-cargo test --doc "$@"
+# Unit, integration and doc tests; examples are built. Benches are measured by
+# their own scripts (scripts/bench_*.sh), never run as tests.
+cargo test "$@"

@@ -46,6 +46,11 @@ pub mod sys;
 pub mod task;
 
 pub use error::Error;
+
+/// The README's examples, compiled (and the runnable one run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 pub use settings::{AlreadyStarted, Settings};
 pub use task::{
     count_by_name, counter, go, named_counter, timer, CounterTask, GoTask, Parallel, Series, Step,

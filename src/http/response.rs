@@ -420,6 +420,9 @@ impl Response {
     }
 }
 
+/// Bodies up to this size are copied into the head buffer by `encode`.
+const INLINE_BODY_MAX: usize = 1024;
+
 impl Default for Response {
     fn default() -> Self {
         Response::new()
@@ -458,6 +461,9 @@ impl Message for Response {
         let send_body = !bodiless_status && !self.request_head && !body.is_empty();
         let chunked = !bodiless_status && matches!(framing, Framing::Chunked | Framing::Streaming);
         let chunk_framing = chunked && !self.request_head;
+        // A small body rides in the head buffer: one chunk, one plain `write`,
+        // for the price of copying a few hundred bytes.
+        let inline_body = send_body && !chunk_framing && body.len() <= INLINE_BODY_MAX;
 
         let raw = self.headers.raw();
         let reason = match &self.reason {
@@ -495,7 +501,8 @@ impl Message for Response {
             + length.map_or(0, |l| l.len() + 18)
             + if chunked { 28 } else { 0 }
             + 2
-            + if chunk_framing { 18 } else { 0 };
+            + if chunk_framing { 18 } else { 0 }
+            + if inline_body { body.len() } else { 0 };
         let mut head = BytesMut::with_capacity(cap);
         match (&self.reason, status_line(status)) {
             (None, Some(line)) => head.put_slice(line),
@@ -530,9 +537,13 @@ impl Message for Response {
         }
         debug_assert!(head.len() <= cap, "head capacity estimate too small");
         let mut framing_len = head.len() as u64 - head_only;
+        if inline_body {
+            head.put_slice(&body);
+        }
+        debug_assert!(head.len() <= cap, "head capacity estimate too small");
         out.push(head.freeze());
         let body_len = if send_body { body.len() as u64 } else { 0 };
-        if send_body {
+        if send_body && !inline_body {
             out.push(body);
             if chunk_framing {
                 let end: &'static [u8] = if framing == Framing::Chunked {
@@ -706,14 +717,12 @@ mod tests {
     }
 
     #[test]
-    fn hello_world_is_head_plus_body() {
+    fn hello_world_is_one_chunk_and_a_large_body_is_not_copied() {
         let mut r = Response::new();
         r.set_header("Content-Type", "text/plain").unwrap();
-        let body = Bytes::from_static(b"Hello, world!");
-        r.set_body(body.clone());
+        r.set_body(Bytes::from_static(b"Hello, world!"));
         let (chunks, flat) = wire(&mut r);
-        assert_eq!(chunks.len(), 2);
-        assert_eq!(chunks[1].as_ptr(), body.as_ptr(), "the body is not copied");
+        assert_eq!(chunks.len(), 1, "a small body rides in the head buffer");
         assert_eq!(
             fixed_date(&flat),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: D\r\nContent-Length: 13\r\n\r\nHello, world!"
@@ -721,10 +730,16 @@ mod tests {
         assert_eq!(
             r.sizes(),
             Some(MessageSizes {
-                head: chunks[0].len() as u64,
+                head: chunks[0].len() as u64 - 13,
                 body: 13
             })
         );
+        let big = Bytes::from(vec![b'x'; INLINE_BODY_MAX + 1]);
+        let mut r = Response::new();
+        r.set_body(big.clone());
+        let (chunks, _) = wire(&mut r);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[1].as_ptr(), big.as_ptr(), "the body is not copied");
         assert_eq!(Message::status(&r), Some(200));
     }
 

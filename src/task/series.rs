@@ -39,6 +39,10 @@ type OnDone = Box<dyn FnOnce(&mut Series) + Send>;
 /// read or change the [context](Series::context_mut), or [`cancel`](Series::cancel)
 /// the rest.
 pub struct Series {
+    /// The next task, kept apart so that a series of one task (every server
+    /// request starts as one) allocates no queue.
+    next: Option<Box<dyn Task>>,
+    /// The tasks after `next`.
     tasks: VecDeque<Box<dyn Task>>,
     context: Option<Box<dyn Any + Send>>,
     on_done: Option<OnDone>,
@@ -49,7 +53,7 @@ pub struct Series {
 impl fmt::Debug for Series {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Series")
-            .field("pending_tasks", &self.tasks.len())
+            .field("pending_tasks", &self.len())
             .field("has_context", &self.context.is_some())
             .field("cancelled", &self.cancelled)
             .finish()
@@ -66,6 +70,7 @@ impl Series {
     /// A series with no tasks yet.
     pub fn empty() -> Series {
         Series {
+            next: None,
             tasks: VecDeque::new(),
             context: None,
             on_done: None,
@@ -90,27 +95,38 @@ impl Series {
 
     /// Adds a task at the end.
     pub fn push_back(&mut self, task: impl Task) {
-        self.tasks.push_back(Box::new(task));
+        self.push_back_boxed(Box::new(task));
     }
 
     /// Adds a task to run next.
     pub fn push_front(&mut self, task: impl Task) {
-        self.tasks.push_front(Box::new(task));
+        if let Some(next) = self.next.take() {
+            self.tasks.push_front(next);
+        }
+        self.next = Some(Box::new(task));
     }
 
     /// Adds an already boxed task at the end.
     pub fn push_back_boxed(&mut self, task: Box<dyn Task>) {
-        self.tasks.push_back(task);
+        if self.next.is_none() && self.tasks.is_empty() {
+            self.next = Some(task);
+        } else {
+            self.tasks.push_back(task);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Box<dyn Task>> {
+        self.next.take().or_else(|| self.tasks.pop_front())
     }
 
     /// Tasks still waiting to run.
     pub fn len(&self) -> usize {
-        self.tasks.len()
+        usize::from(self.next.is_some()) + self.tasks.len()
     }
 
     /// Whether no task is waiting.
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.next.is_none() && self.tasks.is_empty()
     }
 
     /// Sets the callback run when the series ends (builder form).
@@ -173,6 +189,7 @@ impl Series {
     /// task, and its `on_done` still runs.
     pub fn cancel(&mut self) {
         self.cancelled = true;
+        self.next = None;
         self.tasks.clear();
     }
 
@@ -190,7 +207,7 @@ impl Series {
     /// goes asynchronous or the series ends. Custom asynchronous tasks call this.
     pub fn resume(mut series: Box<Series>) {
         loop {
-            let Some(task) = series.tasks.pop_front() else {
+            let Some(task) = series.pop_front() else {
                 series.end();
                 return;
             };
@@ -204,7 +221,7 @@ impl Series {
     fn end(mut self: Box<Self>) {
         if let Some(f) = self.on_done.take() {
             f(&mut self);
-            if !self.tasks.is_empty() {
+            if !self.is_empty() {
                 // on_done pushed more work: keep going.
                 return Series::resume(self);
             }

@@ -1,0 +1,130 @@
+//! Feeds arbitrary bytes, in arbitrary splits, to the HTTP/1.1 response parser
+//! for a request method chosen by the input, then signals end of stream.
+//!
+//! Checks, besides "never panics": whole and split feeding yield the same
+//! responses (including a close-delimited one completed by end of stream);
+//! `NeedMore` uses every offered byte; a failed parser keeps failing.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use taskweave::http::{Limits, Response};
+use taskweave::protocol::{Message, Progress};
+
+#[derive(Debug, PartialEq, Eq)]
+struct Summary {
+    status: u16,
+    reason: String,
+    fields: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    keep_alive: bool,
+}
+
+const METHODS: [&str; 4] = ["GET", "HEAD", "POST", "CONNECT"];
+
+fn limits(seed: u8) -> Limits {
+    if seed & 0x80 == 0 {
+        Limits::default()
+    } else {
+        Limits::new()
+            .with_max_head(256)
+            .with_max_headers(8)
+            .with_max_body(512)
+            .with_max_chunk_ext(32)
+            .with_max_trailer(64)
+    }
+}
+
+fn chunks(data: &[u8], seed: u8) -> Vec<&[u8]> {
+    if seed & 0x40 != 0 {
+        return data.chunks(1).collect();
+    }
+    let mut state = u32::from(seed) | 0x100;
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let n = (state as usize % 32 + 1).min(rest.len());
+        let (head, tail) = rest.split_at(n);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+fn summarize(r: &Response) -> Summary {
+    Summary {
+        status: r.status(),
+        reason: r.reason().to_string(),
+        fields: r
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect(),
+        body: r.body().to_vec(),
+        keep_alive: r.keep_alive(),
+    }
+}
+
+/// Parses a stream of responses; the i-th answers `METHODS[(seed + i) % 4]`.
+fn run(pieces: &[&[u8]], seed: u8) -> Vec<Summary> {
+    let limits = limits(seed);
+    let parser = |i: usize| {
+        let method = METHODS[(usize::from(seed) + i) % METHODS.len()];
+        Response::parser_with(method, limits)
+    };
+    let mut done = Vec::new();
+    let mut cur = parser(0);
+    let mut failed = None;
+    for piece in pieces {
+        let mut data = *piece;
+        if let Some(err) = &failed {
+            assert_eq!(
+                cur.append(data).as_ref(),
+                Err(err),
+                "a failed parser recovered"
+            );
+            continue;
+        }
+        loop {
+            match cur.append(data) {
+                Ok(Progress::Complete(n)) => {
+                    assert!(n <= data.len());
+                    assert!(cur.is_complete());
+                    assert!(cur.sizes().is_some());
+                    done.push(summarize(&cur));
+                    cur = parser(done.len());
+                    data = &data[n..];
+                    if data.is_empty() {
+                        break;
+                    }
+                }
+                Ok(Progress::NeedMore(n)) => {
+                    assert_eq!(n, data.len(), "NeedMore left bytes unused");
+                    break;
+                }
+                Err(err) => {
+                    assert_eq!(err.code, 502, "{err}");
+                    failed = Some(err);
+                    break;
+                }
+            }
+        }
+    }
+    if failed.is_none() && cur.end_of_stream() {
+        assert!(cur.is_complete());
+        done.push(summarize(&cur));
+    }
+    done
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&seed, data)) = input.split_first() else {
+        return;
+    };
+    let whole = run(&[data], seed);
+    let split = run(&chunks(data, seed), seed);
+    assert_eq!(whole, split, "split feeding changed the parsed responses");
+});
