@@ -50,7 +50,11 @@ fn main() {
     series.push_back(FnTask(|s: &mut Series| {
         let trip = s.context::<Trip>();
         let took = trip.started.map(|t| t.elapsed()).unwrap_or_default();
-        println!("sums {:?} after {:.1} ms", trip.sums, took.as_secs_f64() * 1e3);
+        println!(
+            "sums {:?} after {:.1} ms",
+            trip.sums,
+            took.as_secs_f64() * 1e3
+        );
     }));
     series
         .on_done(move |_| {
