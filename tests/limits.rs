@@ -398,3 +398,32 @@ fn fd_exhaustion_neither_spins_nor_wedges_the_listener() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn keep_alive_timeout_restarts_after_every_request() {
+    let log = MemoryLog::new();
+    let server = echo_server(
+        Server::builder()
+            .keep_alive_timeout(Duration::from_millis(300))
+            .access_log(log.clone()),
+    );
+    let mut s = connect(server.local_addr());
+    // Ten requests 100 ms apart: never 300 ms idle, so never closed.
+    for i in 0..10 {
+        assert_eq!(
+            echo(&mut s, format!("r{i}").as_bytes()),
+            format!("r{i}").as_bytes()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        log.is_empty(),
+        "closed while active: {:?}",
+        reasons(&log.records())
+    );
+    assert!(closed_by_peer(&mut s, Duration::from_secs(5)));
+    assert_eq!(
+        reasons(&records(&log, 1)),
+        vec![CloseReason::KeepAliveTimeout]
+    );
+}

@@ -258,6 +258,8 @@ impl<P: Protocol> Acceptor for ServerShared<P> {
                 closing: None,
                 lingering: false,
                 queued: 0,
+                served: false,
+                unrecorded_in: 0,
                 wait: Wait::None,
             }))
         });
@@ -312,13 +314,22 @@ struct ServerConn<P: Protocol> {
     closing: Option<CloseReason>,
     /// Write side shut, discarding input until the peer closes.
     lingering: bool,
-    /// Bytes queued unwritten when the shared state was last looked at.
-    queued: usize,
+    /// Bytes queued unwritten when the shared state was last looked at (the
+    /// queue is capped at `max_queued`, a u32).
+    queued: u32,
+    /// A reply went out since the deadline was last armed: an inline exchange
+    /// goes idle -> busy -> idle within one pump, and the keep-alive deadline
+    /// must still restart.
+    served: bool,
+    /// Bytes read but not yet added to the stats (at most a few reads' worth).
+    unrecorded_in: u32,
     wait: Wait,
 }
 
 impl<P: Protocol> ServerConn<P> {
     fn close(&mut self, core: &mut Core, reason: CloseReason) -> Flow {
+        let unrecorded = std::mem::take(&mut self.unrecorded_in) as usize;
+        self.conn.lock().stats.add_in(unrecorded);
         let fd = self.conn.stream().as_raw_fd();
         let _ = core.registry().deregister(&mut SourceFd(&fd));
         let stats = self.conn.close(reason);
@@ -330,6 +341,8 @@ impl<P: Protocol> ServerConn<P> {
     /// bytes still queued.
     fn sync_shared(&mut self) -> Result<usize, CloseReason> {
         let mut st = self.conn.lock();
+        st.stats
+            .add_in(std::mem::take(&mut self.unrecorded_in) as usize);
         if let Some(reason) = st.broken {
             return Err(reason);
         }
@@ -337,6 +350,7 @@ impl<P: Protocol> ServerConn<P> {
         if st.replied {
             st.replied = false;
             self.busy = false;
+            self.served = true;
             st.stats.request_done();
             if st.close_after && self.closing.is_none() {
                 self.closing = Some(if self.server.shutting_down.load(Ordering::Relaxed) {
@@ -366,7 +380,7 @@ impl<P: Protocol> ServerConn<P> {
                 Ok(q) => q,
                 Err(reason) => return self.close(core, reason),
             };
-            self.queued = queued;
+            self.queued = queued.min(u32::MAX as usize) as u32;
             if let Some(reason) = self.closing {
                 if self.busy || queued > 0 {
                     return Flow::Keep;
@@ -400,7 +414,8 @@ impl<P: Protocol> ServerConn<P> {
             match self.conn.read(scratch) {
                 Ok(0) => return self.close(core, CloseReason::PeerClosed),
                 Ok(n) => {
-                    self.conn.lock().stats.add_in(n);
+                    // Counted under the next lock we take anyway.
+                    self.unrecorded_in += n as u32;
                     self.feed(&scratch[..n], core.now());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read_ready = false,
@@ -499,10 +514,11 @@ impl<P: Protocol> ServerConn<P> {
         self.busy = true;
         self.seen_request = true;
         let sizes = req.sizes().unwrap_or_default();
-        self.conn
-            .lock()
-            .stats
-            .request_complete(now, sizes.head, sizes.body);
+        let mut st = self.conn.lock();
+        st.stats
+            .add_in(std::mem::take(&mut self.unrecorded_in) as usize);
+        st.stats.request_complete(now, sizes.head, sizes.body);
+        drop(st);
         let resp = self.server.proto.new_response(&req);
         let task = ServerTask {
             req,
@@ -531,7 +547,8 @@ impl<P: Protocol> ServerConn<P> {
         } else {
             Wait::KeepAlive
         };
-        if want == self.wait {
+        let restart = std::mem::take(&mut self.served) && want == Wait::KeepAlive;
+        if want == self.wait && !restart {
             return;
         }
         self.wait = want;
