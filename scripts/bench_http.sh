@@ -31,8 +31,8 @@ start() { # label port cmd...
 }
 trap 'kill ${pids[@]} 2>/dev/null; rm -f "$log"' EXIT
 start floor 8183 /tmp/tw_floor_server 8183
-start inline 8184 $ours --port 8184 --pollers 1 --handler-threads 0 --access-log off --max-connections 20000
-start handlers 8186 $ours --port 8186 --pollers 1 --handler-threads 1 --access-log off --max-connections 20000
+start inline 8184 $ours --port 8184 --pollers 1 --handler-threads 0 --access-log none --max-connections 20000
+start handlers 8186 $ours --port 8186 --pollers 1 --handler-threads 1 --access-log none --max-connections 20000
 start hyper 8185 bench/hyper_hello/target/release/hyper_hello 8185
 start logged 8187 $ours --port 8187 --pollers 1 --handler-threads 0 --access-log "$log" --max-connections 20000
 sleep 1
