@@ -628,10 +628,76 @@ fn build_floor(args: &Args) -> io::Result<PathBuf> {
     Ok(out)
 }
 
+/// Settings shared by every sample of the load matrix.
+struct Matrix {
+    floor_bin: PathBuf,
+    warmup: Duration,
+    duration: Duration,
+    probe: Duration,
+    tck: u64,
+}
+
+impl Matrix {
+    /// Starts a fresh server of `kind`, drives it, stops it.
+    fn sample(&self, kind: Kind, conns: usize, probe: bool) -> io::Result<LoadResult> {
+        let (server, wire) = match kind {
+            Kind::Floor => (ServerProc::floor(&self.floor_bin)?, Wire::http()),
+            Kind::Inline => (ServerProc::ours(0)?, Wire::echo()),
+            Kind::Handlers => (ServerProc::ours(2)?, Wire::echo()),
+        };
+        let (warmup, duration) = if probe {
+            (self.warmup / 2, self.probe)
+        } else {
+            (self.warmup, self.duration)
+        };
+        let r = run_load(
+            server.addr(),
+            wire,
+            conns,
+            warmup,
+            duration,
+            server.pid,
+            self.tck,
+        )?;
+        drop(server);
+        Ok(r)
+    }
+}
+
+/// A measured sample; for ours, its ratio to the floor around it and how much
+/// the floor moved across it.
+struct Sample {
+    r: LoadResult,
+    ratio: f64,
+    drift: f64,
+}
+
+/// One CSV line; `ratio` and `drift` are empty for floor samples.
+fn print_sample(label: &str, conns: usize, r: &LoadResult, ratio: Option<(f64, f64)>) {
+    let (ratio, drift) = ratio.map_or((String::new(), String::new()), |(ratio, drift)| {
+        (format!("{ratio:.3}"), format!("{:.1}", 100.0 * drift))
+    });
+    println!(
+        "{label},{conns},{:.0},{:.2},{:.2},{:.3},{:.3},{:.0},{:.0},{:.0},{:.3},{ratio},{drift}",
+        r.requests as f64 / r.seconds,
+        r.server_cpu_s,
+        us_per_req(r),
+        r.p50_ms,
+        r.p99_ms,
+        100.0 * r.server_cpu_s / r.seconds,
+        100.0 * r.loadgen_cpu_s / r.seconds,
+        100.0 * r.other_cpu_s / r.seconds,
+        r.server_switches as f64 / r.requests.max(1) as f64,
+    );
+}
+
+/// For each round and connection count: the floor, ours inline, a short floor
+/// probe, ours with handler threads, another probe. Each of our samples is
+/// compared with the mean of the floor samples just before and just after it, so
+/// that the machine's drift (its speed changes by up to ~25% from one minute to
+/// the next) cancels out; `floor_drift_pct` says how much the floor moved across it.
 fn load_matrix(args: &Args) -> io::Result<()> {
     let secs = |name: &str, default: f64| Duration::from_secs_f64(args.get(name, default));
-    let duration = secs("duration", 10.0);
-    let warmup = secs("warmup", 1.0);
     let rounds: usize = args.get("rounds", 2);
     let conns_list: Vec<usize> = args
         .raw("conns")
@@ -639,79 +705,81 @@ fn load_matrix(args: &Args) -> io::Result<()> {
         .split(',')
         .map(|c| c.trim().parse().map_err(|_| other("bad --conns")))
         .collect::<io::Result<_>>()?;
-    let tck = clock_ticks_per_second()?;
     let floor_bin = build_floor(args)?;
     let _cleanup = RemoveOnDrop(floor_bin.clone());
+    let m = Matrix {
+        floor_bin,
+        warmup: secs("warmup", 1.0),
+        duration: secs("duration", 10.0),
+        probe: secs("probe", 2.0),
+        tck: clock_ticks_per_second()?,
+    };
 
     println!(
-        "label,conns,req_per_s,server_cpu_s,us_cpu_per_req,p50_ms,p99_ms,\
-         server_cpu_pct,loadgen_cpu_pct,other_cpu_pct,server_cs_per_req"
+        "label,conns,req_per_s,server_cpu_s,us_cpu_per_req,p50_ms,p99_ms,server_cpu_pct,\
+         loadgen_cpu_pct,other_cpu_pct,server_cs_per_req,ratio_to_floor,floor_drift_pct"
     );
-    let mut results: BTreeMap<(usize, Kind), Vec<LoadResult>> = BTreeMap::new();
+    // Per (conns, kind): each round's sample.
+    let mut results: BTreeMap<(usize, Kind), Vec<Sample>> = BTreeMap::new();
     for _round in 0..rounds {
         for &conns in &conns_list {
-            for kind in [Kind::Floor, Kind::Inline, Kind::Handlers] {
-                let (server, wire) = match kind {
-                    Kind::Floor => (ServerProc::floor(&floor_bin)?, Wire::http()),
-                    Kind::Inline => (ServerProc::ours(0)?, Wire::echo()),
-                    Kind::Handlers => (ServerProc::ours(2)?, Wire::echo()),
-                };
-                let r = run_load(
-                    server.addr(),
-                    wire,
-                    conns,
-                    warmup,
-                    duration,
-                    server.pid,
-                    tck,
-                )?;
-                drop(server);
-                println!(
-                    "{},{},{:.0},{:.2},{:.2},{:.3},{:.3},{:.0},{:.0},{:.0},{:.3}",
-                    kind.label(),
-                    conns,
-                    r.requests as f64 / r.seconds,
-                    r.server_cpu_s,
-                    us_per_req(&r),
-                    r.p50_ms,
-                    r.p99_ms,
-                    100.0 * r.server_cpu_s / r.seconds,
-                    100.0 * r.loadgen_cpu_s / r.seconds,
-                    100.0 * r.other_cpu_s / r.seconds,
-                    r.server_switches as f64 / r.requests.max(1) as f64,
-                );
-                results.entry((conns, kind)).or_default().push(r);
+            let floor = m.sample(Kind::Floor, conns, false)?;
+            print_sample(Kind::Floor.label(), conns, &floor, None);
+            let mut before = us_per_req(&floor);
+            results
+                .entry((conns, Kind::Floor))
+                .or_default()
+                .push(Sample {
+                    r: floor,
+                    ratio: 1.0,
+                    drift: 0.0,
+                });
+            for kind in [Kind::Inline, Kind::Handlers] {
+                let r = m.sample(kind, conns, false)?;
+                let probe = m.sample(Kind::Floor, conns, true)?;
+                let after = us_per_req(&probe);
+                let ratio = us_per_req(&r) / ((before + after) / 2.0);
+                let drift = after / before - 1.0;
+                print_sample(kind.label(), conns, &r, Some((ratio, drift)));
+                print_sample("floor_c_probe", conns, &probe, None);
+                results
+                    .entry((conns, kind))
+                    .or_default()
+                    .push(Sample { r, ratio, drift });
+                before = after;
             }
         }
     }
 
     println!();
     println!(
-        "summary,label,conns,req_per_s,us_cpu_per_req,us_min,us_max,ratio_to_floor,p50_ms,p99_ms"
+        "summary,label,conns,req_per_s,us_cpu_per_req,us_min,us_max,\
+         ratio_to_floor,ratio_min,ratio_max,max_floor_drift_pct,p50_ms,p99_ms"
     );
     for (&(conns, kind), runs) in &results {
-        let mean =
-            |f: &dyn Fn(&LoadResult) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
-        let us = mean(&us_per_req);
-        let floor_us = results
-            .get(&(conns, Kind::Floor))
-            .map(|f| f.iter().map(us_per_req).sum::<f64>() / f.len() as f64)
-            .unwrap_or(f64::NAN);
-        let (lo, hi) = runs
-            .iter()
-            .map(us_per_req)
-            .fold((f64::MAX, f64::MIN), |(lo, hi), u| (lo.min(u), hi.max(u)));
+        let mean = |f: &dyn Fn(&Sample) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
+        let range = |f: &dyn Fn(&Sample) -> f64| {
+            runs.iter()
+                .map(f)
+                .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
+        };
+        let (us_lo, us_hi) = range(&|x| us_per_req(&x.r));
+        let (ratio_lo, ratio_hi) = range(&|x| x.ratio);
+        let (_, drift) = range(&|x| x.drift.abs());
         println!(
-            "summary,{},{},{:.0},{:.2},{:.2},{:.2},{:.2},{:.3},{:.3}",
+            "summary,{},{},{:.0},{:.2},{:.2},{:.2},{:.3},{:.3},{:.3},{:.1},{:.3},{:.3}",
             kind.label(),
             conns,
-            mean(&|r| r.requests as f64 / r.seconds),
-            us,
-            lo,
-            hi,
-            us / floor_us,
-            mean(&|r| r.p50_ms),
-            mean(&|r| r.p99_ms),
+            mean(&|x| x.r.requests as f64 / x.r.seconds),
+            mean(&|x| us_per_req(&x.r)),
+            us_lo,
+            us_hi,
+            mean(&|x| x.ratio),
+            ratio_lo,
+            ratio_hi,
+            100.0 * drift,
+            mean(&|x| x.r.p50_ms),
+            mean(&|x| x.r.p99_ms),
         );
     }
     Ok(())

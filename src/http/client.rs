@@ -141,7 +141,8 @@ impl ClientTask {
             (None, None) => Err(&Error::Cancelled),
         }
     }
-    /// Takes the response out.
+    /// Takes the response out (without copying its body). Read
+    /// [`result`](Self::result) first: afterwards it reports `Cancelled`.
     pub fn take_response(&mut self) -> Option<Response> {
         self.resp.take()
     }

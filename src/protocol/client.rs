@@ -193,7 +193,8 @@ impl<P: Protocol> ClientTask<P> {
             (None, None) => Err(&Error::Cancelled),
         }
     }
-    /// Takes the response out.
+    /// Takes the response out (without copying its body). Read
+    /// [`result`](Self::result) first: afterwards it reports `Cancelled`.
     pub fn take_response(&mut self) -> Option<P::Response> {
         self.resp.take()
     }
