@@ -1,7 +1,7 @@
 //! Connections: accepting, connecting, reading, writing with backpressure.
 //!
 //! A connection is split in two. The poller-side handler (in `protocol`) owns the
-//! read path and the connection's state machine. The shared [`Conn`] owns the
+//! read path and the connection's state machine. The shared `Conn` owns the
 //! socket and the outbound queue, so any thread can write to it: a handler thread
 //! that finishes a response writes it at once with `writev`, and only what the
 //! socket does not take is queued for the poller (the connection is *paused*
