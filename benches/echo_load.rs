@@ -4,23 +4,26 @@
 //!
 //! ```text
 //! cargo bench --bench echo_load -- --all                # load matrix + idle memory
-//! cargo bench --bench echo_load                         # load matrix only
+//! cargo bench --bench echo_load                         # load matrix only (or --load)
 //! cargo bench --bench echo_load -- --idle 10000         # idle memory only
 //! cargo bench --bench echo_load -- --serve --port 9000 --handler-threads 0 --pollers 1
 //! ```
 //!
-//! Load options: `--duration S` (10), `--warmup S` (1), `--rounds R` (2),
-//! `--conns 50,1000`, `--floor-src PATH`. Idle options: `--idle N` (10,000),
-//! `--settle S` (3), `--connect-only` (no request on the idle connections).
+//! Load options: `--duration S` (10, measured seconds per server and round),
+//! `--warmup S` (1), `--rounds R` (2), `--conns 50,1000`, `--slice S` (2),
+//! `--ramp S` (0.25, unmeasured start of each slice), `--floor-src PATH`.
+//! Idle options: `--idle N` (10,000), `--settle S` (3), `--connect-only` (no
+//! request on the idle connections).
 //!
 //! Processes: the bench re-executes itself under `taskset -c 1` (it is the load
 //! generator), and starts every server under `taskset -c 0`: our echo server (this
 //! binary with `--serve`) or the floor (`floor_server.c` built with `gcc -O2`).
 //! The load generator is one thread on `mio`: a closed loop over N connections,
 //! each sending one request and waiting for the whole reply before the next, like
-//! wrk. Server CPU time comes from `/proc/PID/stat` (utime + stime) read at the
-//! start and end of the measured window. No `unsafe`, 127.0.0.x only, and every
-//! loop is bounded by a deadline.
+//! wrk. The three servers of a round run side by side and are driven in turn, in
+//! slices, so that the machine's drift affects all alike. Server CPU time comes
+//! from `/proc/PID/stat` (utime + stime) read at the start and end of each slice's
+//! window. No `unsafe`, 127.0.0.x only, and every loop is bounded by a deadline.
 
 #[path = "../examples/common/args.rs"]
 mod args;
@@ -60,6 +63,15 @@ const SOURCES: usize = 4;
 
 fn main() {
     let args = Args::parse();
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this binary with
+    // no arguments, and a multi-minute load test is not a test.
+    let asked = ["bench", "all", "load", "idle", "serve"]
+        .iter()
+        .any(|flag| args.raw(flag).is_some());
+    if !asked {
+        println!("echo_load: nothing to test; run `cargo bench --bench echo_load` or pass --load");
+        return;
+    }
     let res = if args.raw("serve").is_some() {
         serve(&args)
     } else if std::env::var_os(PINNED_ENV).is_none() {
@@ -373,6 +385,8 @@ impl Wire {
 struct Client {
     stream: TcpStream,
     connected: bool,
+    /// A request is outstanding (or about to be sent).
+    in_flight: bool,
     written: usize,
     got: usize,
     sent_at: Instant,
@@ -421,155 +435,239 @@ fn expect_bytes(reply: &[u8], got: usize, data: &[u8]) -> io::Result<()> {
     }
 }
 
-struct LoadResult {
+/// What a measured stretch of load gave.
+#[derive(Default)]
+struct Tally {
     requests: u64,
     seconds: f64,
     server_cpu_s: f64,
     loadgen_cpu_s: f64,
     /// CPU time on cores 0 and 1 used by neither the server nor the load
-    /// generator (other processes, interrupts): a sign of a disturbed run.
+    /// generator (other processes, interrupts): a sign of a disturbed sample.
     other_cpu_s: f64,
-    /// Server context switches (all threads) in the window.
+    /// Server context switches (all threads).
     server_switches: u64,
-    p50_ms: f64,
-    p99_ms: f64,
+    /// Send-to-last-byte latency of each request, in nanoseconds.
+    latencies: Vec<u64>,
 }
 
-/// One closed-loop run: `conns` connections, `warmup` then `duration` measured.
-fn run_load(
-    addr: SocketAddr,
+impl Tally {
+    fn between(a: &Snapshot, b: &Snapshot, tck: u64) -> Tally {
+        let busy_ticks: u64 = (0..2).map(|i| b.cores[i].0 - a.cores[i].0).sum();
+        let server_cpu_s = b.server_ticks.saturating_sub(a.server_ticks) as f64 / tck as f64;
+        let loadgen_cpu_s = b.own_cpu.saturating_sub(a.own_cpu).as_secs_f64();
+        Tally {
+            seconds: b.at.duration_since(a.at).as_secs_f64(),
+            server_cpu_s,
+            loadgen_cpu_s,
+            other_cpu_s: (busy_ticks as f64 / tck as f64 - server_cpu_s - loadgen_cpu_s).max(0.0),
+            server_switches: b.server_switches.saturating_sub(a.server_switches),
+            ..Tally::default()
+        }
+    }
+
+    fn add(&mut self, t: Tally) {
+        self.requests += t.requests;
+        self.seconds += t.seconds;
+        self.server_cpu_s += t.server_cpu_s;
+        self.loadgen_cpu_s += t.loadgen_cpu_s;
+        self.other_cpu_s += t.other_cpu_s;
+        self.server_switches += t.server_switches;
+        self.latencies.extend(t.latencies);
+    }
+
+    fn us_per_req(&self) -> f64 {
+        if self.requests == 0 {
+            return f64::NAN;
+        }
+        self.server_cpu_s * 1e6 / self.requests as f64
+    }
+
+    /// The `p`th percentile latency in ms; sorts the latencies.
+    fn percentile_ms(&mut self, p: usize) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies.sort_unstable();
+        let i = (self.latencies.len() * p / 100).min(self.latencies.len() - 1);
+        self.latencies[i] as f64 / 1e6
+    }
+}
+
+/// Closed-loop connections to one server: each sends a request, reads the whole
+/// reply, sends the next. Between [`Driver::drive`] calls they are all idle.
+struct Driver {
+    poll: Poll,
+    events: Events,
+    clients: Vec<Client>,
     wire: Wire,
-    conns: usize,
-    warmup: Duration,
-    duration: Duration,
     server_pid: u32,
     tck: u64,
-) -> io::Result<LoadResult> {
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(1024);
-    let mut clients = Vec::with_capacity(conns);
-    let now = Instant::now();
-    for i in 0..conns {
-        let mut stream = TcpStream::connect(addr)?;
-        poll.registry().register(
-            &mut stream,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        clients.push(Client {
-            stream,
-            connected: false,
-            written: 0,
-            got: 0,
-            sent_at: now,
-        });
-    }
-    let mut scratch = vec![0u8; 64 * 1024];
-    let mut latencies: Vec<u64> = Vec::with_capacity(4 << 20);
-    let mut connected = 0usize;
-    let connect_deadline = Instant::now() + CONNECT_WITHIN;
-    // Set once every connection is up.
-    let mut warm_end: Option<Instant> = None;
-    let mut window: Option<Snapshot> = None;
-    let mut end = connect_deadline + warmup + duration;
-    let mut measured = 0u64;
-    let mut last_progress = Instant::now();
+    scratch: Vec<u8>,
+    /// The server's name, for errors.
+    label: &'static str,
+}
 
-    loop {
+impl Driver {
+    /// Opens `conns` connections to `addr` and waits until all are established.
+    fn connect(
+        label: &'static str,
+        addr: SocketAddr,
+        wire: Wire,
+        conns: usize,
+        server_pid: u32,
+        tck: u64,
+    ) -> io::Result<Driver> {
+        let poll = Poll::new()?;
         let now = Instant::now();
-        if now >= end {
-            break;
+        let mut clients = Vec::with_capacity(conns);
+        for i in 0..conns {
+            let mut stream = TcpStream::connect(addr)?;
+            poll.registry().register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            clients.push(Client {
+                stream,
+                connected: false,
+                in_flight: false,
+                written: 0,
+                got: 0,
+                sent_at: now,
+            });
         }
-        if warm_end.is_none() && now >= connect_deadline {
-            return Err(other(format!(
-                "only {connected} of {conns} connections opened"
-            )));
+        let mut d = Driver {
+            poll,
+            events: Events::with_capacity(1024),
+            clients,
+            wire,
+            server_pid,
+            tck,
+            scratch: vec![0u8; 64 * 1024],
+            label,
+        };
+        let deadline = now + CONNECT_WITHIN;
+        let mut connected = 0;
+        while connected < conns {
+            if Instant::now() >= deadline {
+                return Err(other(format!(
+                    "{label}: only {connected} of {conns} connections opened"
+                )));
+            }
+            match d.poll.poll(&mut d.events, Some(Duration::from_millis(100))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for ev in d.events.iter() {
+                let c = &mut d.clients[ev.token().0];
+                if !c.connected && c.check_connected()? {
+                    c.connected = true;
+                    c.stream.set_nodelay(true)?;
+                    connected += 1;
+                }
+            }
         }
-        if window.is_none() && warm_end.is_some_and(|w| now >= w) {
-            let snap = Snapshot::take(server_pid)?;
-            end = snap.at + duration;
-            window = Some(snap);
+        Ok(d)
+    }
+
+    /// Runs the closed loop for `ramp` (not measured), then `window` (measured),
+    /// then lets the requests in flight finish so the next call starts idle.
+    fn drive(&mut self, ramp: Duration, window: Duration) -> io::Result<Tally> {
+        let wire = self.wire;
+        let start = Instant::now();
+        for c in &mut self.clients {
+            c.in_flight = true;
+            c.start(wire.request, start)?;
         }
-        if now.duration_since(last_progress) > STALL {
-            return Err(other("no reply for 5 s"));
-        }
-        let wait = (end - now).min(Duration::from_millis(50));
-        match poll.poll(&mut events, Some(wait)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        let measuring = window.is_some();
-        for ev in events.iter() {
-            let c = &mut clients[ev.token().0];
-            if !c.connected {
-                if !c.check_connected()? {
+        let mut in_flight = self.clients.len();
+        let mut first: Option<Snapshot> = None;
+        let mut last: Option<Snapshot> = None;
+        let mut end = start + ramp;
+        let mut latencies = Vec::new();
+        let mut last_progress = start;
+        while in_flight > 0 {
+            let now = Instant::now();
+            if now.duration_since(last_progress) > STALL {
+                return Err(other(format!(
+                    "{}: no reply for 5 s ({in_flight} of {} requests outstanding)",
+                    self.label,
+                    self.clients.len()
+                )));
+            }
+            if last.is_none() && now >= end {
+                if first.is_none() {
+                    let snap = Snapshot::take(self.server_pid)?;
+                    end = snap.at + window;
+                    first = Some(snap);
+                    latencies.reserve((window.as_secs_f64() * 250_000.0) as usize);
+                } else {
+                    last = Some(Snapshot::take(self.server_pid)?);
+                }
+                continue;
+            }
+            let wait = if last.is_some() {
+                Duration::from_millis(50)
+            } else {
+                end.saturating_duration_since(now)
+                    .min(Duration::from_millis(50))
+            };
+            match self.poll.poll(&mut self.events, Some(wait)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let measuring = first.is_some() && last.is_none();
+            let stopping = last.is_some();
+            for ev in self.events.iter() {
+                let c = &mut self.clients[ev.token().0];
+                if !c.in_flight {
                     continue;
                 }
-                c.connected = true;
-                c.stream.set_nodelay(true)?;
-                c.start(wire.request, Instant::now())?;
-                connected += 1;
-                if connected == conns {
-                    warm_end = Some(Instant::now() + warmup);
-                    last_progress = Instant::now();
+                if ev.is_writable() && c.written < wire.request.len() {
+                    c.push(wire.request)?;
                 }
-                continue;
-            }
-            if ev.is_writable() && c.written < wire.request.len() {
-                c.push(wire.request)?;
-            }
-            if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
-                continue;
-            }
-            loop {
-                match c.stream.read(&mut scratch) {
-                    Ok(0) => return Err(other("server closed a connection")),
-                    Ok(n) => {
-                        expect_bytes(wire.reply, c.got, &scratch[..n])?;
-                        c.got += n;
-                        if c.got == wire.reply.len() {
+                if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                    continue;
+                }
+                loop {
+                    match c.stream.read(&mut self.scratch) {
+                        Ok(0) => return Err(other("server closed a connection")),
+                        Ok(n) => {
+                            expect_bytes(wire.reply, c.got, &self.scratch[..n])?;
+                            c.got += n;
+                            if c.got < wire.reply.len() {
+                                continue;
+                            }
                             let done = Instant::now();
                             last_progress = done;
                             if measuring {
-                                measured += 1;
                                 latencies.push(done.duration_since(c.sent_at).as_nanos() as u64);
                             }
-                            c.start(wire.request, done)?;
+                            if stopping {
+                                c.in_flight = false;
+                                c.got = 0;
+                                in_flight -= 1;
+                            } else {
+                                c.start(wire.request, done)?;
+                            }
                         }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
                 }
             }
         }
+        let (Some(a), Some(b)) = (first, last) else {
+            return Err(other("load stopped before its window"));
+        };
+        let mut tally = Tally::between(&a, &b, self.tck);
+        tally.requests = latencies.len() as u64;
+        tally.latencies = latencies;
+        Ok(tally)
     }
-    let a = window.ok_or_else(|| other("never reached the window"))?;
-    let b = Snapshot::take(server_pid)?;
-    let seconds = b.at.duration_since(a.at).as_secs_f64();
-    let busy_ticks: u64 = (0..2).map(|i| b.cores[i].0 - a.cores[i].0).sum();
-    let server_cpu_s = b.server_ticks.saturating_sub(a.server_ticks) as f64 / tck as f64;
-    let loadgen_cpu_s = (b.own_cpu - a.own_cpu).as_secs_f64();
-    drop(clients);
-    latencies.sort_unstable();
-    let pct = |p: usize| -> f64 {
-        if latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = (latencies.len() * p / 100).min(latencies.len() - 1);
-        latencies[i] as f64 / 1e6
-    };
-    Ok(LoadResult {
-        requests: measured,
-        seconds,
-        server_cpu_s,
-        loadgen_cpu_s,
-        other_cpu_s: (busy_ticks as f64 / tck as f64 - server_cpu_s - loadgen_cpu_s).max(0.0),
-        server_switches: b.server_switches.saturating_sub(a.server_switches),
-        p50_ms: pct(50),
-        p99_ms: pct(99),
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -628,125 +726,152 @@ fn build_floor(args: &Args) -> io::Result<PathBuf> {
     Ok(out)
 }
 
-/// Settings shared by every sample of the load matrix.
-struct Matrix {
-    floor_bin: PathBuf,
-    warmup: Duration,
-    duration: Duration,
-    probe: Duration,
-    tck: u64,
-}
-
-impl Matrix {
-    /// Starts a fresh server of `kind`, drives it, stops it.
-    fn sample(&self, kind: Kind, conns: usize, probe: bool) -> io::Result<LoadResult> {
-        let (server, wire) = match kind {
-            Kind::Floor => (ServerProc::floor(&self.floor_bin)?, Wire::http()),
-            Kind::Inline => (ServerProc::ours(0)?, Wire::echo()),
-            Kind::Handlers => (ServerProc::ours(2)?, Wire::echo()),
-        };
-        let (warmup, duration) = if probe {
-            (self.warmup / 2, self.probe)
-        } else {
-            (self.warmup, self.duration)
-        };
-        let r = run_load(
-            server.addr(),
-            wire,
-            conns,
-            warmup,
-            duration,
-            server.pid,
-            self.tck,
-        )?;
-        drop(server);
-        Ok(r)
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
-/// A measured sample; for ours, its ratio to the floor around it and how much
-/// the floor moved across it.
-struct Sample {
-    r: LoadResult,
-    ratio: f64,
-    drift: f64,
-}
-
-/// One CSV line; `ratio` and `drift` are empty for floor samples.
-fn print_sample(label: &str, conns: usize, r: &LoadResult, ratio: Option<(f64, f64)>) {
-    let (ratio, drift) = ratio.map_or((String::new(), String::new()), |(ratio, drift)| {
-        (format!("{ratio:.3}"), format!("{:.1}", 100.0 * drift))
-    });
+/// One CSV line for a server's round; `ratio` is empty for the floor.
+fn print_round(label: &str, conns: usize, t: &mut Tally, ratio: Option<f64>) {
+    let ratio = ratio.map_or(String::new(), |r| format!("{r:.3}"));
+    let (p50, p99) = (t.percentile_ms(50), t.percentile_ms(99));
     println!(
-        "{label},{conns},{:.0},{:.2},{:.2},{:.3},{:.3},{:.0},{:.0},{:.0},{:.3},{ratio},{drift}",
-        r.requests as f64 / r.seconds,
-        r.server_cpu_s,
-        us_per_req(r),
-        r.p50_ms,
-        r.p99_ms,
-        100.0 * r.server_cpu_s / r.seconds,
-        100.0 * r.loadgen_cpu_s / r.seconds,
-        100.0 * r.other_cpu_s / r.seconds,
-        r.server_switches as f64 / r.requests.max(1) as f64,
+        "{label},{conns},{:.0},{:.2},{:.2},{p50:.3},{p99:.3},{:.0},{:.0},{:.0},{:.3},{ratio}",
+        t.requests as f64 / t.seconds,
+        t.server_cpu_s,
+        t.us_per_req(),
+        100.0 * t.server_cpu_s / t.seconds,
+        100.0 * t.loadgen_cpu_s / t.seconds,
+        100.0 * t.other_cpu_s / t.seconds,
+        t.server_switches as f64 / t.requests.max(1) as f64,
     );
+    let other_pct = 100.0 * t.other_cpu_s / t.seconds;
+    if other_pct > 20.0 {
+        println!(
+            "# warning: other processes used {other_pct:.0}% of a core during {label} at \
+             {conns}: the machine was busy, numbers are unreliable"
+        );
+    }
 }
 
-/// For each round and connection count: the floor, ours inline, a short floor
-/// probe, ours with handler threads, another probe. Each of our samples is
-/// compared with the mean of the floor samples just before and just after it, so
-/// that the machine's drift (its speed changes by up to ~25% from one minute to
-/// the next) cancels out; `floor_drift_pct` says how much the floor moved across it.
+/// What the summary keeps per (connections, server).
+#[derive(Default)]
+struct Summary {
+    req_per_s: Vec<f64>,
+    us: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    /// One per slice: our CPU per request over the floor's around it.
+    ratios: Vec<f64>,
+}
+
+const KINDS: [Kind; 3] = [Kind::Floor, Kind::Inline, Kind::Handlers];
+
+/// For each round and connection count: starts the floor and our two servers
+/// (all pinned to core 0), connects to all three, warms each up, then drives them
+/// in turn in short slices (floor, inline, handlers, floor, ...) until each has
+/// had `duration` of measured load. The machine's speed drifts (by up to ~25%,
+/// over seconds to minutes), so each of our slices is compared with the mean of
+/// the floor slices just before and after it, and the ratio reported is the
+/// median over slices.
 fn load_matrix(args: &Args) -> io::Result<()> {
     let secs = |name: &str, default: f64| Duration::from_secs_f64(args.get(name, default));
     let rounds: usize = args.get("rounds", 2);
+    let warmup = secs("warmup", 1.0);
+    let duration = secs("duration", 10.0);
+    let slice = secs("slice", 2.0).max(Duration::from_millis(100));
+    let ramp = secs("ramp", 0.25);
     let conns_list: Vec<usize> = args
         .raw("conns")
         .unwrap_or("50,1000")
         .split(',')
         .map(|c| c.trim().parse().map_err(|_| other("bad --conns")))
         .collect::<io::Result<_>>()?;
+    let slices = (duration.as_secs_f64() / slice.as_secs_f64())
+        .ceil()
+        .max(1.0) as usize;
+    let tck = clock_ticks_per_second()?;
     let floor_bin = build_floor(args)?;
     let _cleanup = RemoveOnDrop(floor_bin.clone());
-    let m = Matrix {
-        floor_bin,
-        warmup: secs("warmup", 1.0),
-        duration: secs("duration", 10.0),
-        probe: secs("probe", 2.0),
-        tck: clock_ticks_per_second()?,
-    };
+    taskweave::sys::set_nofile_limit(u64::MAX)?;
 
     println!(
         "label,conns,req_per_s,server_cpu_s,us_cpu_per_req,p50_ms,p99_ms,server_cpu_pct,\
-         loadgen_cpu_pct,other_cpu_pct,server_cs_per_req,ratio_to_floor,floor_drift_pct"
+         loadgen_cpu_pct,other_cpu_pct,server_cs_per_req,ratio_to_floor"
     );
-    // Per (conns, kind): each round's sample.
-    let mut results: BTreeMap<(usize, Kind), Vec<Sample>> = BTreeMap::new();
+    let mut summary: BTreeMap<(usize, Kind), Summary> = BTreeMap::new();
     for _round in 0..rounds {
         for &conns in &conns_list {
-            let floor = m.sample(Kind::Floor, conns, false)?;
-            print_sample(Kind::Floor.label(), conns, &floor, None);
-            let mut before = us_per_req(&floor);
-            results
-                .entry((conns, Kind::Floor))
-                .or_default()
-                .push(Sample {
-                    r: floor,
-                    ratio: 1.0,
-                    drift: 0.0,
-                });
-            for kind in [Kind::Inline, Kind::Handlers] {
-                let r = m.sample(kind, conns, false)?;
-                let probe = m.sample(Kind::Floor, conns, true)?;
-                let after = us_per_req(&probe);
-                let ratio = us_per_req(&r) / ((before + after) / 2.0);
-                let drift = after / before - 1.0;
-                print_sample(kind.label(), conns, &r, Some((ratio, drift)));
-                print_sample("floor_c_probe", conns, &probe, None);
-                results
-                    .entry((conns, kind))
-                    .or_default()
-                    .push(Sample { r, ratio, drift });
-                before = after;
+            let servers = [
+                ServerProc::floor(&floor_bin)?,
+                ServerProc::ours(0)?,
+                ServerProc::ours(2)?,
+            ];
+            let mut drivers = Vec::with_capacity(3);
+            for (kind, server) in KINDS.iter().zip(&servers) {
+                let wire = if *kind == Kind::Floor {
+                    Wire::http()
+                } else {
+                    Wire::echo()
+                };
+                drivers.push(Driver::connect(
+                    kind.label(),
+                    server.addr(),
+                    wire,
+                    conns,
+                    server.pid,
+                    tck,
+                )?);
+            }
+            for d in &mut drivers {
+                d.drive(warmup, Duration::ZERO)?;
+            }
+            let mut totals: [Tally; 3] = Default::default();
+            let mut per_slice: Vec<[f64; 3]> = Vec::with_capacity(slices);
+            for _ in 0..slices {
+                let mut us = [0.0; 3];
+                for (i, d) in drivers.iter_mut().enumerate() {
+                    let t = d.drive(ramp, slice)?;
+                    us[i] = t.us_per_req();
+                    totals[i].add(t);
+                }
+                per_slice.push(us);
+            }
+            drop(drivers);
+            drop(servers);
+
+            let mut round_ratios: [Vec<f64>; 3] = Default::default();
+            for (s, us) in per_slice.iter().enumerate() {
+                let floor = match per_slice.get(s + 1) {
+                    Some(next) => (us[0] + next[0]) / 2.0,
+                    None => us[0],
+                };
+                for (k, ratios) in round_ratios.iter_mut().enumerate() {
+                    // A slice with no completed request (a starved machine) has none.
+                    let ratio = us[k] / floor;
+                    if ratio.is_finite() {
+                        ratios.push(ratio);
+                    }
+                }
+            }
+            for (k, kind) in KINDS.iter().enumerate() {
+                let t = &mut totals[k];
+                let ratio = (k > 0).then(|| median(&mut round_ratios[k].clone()));
+                print_round(kind.label(), conns, t, ratio);
+                let entry = summary.entry((conns, *kind)).or_default();
+                entry.req_per_s.push(t.requests as f64 / t.seconds);
+                entry.us.push(t.us_per_req());
+                entry.p50.push(t.percentile_ms(50));
+                entry.p99.push(t.percentile_ms(99));
+                entry.ratios.extend(&round_ratios[k]);
             }
         }
     }
@@ -754,42 +879,29 @@ fn load_matrix(args: &Args) -> io::Result<()> {
     println!();
     println!(
         "summary,label,conns,req_per_s,us_cpu_per_req,us_min,us_max,\
-         ratio_to_floor,ratio_min,ratio_max,max_floor_drift_pct,p50_ms,p99_ms"
+         ratio_to_floor_median,ratio_min,ratio_max,slices,p50_ms,p99_ms"
     );
-    for (&(conns, kind), runs) in &results {
-        let mean = |f: &dyn Fn(&Sample) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
-        let range = |f: &dyn Fn(&Sample) -> f64| {
-            runs.iter()
-                .map(f)
-                .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
-        };
-        let (us_lo, us_hi) = range(&|x| us_per_req(&x.r));
-        let (ratio_lo, ratio_hi) = range(&|x| x.ratio);
-        let (_, drift) = range(&|x| x.drift.abs());
+    for (&(conns, kind), sm) in &mut summary {
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let lo = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         println!(
-            "summary,{},{},{:.0},{:.2},{:.2},{:.2},{:.3},{:.3},{:.3},{:.1},{:.3},{:.3}",
+            "summary,{},{},{:.0},{:.2},{:.2},{:.2},{:.3},{:.3},{:.3},{},{:.3},{:.3}",
             kind.label(),
             conns,
-            mean(&|x| x.r.requests as f64 / x.r.seconds),
-            mean(&|x| us_per_req(&x.r)),
-            us_lo,
-            us_hi,
-            mean(&|x| x.ratio),
-            ratio_lo,
-            ratio_hi,
-            100.0 * drift,
-            mean(&|x| x.r.p50_ms),
-            mean(&|x| x.r.p99_ms),
+            mean(&sm.req_per_s),
+            mean(&sm.us),
+            lo(&sm.us),
+            hi(&sm.us),
+            median(&mut sm.ratios),
+            lo(&sm.ratios),
+            hi(&sm.ratios),
+            sm.ratios.len(),
+            mean(&sm.p50),
+            mean(&sm.p99),
         );
     }
     Ok(())
-}
-
-fn us_per_req(r: &LoadResult) -> f64 {
-    if r.requests == 0 {
-        return f64::NAN;
-    }
-    r.server_cpu_s * 1e6 / r.requests as f64
 }
 
 struct RemoveOnDrop(PathBuf);

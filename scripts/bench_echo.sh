@@ -3,8 +3,8 @@
 #
 # Runs benches/echo_load.rs with --all: the floor (shared/bench/floor_server.c, built
 # with gcc -O2) and our echo server (inline, and with 2 handler threads) at 50 and
-# 1,000 connections, alternated (each of ours between two floor samples) and repeated
-# twice, then the idle-memory test at 10,000 connections. Servers are pinned to
+# 1,000 connections, driven in turn in 2-second slices (10 s each per round, two
+# rounds), then the idle-memory test at 10,000 connections. Servers are pinned to
 # core 0, the load generator to core 1.
 # Needs: cargo, gcc, taskset, getconf, 2 cores, an open-file hard limit >= ~10,300.
 # Installs nothing. About 3 minutes (plus the first build).
