@@ -5,12 +5,19 @@
 # are measured in alternation so drift hits all alike. Server CPU per request
 # comes from /proc/PID/stat (../shared/bench/cpu_per_req.sh).
 #
-# usage: scripts/bench_http.sh [SECONDS=10] [ROUNDS=2]
+# This VM's speed drifts by up to ~25% from one minute to the next, so rounds are
+# short and many, and each server's ratio is taken against the floor sample of the
+# same round; the summary reports medians.
+#
+# usage: scripts/bench_http.sh [SECONDS=2] [ROUNDS=10]
 # prints CSV: label,conns,req_per_s,server_cpu_s,us_cpu_per_req,p99
+# then summary lines: summary,label,conns,median_us_per_req,median_ratio_to_floor,
+#                     median_req_per_s,median_p99
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dur=${1:-10}
-rounds=${2:-2}
+dur=${1:-2}
+rounds=${2:-10}
+out=$(mktemp /tmp/tw-bench-XXXX.csv)
 shared=../shared/bench
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 ulimit -n "$(ulimit -Hn)"
@@ -29,7 +36,7 @@ start() { # label port cmd...
   eval "pid_$label=$!"
   eval "port_$label=$port"
 }
-trap 'kill ${pids[@]} 2>/dev/null; rm -f "$log"' EXIT
+trap 'kill ${pids[@]} 2>/dev/null; rm -f "$log" "$out"' EXIT
 start floor 8183 /tmp/tw_floor_server 8183
 start inline 8184 $ours --port 8184 --pollers 1 --handler-threads 0 --access-log none --max-connections 20000
 start handlers 8186 $ours --port 8186 --pollers 1 --handler-threads 1 --access-log none --max-connections 20000
@@ -56,6 +63,7 @@ PY
 }
 
 echo "label,conns,req_per_s,server_cpu_s,us_cpu_per_req,p99"
+{
 for conns in 50 1000; do
   for r in $(seq "$rounds"); do
     for s in floor inline handlers hyper logged; do
@@ -72,4 +80,26 @@ for r in $(seq "$rounds"); do
     measure_close "$s-close" "${!pid}" "${!port}" 50
   done
 done
+} | tee "$out"
 echo "access-log lines written: $(wc -l <"$log")" >&2
+
+python3 - "$out" <<'PY'
+import statistics as st, sys, collections
+rows = [l.strip().split(",") for l in open(sys.argv[1]) if l.count(",") == 5]
+def ms(v):  # wrk prints 812.00us, 1.53ms or 1.02s
+    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * scale
+    return float("nan")
+by = collections.defaultdict(list)
+for label, conns, rps, cpu, us, p99 in rows:
+    by[(label, conns)].append((float(us), float(rps), ms(p99)))
+# Pair each sample with the floor (or, for close mode, the no-log) sample of its round.
+for (label, conns), samples in sorted(by.items(), key=lambda kv: (int(kv[0][1]), kv[0][0])):
+    ref = by.get(("inline-close" if label.endswith("-close") else "floor", conns), [])
+    ratios = [s[0] / r[0] for s, r in zip(samples, ref)] if ref else []
+    print("summary,%s,%s,%.2f,%s,%.0f,%.2fms" % (
+        label, conns, st.median(s[0] for s in samples),
+        "%.3f" % st.median(ratios) if ratios else "-",
+        st.median(s[1] for s in samples), st.median(s[2] for s in samples)))
+PY
