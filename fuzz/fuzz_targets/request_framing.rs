@@ -8,6 +8,10 @@
 
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
+use common::{chunks, limits};
 use libfuzzer_sys::fuzz_target;
 use taskweave::http::{Limits, Request};
 use taskweave::protocol::{Message, Progress};
@@ -20,41 +24,6 @@ struct Summary {
     fields: Vec<(String, Vec<u8>)>,
     body: Vec<u8>,
     keep_alive: bool,
-}
-
-fn limits(seed: u8) -> Limits {
-    if seed & 0x80 == 0 {
-        Limits::default()
-    } else {
-        // Small limits so the limit paths are reached with small inputs.
-        Limits::new()
-            .with_max_head(256)
-            .with_max_headers(8)
-            .with_max_target(64)
-            .with_max_body(512)
-            .with_max_chunk_ext(32)
-            .with_max_trailer(64)
-    }
-}
-
-/// Split points from a seed: byte by byte, or pseudo-random sizes of 1-32.
-fn chunks(data: &[u8], seed: u8) -> Vec<&[u8]> {
-    if seed & 0x40 != 0 {
-        return data.chunks(1).collect();
-    }
-    let mut state = u32::from(seed) | 0x100;
-    let mut out = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        let n = (state as usize % 32 + 1).min(rest.len());
-        let (head, tail) = rest.split_at(n);
-        out.push(head);
-        rest = tail;
-    }
-    out
 }
 
 fn summarize(r: &Request) -> Summary {
