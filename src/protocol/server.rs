@@ -260,6 +260,7 @@ impl<P: Protocol> Acceptor for ServerShared<P> {
                 queued: 0,
                 served: false,
                 unrecorded_in: 0,
+                throttled: false,
                 wait: Wait::None,
             }))
         });
@@ -323,6 +324,9 @@ struct ServerConn<P: Protocol> {
     served: bool,
     /// Bytes read but not yet added to the stats (at most a few reads' worth).
     unrecorded_in: u32,
+    /// Not reading: output went above the high watermark and has not yet
+    /// drained below the low one.
+    throttled: bool,
     wait: Wait,
 }
 
@@ -394,7 +398,14 @@ impl<P: Protocol> ServerConn<P> {
                 }
                 return self.discard_input(core, scratch, reason);
             }
-            if self.busy || queued > self.conn.high_watermark() {
+            // Above the high watermark stop reading; start again only once the
+            // queue has drained below the low one.
+            if queued > self.conn.high_watermark() {
+                self.throttled = true;
+            } else if queued < self.server.config.low_watermark {
+                self.throttled = false;
+            }
+            if self.busy || self.throttled {
                 return Flow::Keep;
             }
             // A shutdown signal may have found us busy; once idle, close.
