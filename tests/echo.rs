@@ -269,3 +269,35 @@ fn graceful_shutdown_finishes_in_flight_requests() {
     let mut buf = [0u8; 1];
     let _ = idle.read(&mut buf);
 }
+
+#[test]
+fn a_blocking_callback_does_not_stall_other_connections() {
+    // Default settings: callbacks run on handler threads, so one that blocks
+    // holds its own connection only.
+    let server = Server::builder()
+        .serve(([127, 0, 0, 1], 0).into(), Echo, |task, _| {
+            let p = task.request().payload().clone();
+            if p == "slow" {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            task.response().set_payload(p);
+        })
+        .unwrap();
+    let mut slow = connect(server.local_addr());
+    slow.write_all(&frame(b"slow")).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let mut fast = connect(server.local_addr());
+    for i in 0..20 {
+        assert_eq!(
+            echo(&mut fast, format!("f{i}").as_bytes()),
+            format!("f{i}").as_bytes()
+        );
+    }
+    // All twenty fast round trips finished while the slow reply is still pending.
+    slow.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 1];
+    let pending = matches!(slow.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    slow.set_nonblocking(false).unwrap();
+    assert!(pending, "the slow reply should still be pending");
+    assert_eq!(read_frame(&mut slow).unwrap(), b"slow");
+}
