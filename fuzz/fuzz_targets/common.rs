@@ -2,6 +2,7 @@
 //! reached with small inputs, and reproducible split points.
 
 use taskweave::http::Limits;
+use taskweave::protocol::{Message, Progress};
 
 /// The default limits, or (high bit of `seed` set) tiny ones.
 pub fn limits(seed: u8) -> Limits {
@@ -36,4 +37,58 @@ pub fn chunks(data: &[u8], seed: u8) -> Vec<&[u8]> {
         rest = tail;
     }
     out
+}
+
+/// Feeds `pieces`, in order, to parsers made by `new(i)` (`i`: messages completed
+/// so far) and checks the contract every parser shares: `Complete(n)` uses at
+/// most what was offered, `NeedMore(n)` uses all of it, and a parser that failed
+/// keeps failing with the same error. `complete` checks and summarises each
+/// finished message, `need_more` runs after each `NeedMore`, `error_ok` vets
+/// error codes. Returns the summaries, the last parser and whether it failed.
+pub fn feed<M: Message, S>(
+    pieces: &[&[u8]],
+    mut new: impl FnMut(usize) -> M,
+    mut complete: impl FnMut(&mut M) -> S,
+    mut need_more: impl FnMut(&mut M),
+    error_ok: impl Fn(u16) -> bool,
+) -> (Vec<S>, M, bool) {
+    let mut done = Vec::new();
+    let mut cur = new(0);
+    let mut failed = None;
+    for piece in pieces {
+        let mut data = *piece;
+        if let Some(err) = &failed {
+            assert_eq!(
+                cur.append(data).as_ref(),
+                Err(err),
+                "a failed parser recovered"
+            );
+            continue;
+        }
+        loop {
+            match cur.append(data) {
+                Ok(Progress::Complete(n)) => {
+                    assert!(n <= data.len());
+                    done.push(complete(&mut cur));
+                    cur = new(done.len());
+                    data = &data[n..];
+                    if data.is_empty() {
+                        break;
+                    }
+                }
+                Ok(Progress::NeedMore(n)) => {
+                    assert_eq!(n, data.len(), "NeedMore left bytes unused");
+                    need_more(&mut cur);
+                    break;
+                }
+                Err(err) => {
+                    assert!(error_ok(err.code), "{err}");
+                    failed = Some(err);
+                    break;
+                }
+            }
+        }
+    }
+    let failed = failed.is_some();
+    (done, cur, failed)
 }

@@ -11,7 +11,7 @@
 #[path = "common.rs"]
 mod common;
 
-use common::{chunks, limits};
+use common::{chunks, feed, limits};
 use libfuzzer_sys::fuzz_target;
 use taskweave::http::{Limits, Request};
 use taskweave::protocol::{Message, Progress};
@@ -41,51 +41,26 @@ fn summarize(r: &Request) -> Summary {
 }
 
 fn run(pieces: &[&[u8]], limits: Limits) -> Vec<Summary> {
-    let mut done = Vec::new();
-    let mut cur = Request::parser_with(limits);
-    let mut failed = None;
-    for piece in pieces {
-        let mut data = *piece;
-        if let Some(err) = &failed {
-            assert_eq!(
-                cur.append(data).as_ref(),
-                Err(err),
-                "a failed parser recovered"
-            );
-            continue;
-        }
-        loop {
-            match cur.append(data) {
-                Ok(Progress::Complete(n)) => {
-                    assert!(n <= data.len());
-                    assert!(cur.is_complete());
-                    assert!(cur.sizes().is_some());
-                    assert_eq!(cur.interim(), None);
-                    done.push(summarize(&cur));
-                    round_trip(&mut cur);
-                    cur = Request::parser_with(limits);
-                    data = &data[n..];
-                    if data.is_empty() {
-                        break;
-                    }
-                }
-                Ok(Progress::NeedMore(n)) => {
-                    assert_eq!(n, data.len(), "NeedMore left bytes unused");
-                    let _ = cur.interim();
-                    break;
-                }
-                Err(err) => {
-                    assert!(
-                        matches!(err.code, 400 | 413 | 414 | 431 | 501 | 505),
-                        "{err}"
-                    );
-                    failed = Some(err);
-                    break;
-                }
-            }
-        }
-    }
-    done
+    let complete = |cur: &mut Request| {
+        assert!(cur.is_complete());
+        assert!(cur.sizes().is_some());
+        assert_eq!(cur.interim(), None);
+        let summary = summarize(cur);
+        round_trip(cur);
+        summary
+    };
+    let need_more = |cur: &mut Request| {
+        let _ = cur.interim();
+    };
+    let error_ok = |code| matches!(code, 400 | 413 | 414 | 431 | 501 | 505);
+    feed(
+        pieces,
+        |_| Request::parser_with(limits),
+        complete,
+        need_more,
+        error_ok,
+    )
+    .0
 }
 
 /// Re-encodes a parsed request and parses it again.

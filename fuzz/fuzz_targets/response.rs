@@ -10,10 +10,10 @@
 #[path = "common.rs"]
 mod common;
 
-use common::{chunks, limits};
+use common::{chunks, feed, limits};
 use libfuzzer_sys::fuzz_target;
 use taskweave::http::Response;
-use taskweave::protocol::{Message, Progress};
+use taskweave::protocol::Message;
 
 #[derive(Debug, PartialEq, Eq)]
 struct Summary {
@@ -47,45 +47,13 @@ fn run(pieces: &[&[u8]], seed: u8) -> Vec<Summary> {
         let method = METHODS[(usize::from(seed) + i) % METHODS.len()];
         Response::parser_with(method, limits)
     };
-    let mut done = Vec::new();
-    let mut cur = parser(0);
-    let mut failed = None;
-    for piece in pieces {
-        let mut data = *piece;
-        if let Some(err) = &failed {
-            assert_eq!(
-                cur.append(data).as_ref(),
-                Err(err),
-                "a failed parser recovered"
-            );
-            continue;
-        }
-        loop {
-            match cur.append(data) {
-                Ok(Progress::Complete(n)) => {
-                    assert!(n <= data.len());
-                    assert!(cur.is_complete());
-                    assert!(cur.sizes().is_some());
-                    done.push(summarize(&cur));
-                    cur = parser(done.len());
-                    data = &data[n..];
-                    if data.is_empty() {
-                        break;
-                    }
-                }
-                Ok(Progress::NeedMore(n)) => {
-                    assert_eq!(n, data.len(), "NeedMore left bytes unused");
-                    break;
-                }
-                Err(err) => {
-                    assert_eq!(err.code, 502, "{err}");
-                    failed = Some(err);
-                    break;
-                }
-            }
-        }
-    }
-    if failed.is_none() && cur.end_of_stream() {
+    let complete = |cur: &mut Response| {
+        assert!(cur.is_complete());
+        assert!(cur.sizes().is_some());
+        summarize(cur)
+    };
+    let (mut done, mut cur, failed) = feed(pieces, parser, complete, |_| {}, |code| code == 502);
+    if !failed && cur.end_of_stream() {
         assert!(cur.is_complete());
         done.push(summarize(&cur));
     }
