@@ -30,11 +30,27 @@ fn two_thousand_concurrent_connections_round_trip() {
     const CONNS: usize = 2000;
     const ROUNDS: usize = 3;
     let log = MemoryLog::new();
-    let server = echo_server(
-        Server::builder()
-            .max_connections(5000)
-            .access_log(log.clone()),
-    );
+    // First-round replies wait 300 ms, so all 2,000 first requests are in flight
+    // at once and the pool cannot reuse a connection: it must open 2,000.
+    let server = Server::builder()
+        .max_connections(5000)
+        .access_log(log.clone())
+        .serve(([127, 0, 0, 1], 0).into(), Echo, |task, series| {
+            let p = task.request().payload().clone();
+            if p.ends_with(format!("round {ROUNDS}").as_bytes()) {
+                series.push_back(timer(
+                    Duration::from_millis(300),
+                    move |_, s: &mut Series| {
+                        if let Some(t) = taskweave::protocol::ServerTask::<Echo>::of_series(s) {
+                            t.response().set_payload(p);
+                        }
+                    },
+                ));
+            } else {
+                task.response().set_payload(p);
+            }
+        })
+        .expect("serve");
     let addr = server.local_addr();
     let config = Arc::new(ClientConfig::default().max_per_target(CONNS));
     let ok = Arc::new(AtomicUsize::new(0));
@@ -90,12 +106,14 @@ fn two_thousand_concurrent_connections_round_trip() {
         "echo rounds did not finish"
     );
     assert_eq!(ok.load(Ordering::Relaxed), CONNS * ROUNDS);
-    assert!(
-        server.open_connections() >= CONNS / 2,
-        "connections were not kept alive"
+    assert_eq!(
+        server.open_connections(),
+        CONNS,
+        "all connections open at once and kept alive"
     );
     assert!(server.shutdown(Duration::from_secs(5)));
     let recs = records(&log, CONNS);
+    assert_eq!(recs.len(), CONNS);
     assert!(recs
         .iter()
         .all(|r| r.close_reason() == Some(CloseReason::ServerShutdown)));
