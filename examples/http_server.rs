@@ -16,6 +16,27 @@ use taskweave::http::{Server, ServerTask};
 use taskweave::metrics::ServerMetrics;
 use taskweave::{timer, Series, Settings};
 
+/// The paths this server answers (matched before the response is borrowed).
+enum Route {
+    Hello,
+    Echo,
+    Delay,
+    Metrics,
+    NotFound,
+}
+
+impl Route {
+    fn of(path: &str) -> Route {
+        match path {
+            "/" => Route::Hello,
+            "/echo" => Route::Echo,
+            "/delay" => Route::Delay,
+            "/metrics" => Route::Metrics,
+            _ => Route::NotFound,
+        }
+    }
+}
+
 fn delay_ms(query: Option<&str>) -> u64 {
     query
         .unwrap_or("")
@@ -43,19 +64,19 @@ fn main() -> std::io::Result<()> {
         .serve(
             ("127.0.0.1", port),
             move |task: &mut ServerTask, series: &mut Series| {
-                let path = task.request().path().to_string();
-                match path.as_str() {
-                    "/" => {
+                let route = Route::of(task.request().path());
+                match route {
+                    Route::Hello => {
                         task.response()
                             .set_header("Content-Type", "text/plain")
                             .ok();
                         task.response().set_body("Hello, World!");
                     }
-                    "/echo" => {
+                    Route::Echo => {
                         let body = task.request_mut().take_body();
                         task.response().set_body(body);
                     }
-                    "/delay" => {
+                    Route::Delay => {
                         let ms = delay_ms(task.request().query());
                         series.push_back(timer(
                             Duration::from_millis(ms),
@@ -66,7 +87,7 @@ fn main() -> std::io::Result<()> {
                             },
                         ));
                     }
-                    "/metrics" => {
+                    Route::Metrics => {
                         let mut out = String::new();
                         m.render_prometheus("taskweave", &mut out);
                         task.response()
@@ -74,7 +95,7 @@ fn main() -> std::io::Result<()> {
                             .ok();
                         task.response().set_body(out);
                     }
-                    _ => {
+                    Route::NotFound => {
                         task.response().set_status(404).set_body("not found\n");
                     }
                 }

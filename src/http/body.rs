@@ -22,7 +22,8 @@ pub(crate) struct BodyReader {
     kind: BodyKind,
     /// Bytes still expected for [`BodyKind::Length`].
     remaining: u64,
-    chunked: Option<ChunkedDecoder>,
+    /// Boxed: most bodies are not chunked, and every request carries the reader.
+    chunked: Option<Box<ChunkedDecoder>>,
     buf: BytesMut,
     max_body: u64,
 }
@@ -48,7 +49,7 @@ impl BodyReader {
             _ => 0,
         };
         if kind == BodyKind::Chunked {
-            self.chunked = Some(ChunkedDecoder::new(limits));
+            self.chunked = Some(Box::new(ChunkedDecoder::new(limits)));
         }
     }
 
@@ -106,9 +107,7 @@ impl BodyReader {
 
     /// Framing bytes read besides the payload (chunk sizes, CRLFs, trailers).
     pub(crate) fn overhead_len(&self) -> u64 {
-        self.chunked
-            .as_ref()
-            .map_or(0, ChunkedDecoder::overhead_len)
+        self.chunked.as_ref().map_or(0, |c| c.overhead_len())
     }
 }
 

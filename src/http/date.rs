@@ -3,12 +3,12 @@
 //! Every response carries `Date` (RFC 9110 §6.6.1), and formatting a date costs
 //! more than the rest of a small response head. Each thread keeps the value for
 //! the current second and reformats it only when the second changes, so reading
-//! it costs a clock read and a compare, with no lock or atomic shared between
+//! it costs a coarse clock read (no timer access) and a compare, with no lock or atomic shared between
 //! threads.
 
 use std::cell::Cell;
 use std::fmt::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Length of an IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub const DATE_LEN: usize = 29;
@@ -38,10 +38,7 @@ pub fn http_date() -> [u8; DATE_LEN] {
 
 /// The whole `Date: <date>\r\n` line, as the encoder writes it.
 pub(crate) fn date_line() -> [u8; DATE_LINE_LEN] {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        .min(MAX_SECS);
+    let secs = crate::sys::coarse_unix_secs().min(MAX_SECS);
     CACHE
         .try_with(|cache| {
             let (cached_secs, line) = cache.get();
@@ -91,6 +88,7 @@ impl Write for FixedBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     #[test]
     fn formats_imf_fixdate() {

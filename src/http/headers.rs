@@ -101,7 +101,7 @@ pub(crate) struct Field {
 }
 
 /// How many fields are kept without a heap allocation.
-const INLINE_FIELDS: usize = 16;
+const INLINE_FIELDS: usize = 12;
 
 /// The list of fields: inline while small, on the heap past that.
 // The inline variant is large on purpose: it saves an allocation per message.
@@ -335,12 +335,15 @@ impl Headers {
     /// value may not contain CR, LF, NUL or other controls except HTAB, and is
     /// stored without leading or trailing whitespace.
     pub fn append(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), BuildError> {
-        let value = checked_value(value.as_ref())?;
-        if !is_token(name.as_bytes()) {
-            return Err(BuildError::new("header name is not a token"));
-        }
+        let value = checked_field(name, value.as_ref())?;
+        self.append_checked(name, value)
+    }
+
+    /// [`append`](Self::append) for a name and value already checked.
+    fn append_checked(&mut self, name: &str, value: &[u8]) -> Result<(), BuildError> {
         let arena = self.owned();
-        arena.reserve(name.len() + value.len());
+        // Room for a typical response's few fields in the first allocation.
+        arena.reserve((name.len() + value.len()).max(ARENA_START));
         let name_start = arena.len();
         arena.extend_from_slice(name.as_bytes());
         let value_start = arena.len();
@@ -362,12 +365,11 @@ impl Headers {
     /// Replaces every field called `name` with one field holding `value`.
     /// On error nothing changes.
     pub fn set(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), BuildError> {
-        let value = checked_value(value.as_ref())?;
-        if !is_token(name.as_bytes()) {
-            return Err(BuildError::new("header name is not a token"));
+        let value = checked_field(name, value.as_ref())?;
+        if !self.is_empty() {
+            self.remove(name);
         }
-        self.remove(name);
-        self.append(name, value)
+        self.append_checked(name, value)
     }
 
     /// Removes every field called `name`; returns how many were removed.
@@ -452,6 +454,19 @@ impl Headers {
         self.arena = arena;
         self.fields = fields;
     }
+}
+
+/// The first arena allocation, in bytes.
+const ARENA_START: usize = 128;
+
+/// A field's value as it will be stored, if the name is a token and the value
+/// holds only valid bytes.
+fn checked_field<'v>(name: &str, value: &'v [u8]) -> Result<&'v [u8], BuildError> {
+    let value = checked_value(value)?;
+    if !is_token(name.as_bytes()) {
+        return Err(BuildError::new("header name is not a token"));
+    }
+    Ok(value)
 }
 
 /// A field value as it will be stored: valid bytes, trimmed.

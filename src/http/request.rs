@@ -123,8 +123,13 @@ impl Request {
     /// authority and asterisk forms.
     pub fn path(&self) -> &str {
         let target = self.target();
-        let path = match target.find("://") {
-            Some(scheme_end) if !target.starts_with('/') => {
+        let absolute = if target.starts_with('/') {
+            None
+        } else {
+            target.find("://")
+        };
+        let path = match absolute {
+            Some(scheme_end) => {
                 let after = target.get(scheme_end + 3..).unwrap_or("");
                 match after.find('/') {
                     Some(slash) => after.get(slash..).unwrap_or("/"),

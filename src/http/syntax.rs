@@ -8,6 +8,22 @@
 /// Whether `b` is a `tchar` (RFC 9110 §5.6.2): a byte a token may contain.
 #[inline]
 pub(crate) fn is_tchar(b: u8) -> bool {
+    TCHAR[usize::from(b)]
+}
+
+/// [`is_tchar`] as a table: one load per byte on the builders' hot path.
+static TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = tchar_rule(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// The `tchar` rule as written in the RFC.
+const fn tchar_rule(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,

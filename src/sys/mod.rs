@@ -54,6 +54,37 @@ pub fn process_cpu_time() -> io::Result<Duration> {
     Ok(tv(usage.ru_utime) + tv(usage.ru_stime))
 }
 
+/// Whole seconds since the Unix epoch from the coarse real-time clock: a read
+/// of the vDSO's last tick, with no timer access, for values such as the
+/// `Date` header that need only the second. It may lag the precise clock by
+/// one scheduler tick.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn coarse_unix_secs() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is valid and writable for the call; the clock id is a constant
+    // this platform defines.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    if rc != 0 {
+        return precise_unix_secs();
+    }
+    u64::try_from(ts.tv_sec).unwrap_or(0)
+}
+
+/// Whole seconds since the Unix epoch (no coarse clock on this platform).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn coarse_unix_secs() -> u64 {
+    precise_unix_secs()
+}
+
+fn precise_unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// One descriptor held in reserve so that a listener hit by EMFILE can free it,
 /// accept the waiting connection, close it at once and take the spare back,
 /// instead of spinning on a backlog it can never drain.

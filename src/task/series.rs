@@ -1,6 +1,7 @@
 //! [`Series`], the [`Task`] trait and the loop that runs them.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -83,6 +84,13 @@ impl Series {
     pub fn new(first: impl Task) -> Series {
         let mut s = Series::empty();
         s.push_back(first);
+        s
+    }
+
+    /// A series whose first task is already boxed.
+    pub(crate) fn of_boxed(first: Box<dyn Task>) -> Series {
+        let mut s = Series::empty();
+        s.next = Some(first);
         s
     }
 
@@ -200,7 +208,25 @@ impl Series {
 
     /// Starts the series on this thread: tasks that finish at once run here.
     pub fn start(self) {
-        Series::resume(Box::new(self));
+        Series::resume(boxed(self));
+    }
+
+    /// Gives an ended series' box back to this thread's cache (a server
+    /// starts a series per request; reusing the box saves an allocation).
+    pub(crate) fn recycle(mut self: Box<Self>) {
+        if !self.is_empty() || self.context.is_some() || self.on_done.is_some() {
+            return; // not a plain ended series: just drop it
+        }
+        self.finisher = None;
+        self.cancelled = false;
+        self.tasks = VecDeque::new();
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut() {
+                if spare.len() < SPARE_MAX {
+                    spare.push(self);
+                }
+            }
+        });
     }
 
     /// Continues a series whose current task has completed. Runs tasks until one
@@ -238,6 +264,28 @@ impl Series {
     /// The finisher, if it is a `T` (the server task waiting to reply).
     pub(crate) fn finisher_mut<T: Any>(&mut self) -> Option<&mut T> {
         self.finisher.as_mut()?.as_any_mut().downcast_mut()
+    }
+}
+
+/// Boxes kept per thread for [`Series::recycle`].
+const SPARE_MAX: usize = 64;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Box<Series>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `series` in a box, reusing one from this thread's cache when it has one.
+fn boxed(series: Series) -> Box<Series> {
+    let spare = SPARE
+        .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .ok()
+        .flatten();
+    match spare {
+        Some(mut b) => {
+            *b = series;
+            b
+        }
+        None => Box::new(series),
     }
 }
 
