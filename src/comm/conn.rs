@@ -163,12 +163,30 @@ impl Conn {
         chunks: &mut Vec<Bytes>,
         done: Option<Done>,
     ) -> Result<SendState, SendError> {
+        self.send_with_head(&[], chunks, done)
+    }
+
+    /// [`send`](Self::send) with `head` going out before `chunks`. The head is
+    /// written from the caller's buffer; only what the socket does not take is
+    /// copied into the queue.
+    pub fn send_with_head(
+        &self,
+        head: &[u8],
+        chunks: &mut Vec<Bytes>,
+        done: Option<Done>,
+    ) -> Result<SendState, SendError> {
+        let mut head = head;
+        if !head.is_empty() && !chunks.is_empty() {
+            // Large or chunked bodies: one writev of all the pieces.
+            chunks.insert(0, Bytes::copy_from_slice(head));
+            head = &[];
+        }
         let mut st = self.lock();
         let now = Instant::now();
         if let Some(Done::Reply { .. } | Done::Rejection { .. }) = done {
             st.stats.response_started(now);
         }
-        let res = self.send_locked(&mut st, chunks, now);
+        let res = self.send_locked(&mut st, head, chunks, now);
         let mut wake = st.pause_unseen;
         match (done, res) {
             (Some(d), Ok(SendState::Written)) => complete(&mut st, d, now),
@@ -193,9 +211,11 @@ impl Conn {
         res
     }
 
+    /// Writes `head` (when `chunks` is empty) or `chunks`, queuing the rest.
     fn send_locked(
         &self,
         st: &mut ConnState,
+        head: &[u8],
         chunks: &mut Vec<Bytes>,
         now: Instant,
     ) -> Result<SendState, SendError> {
@@ -203,16 +223,26 @@ impl Conn {
             chunks.clear();
             return Err(SendError::Closed);
         }
-        let total: usize = chunks.iter().map(Bytes::len).sum();
+        let total: usize = head.len() + chunks.iter().map(Bytes::len).sum::<usize>();
         if st.queued + total > self.max_queued as usize {
             chunks.clear();
             return Err(SendError::Full);
         }
+        let mut head = head;
         if st.out.is_empty() {
-            match write_chunks(&self.stream, chunks) {
+            let written = if head.is_empty() {
+                write_chunks(&self.stream, chunks)
+            } else {
+                write_one(&self.stream, head)
+            };
+            match written {
                 Ok(n) => {
                     st.stats.add_out(n);
-                    advance(chunks, n);
+                    if head.is_empty() {
+                        advance(chunks, n);
+                    } else {
+                        head = head.get(n..).unwrap_or_default();
+                    }
                 }
                 Err(e) => {
                     st.broken = Some(CloseReason::Reset);
@@ -221,11 +251,15 @@ impl Conn {
                     return Err(SendError::Closed);
                 }
             }
-            if chunks.is_empty() {
+            if head.is_empty() && chunks.is_empty() {
                 return Ok(SendState::Written);
             }
             st.stats.pause(now);
             st.pause_unseen = true;
+        }
+        if !head.is_empty() {
+            st.queued += head.len();
+            st.out.push_back(Bytes::copy_from_slice(head));
         }
         for c in chunks.drain(..) {
             if !c.is_empty() {

@@ -303,7 +303,7 @@ fn bad(reason: &'static str) -> ProtocolError {
 }
 
 /// Writes `n` in lowercase hex followed by CRLF: a chunk header.
-pub(crate) fn put_chunk_size(dst: &mut BytesMut, n: u64) {
+pub(crate) fn put_chunk_size(dst: &mut impl BufMut, n: u64) {
     let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
     for i in (0..digits).rev() {
         let d = ((n >> (i * 4)) & 0xf) as u8;

@@ -7,7 +7,7 @@
 //! with the same offset scheme, so building a response does not allocate per
 //! field either.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use std::fmt;
 
 use super::syntax::{is_field_byte, is_token, list_contains, trim_ows};
@@ -224,6 +224,27 @@ pub struct Headers {
     /// Otherwise: names and values added by a builder, back to back.
     arena: Vec<u8>,
     fields: FieldIndex,
+    /// Which of the names the encoder looks for are present ([`DATE`] and
+    /// the others), so encoding a response does not scan for each.
+    special: u8,
+}
+
+/// A `Date` field is present.
+pub(crate) const DATE: u8 = 1;
+/// A `Connection` field is present.
+pub(crate) const CONNECTION: u8 = 2;
+/// A `Content-Length` or `Transfer-Encoding` field is present.
+pub(crate) const FRAMING: u8 = 4;
+
+/// The special-name bit of `name`, or 0.
+fn special_of(name: &[u8]) -> u8 {
+    match name.len() {
+        4 if name.eq_ignore_ascii_case(b"date") => DATE,
+        10 if name.eq_ignore_ascii_case(b"connection") => CONNECTION,
+        14 if name.eq_ignore_ascii_case(b"content-length") => FRAMING,
+        17 if name.eq_ignore_ascii_case(b"transfer-encoding") => FRAMING,
+        _ => 0,
+    }
 }
 
 /// The buffer the spans index into (a free function so it can be borrowed
@@ -242,17 +263,21 @@ impl Headers {
             frozen: None,
             arena: Vec::new(),
             fields: FieldIndex::with_capacity(0),
+            special: 0,
         }
     }
 
     /// Fields indexing into a parsed head.
     #[cfg(test)]
     pub(crate) fn parsed(raw: Bytes, fields: FieldIndex) -> Self {
-        Headers {
+        let mut h = Headers {
             frozen: Some(raw),
             arena: Vec::new(),
             fields,
-        }
+            special: 0,
+        };
+        h.special = h.scan_special();
+        h
     }
 
     /// The field index, to be filled by a parser before [`freeze`](Self::freeze).
@@ -264,6 +289,19 @@ impl Headers {
     pub(crate) fn freeze(&mut self, raw: Bytes) {
         self.frozen = Some(raw);
         self.arena = Vec::new();
+        self.special = self.scan_special();
+    }
+
+    /// The special-name bits of the fields present.
+    fn scan_special(&self) -> u8 {
+        self.iter_raw()
+            .fold(0, |bits, (name, _)| bits | special_of(name))
+    }
+
+    /// Whether a field with one of the names in `bits` may be present (exact
+    /// for [`DATE`] and [`CONNECTION`]).
+    pub(crate) fn has_special(&self, bits: u8) -> bool {
+        self.special & bits != 0
     }
 
     /// The buffer the spans index into.
@@ -359,6 +397,7 @@ impl Headers {
             }
         };
         self.fields.push(field);
+        self.special |= special_of(name.as_bytes());
         Ok(())
     }
 
@@ -379,8 +418,11 @@ impl Headers {
         self.fields
             .retain(|f| !f.name.get(raw).eq_ignore_ascii_case(name.as_bytes()));
         let removed = before - self.len();
-        if removed > 0 && !self.is_frozen() {
-            self.compact();
+        if removed > 0 {
+            if !self.is_frozen() {
+                self.compact();
+            }
+            self.special = self.scan_special();
         }
         removed
     }
@@ -394,7 +436,7 @@ impl Headers {
     }
 
     /// Writes `name: value\r\n` for each field `skip` does not exclude.
-    pub(crate) fn write_to(&self, dst: &mut BytesMut, skip: impl Fn(&[u8]) -> bool) {
+    pub(crate) fn write_to(&self, dst: &mut impl BufMut, skip: impl Fn(&[u8]) -> bool) {
         for (name, value) in self.iter_raw() {
             if skip(name) {
                 continue;
@@ -526,6 +568,7 @@ impl<'a> IntoIterator for &'a Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     fn parsed(raw: &'static [u8], pairs: &[(&[u8], &[u8])]) -> Headers {
         let mut idx = FieldIndex::with_capacity(pairs.len());

@@ -138,7 +138,8 @@ impl Request {
             }
             _ => target,
         };
-        match path.find('?') {
+        // A byte scan: targets are short, and shorter than a searcher's setup.
+        match path.bytes().position(|b| b == b'?') {
             Some(q) => path.get(..q).unwrap_or(path),
             None => path,
         }
@@ -722,30 +723,44 @@ fn is_absolute_form(t: &[u8]) -> bool {
 
 /// A `Host` value: `uri-host [":" port]`, possibly empty (RFC 9110 §7.2).
 fn valid_host(v: &[u8]) -> bool {
-    v.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'['
-                    | b']'
-                    | b'%'
-            )
-    })
+    v.iter().all(|&b| HOST_BYTE[usize::from(b)])
+}
+
+/// [`host_rule`] as a table, checked for every request.
+static HOST_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = host_rule(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// The bytes a `Host` value may hold: reg-name, IP-literal and port characters.
+const fn host_rule(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'['
+                | b']'
+                | b'%'
+        )
 }
 
 /// Limits that can be judged before the head is complete: a target longer

@@ -15,14 +15,16 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 
 use super::body::BodyReader;
 use super::chunked::{put_chunk_size, CHUNK_END_AFTER_DATA, LAST_CHUNK};
 use super::date::{date_line, DATE_LINE_LEN};
 use super::framing::{upstream, BodyKind, Framing, FramingFields};
 use super::head::{check_line_endings, leading_empty_lines, HeadReader};
-use super::headers::{BuildError, Field, FieldIndex, Headers, Span, Text};
+use super::headers::{
+    BuildError, Field, FieldIndex, Headers, Span, Text, CONNECTION, DATE, FRAMING,
+};
 use super::limits::Limits;
 use super::request::{check_not_framing, is_framing_field, Request, STACK_SLOTS};
 use super::status::{has_no_body, reason_phrase, status_line};
@@ -240,7 +242,8 @@ impl Response {
         }
         self.keep_alive
             && self.framing() != Framing::Close
-            && !self.headers.contains_token("connection", "close")
+            && !(self.headers.has_special(CONNECTION)
+                && self.headers.contains_token("connection", "close"))
     }
 
     /// Whether a parsed response is complete.
@@ -449,6 +452,13 @@ impl Message for Response {
     }
 
     fn encode(&mut self, out: &mut Vec<Bytes>) {
+        let mut head = Vec::new();
+        let at = out.len();
+        self.encode_with_head(&mut head, out);
+        out.insert(at, Bytes::from(head));
+    }
+
+    fn encode_with_head(&mut self, head: &mut Vec<u8>, out: &mut Vec<Bytes>) {
         let status = if (100..=999).contains(&self.status) {
             self.status
         } else {
@@ -470,24 +480,30 @@ impl Message for Response {
             Some(text) => text.resolve(raw),
             None => reason_phrase(status).unwrap_or(""),
         };
-        let date = if self.headers.contains("date") {
+        let date = if self.headers.has_special(DATE) {
             None
         } else {
             Some(date_line())
         };
         let connection: &[u8] = if !keep_alive {
-            if self.headers.contains_token("connection", "close") {
+            if self.headers.has_special(CONNECTION)
+                && self.headers.contains_token("connection", "close")
+            {
                 b""
             } else {
                 b"Connection: close\r\n"
             }
         } else if self.request_version == Version::Http10
-            && !self.headers.contains_token("connection", "keep-alive")
+            && !(self.headers.has_special(CONNECTION)
+                && self.headers.contains_token("connection", "keep-alive"))
         {
             b"Connection: keep-alive\r\n"
         } else {
             b""
         };
+        // The encoder writes the framing fields itself.
+        let has_framing = self.headers.has_special(FRAMING);
+        let skip = |name: &[u8]| has_framing && is_framing_field(name);
         let mut len_buf = itoa::Buffer::new();
         let length =
             (!bodiless_status && framing == Framing::Length).then(|| len_buf.format(body.len()));
@@ -495,7 +511,7 @@ impl Message for Response {
         let cap = 13
             + reason.len()
             + 2
-            + self.headers.encoded_len(is_framing_field)
+            + self.headers.encoded_len(skip)
             + date.map_or(0, |_| DATE_LINE_LEN)
             + connection.len()
             + length.map_or(0, |l| l.len() + 18)
@@ -503,18 +519,19 @@ impl Message for Response {
             + 2
             + if chunk_framing { 18 } else { 0 }
             + if inline_body { body.len() } else { 0 };
-        let mut head = BytesMut::with_capacity(cap);
+        let start = head.len();
+        head.reserve(cap);
         match (&self.reason, status_line(status)) {
             (None, Some(line)) => head.put_slice(line),
             _ => {
                 head.put_slice(b"HTTP/1.1 ");
-                put_status_code(&mut head, status);
+                put_status_code(head, status);
                 head.put_u8(b' ');
                 head.put_slice(reason.as_bytes());
                 head.put_slice(b"\r\n");
             }
         }
-        self.headers.write_to(&mut head, is_framing_field);
+        self.headers.write_to(head, skip);
         if let Some(date) = date {
             head.put_slice(&date);
         }
@@ -528,20 +545,28 @@ impl Message for Response {
         }
         head.put_slice(connection);
         head.put_slice(b"\r\n");
-        debug_assert!(head.len() <= cap, "head capacity estimate too small");
-        let head_only = head.len() as u64;
+        debug_assert!(
+            head.len() - start <= cap,
+            "head capacity estimate too small"
+        );
+        let head_only = (head.len() - start) as u64;
         if chunk_framing && send_body {
-            put_chunk_size(&mut head, body.len() as u64);
+            put_chunk_size(head, body.len() as u64);
         } else if chunk_framing && framing == Framing::Chunked {
             head.put_slice(LAST_CHUNK);
         }
-        debug_assert!(head.len() <= cap, "head capacity estimate too small");
-        let mut framing_len = head.len() as u64 - head_only;
+        debug_assert!(
+            head.len() - start <= cap,
+            "head capacity estimate too small"
+        );
+        let mut framing_len = (head.len() - start) as u64 - head_only;
         if inline_body {
             head.put_slice(&body);
         }
-        debug_assert!(head.len() <= cap, "head capacity estimate too small");
-        out.push(head.freeze());
+        debug_assert!(
+            head.len() - start <= cap,
+            "head capacity estimate too small"
+        );
         let body_len = if send_body { body.len() as u64 } else { 0 };
         if send_body && !inline_body {
             out.push(body);
@@ -595,7 +620,7 @@ impl Message for Response {
 }
 
 /// Writes a status code in 100-999 as three digits.
-fn put_status_code(dst: &mut BytesMut, code: u16) {
+fn put_status_code(dst: &mut impl BufMut, code: u16) {
     let digits = [code / 100 % 10, code / 10 % 10, code % 10];
     for d in digits {
         dst.put_u8(b'0' + d as u8);

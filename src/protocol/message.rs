@@ -67,6 +67,16 @@ pub trait Message: Send + 'static {
     /// with a single `writev` where the socket allows.
     fn encode(&mut self, out: &mut Vec<Bytes>);
 
+    /// Like [`encode`](Message::encode), with the leading bytes appended to
+    /// `head`, a buffer the caller reuses, and the rest pushed to `out`; the
+    /// `head` bytes go out first. A server writes a small reply straight from
+    /// its per-thread buffer and copies only what the socket does not take,
+    /// saving an allocation per reply. The default puts everything in `out`.
+    fn encode_with_head(&mut self, head: &mut Vec<u8>, out: &mut Vec<Bytes>) {
+        let _ = head;
+        self.encode(out);
+    }
+
     /// Bytes to write *now*, while the message is still incomplete (HTTP's
     /// `100 Continue`). Polled after every `append` that needs more.
     fn interim(&mut self) -> Option<Bytes> {

@@ -702,8 +702,20 @@ impl<P: Protocol> Task for ServerTask<P> {
     }
 }
 
+/// A reply's pieces: the head bytes, then chunks.
+#[derive(Default)]
+struct ReplyBuf {
+    head: Vec<u8>,
+    chunks: Vec<Bytes>,
+}
+
+/// Head buffers above this are not kept for the next reply.
+const REPLY_BUF_KEEP: usize = 16 * 1024;
+
 thread_local! {
-    static CHUNKS: std::cell::RefCell<Vec<Bytes>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Reused for every reply encoded on this thread, so a small reply is
+    /// written without an allocation.
+    static REPLY_BUF: std::cell::RefCell<ReplyBuf> = std::cell::RefCell::new(ReplyBuf::default());
 }
 
 impl<P: Protocol> Finisher for ServerTask<P> {
@@ -716,10 +728,12 @@ impl<P: Protocol> Finisher for ServerTask<P> {
         let Some(resp) = resp else { return };
         let keep_alive =
             server.proto.keep_alive(req, resp) && !server.shutting_down.load(Ordering::Relaxed);
-        let mut chunks = CHUNKS
-            .with(|c| c.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
+        let mut buf = REPLY_BUF
+            .try_with(|b| b.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)))
+            .ok()
+            .and_then(Result::ok)
             .unwrap_or_default();
-        resp.encode(&mut chunks);
+        resp.encode_with_head(&mut buf.head, &mut buf.chunks);
         let sizes = resp.sizes().unwrap_or_default();
         let done = Done::Reply {
             keep_alive,
@@ -727,13 +741,18 @@ impl<P: Protocol> Finisher for ServerTask<P> {
             body: sizes.body,
             status: resp.status(),
         };
-        let _ = self.conn.send(&mut chunks, Some(done));
-        chunks.clear();
-        CHUNKS.with(|c| {
-            if let Ok(mut v) = c.try_borrow_mut() {
-                *v = chunks;
-            }
-        });
+        let _ = self
+            .conn
+            .send_with_head(&buf.head, &mut buf.chunks, Some(done));
+        buf.head.clear();
+        buf.chunks.clear();
+        if buf.head.capacity() <= REPLY_BUF_KEEP {
+            let _ = REPLY_BUF.try_with(|b| {
+                if let Ok(mut b) = b.try_borrow_mut() {
+                    *b = buf;
+                }
+            });
+        }
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
