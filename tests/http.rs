@@ -192,6 +192,52 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(text.matches("HTTP/1.1 200").count(), 21);
 }
 
+/// Replies that do not fit the socket are queued from the middle of a head:
+/// a peer that pipelines 3,000 requests before reading gets every reply,
+/// whole and in order.
+#[test]
+fn pipelined_replies_to_a_slow_reader_arrive_whole_and_in_order() {
+    const N: usize = 3000;
+    let mut s = connect(server().addr);
+    let mut writer = s.try_clone().unwrap();
+    let send = std::thread::spawn(move || {
+        for i in 0..N {
+            let body = format!("{i:06}-{}", "x".repeat(500));
+            let req = format!(
+                "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            writer.write_all(req.as_bytes()).unwrap();
+        }
+        writer
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    });
+    // Let the server's output back up before reading anything.
+    std::thread::sleep(Duration::from_millis(300));
+    let text = String::from_utf8(read_all(&mut s)).unwrap();
+    send.join().unwrap();
+    let mut at = 0;
+    for i in 0..N {
+        let want = format!("Content-Length: 507\r\n\r\n{i:06}-");
+        let pos = text[at..]
+            .find(&want)
+            .unwrap_or_else(|| panic!("reply {i} missing or out of order"));
+        at += pos + want.len() + 500;
+        assert_eq!(&text[at - 500..at], "x".repeat(500), "reply {i} body");
+    }
+    assert!(text[at..].ends_with("Hello, World!"));
+    assert_eq!(text.matches("HTTP/1.1 200").count(), N + 1);
+    let port = s.local_addr().unwrap().port();
+    let record = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            record_for(port)
+        })
+        .expect("access-log record");
+    assert!(record.write_pauses() > 0, "writes never paused: {record:?}");
+}
+
 #[test]
 fn half_closed_peer_is_answered_then_closed() {
     let mut s = connect(server().addr);
