@@ -193,11 +193,11 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 /// Replies that do not fit the socket are queued from the middle of a head:
-/// a peer that pipelines 3,000 requests before reading gets every reply,
+/// a peer that pipelines 20,000 requests before reading gets every reply,
 /// whole and in order.
 #[test]
 fn pipelined_replies_to_a_slow_reader_arrive_whole_and_in_order() {
-    const N: usize = 3000;
+    const N: usize = 20_000;
     let mut s = connect(server().addr);
     let mut writer = s.try_clone().unwrap();
     let send = std::thread::spawn(move || {
