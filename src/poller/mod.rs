@@ -37,6 +37,9 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 pub(crate) struct Ready {
     pub readable: bool,
     pub writable: bool,
+    /// The peer shut its side (or the socket has an error): reading will end
+    /// with end-of-file or an error, and must go on until it does.
+    pub read_closed: bool,
 }
 
 /// What a handler wants after an event.
@@ -277,6 +280,7 @@ fn run(mut poll: Poll, mut core: Core, shared: &Shared) {
             let ready = Ready {
                 readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
                 writable: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+                read_closed: ev.is_read_closed() || ev.is_error(),
             };
             let token = ev.token().0;
             core.call(token, |h, core| h.ready(token, core, ready));

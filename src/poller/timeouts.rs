@@ -42,6 +42,8 @@ const UNLINKED: Link = Link {
 #[derive(Debug)]
 struct Queue {
     key: QueueKey,
+    /// `key.dur` in whole milliseconds, rounded up.
+    dur_ms: u64,
     head: u32,
     tail: u32,
 }
@@ -53,6 +55,9 @@ pub(crate) struct Deadlines {
     queues: Vec<Queue>,
     timers: BTreeMap<(Instant, u64), TimerFn>,
     timer_seq: u64,
+    /// The last instant converted to milliseconds, and the result: a poller
+    /// turn arms many deadlines with the same `now`.
+    memo: (Instant, u64),
 }
 
 /// What runs when a timer fires (`false`) or is cancelled (`true`).
@@ -64,12 +69,14 @@ pub(crate) struct TimerKey(Instant, u64);
 
 impl Deadlines {
     pub fn new() -> Self {
+        let now = Instant::now();
         Deadlines {
-            epoch: Instant::now(),
+            epoch: now,
             links: Vec::new(),
             queues: Vec::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
+            memo: (now, 0),
         }
     }
 
@@ -77,12 +84,23 @@ impl Deadlines {
         t.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
+    /// [`ms`](Self::ms) of `now`, remembered for the next call with the same `now`.
+    fn now_ms(&mut self, now: Instant) -> u64 {
+        if self.memo.0 != now {
+            self.memo = (now, self.ms(now));
+        }
+        self.memo.1
+    }
+
     fn queue_index(&mut self, key: QueueKey) -> u32 {
         if let Some(i) = self.queues.iter().position(|q| q.key == key) {
             return i as u32;
         }
+        let dur_ms =
+            key.dur.as_millis() as u64 + u64::from(key.dur.subsec_nanos() % 1_000_000 != 0);
         self.queues.push(Queue {
             key,
+            dur_ms,
             head: NIL,
             tail: NIL,
         });
@@ -96,7 +114,7 @@ impl Deadlines {
             self.links.resize(token + 1, UNLINKED);
         }
         let q = self.queue_index(key);
-        let deadline_ms = self.ms(now + key.dur);
+        let deadline_ms = self.now_ms(now) + self.queues[q as usize].dur_ms;
         let t = token as u32;
         let queue = &mut self.queues[q as usize];
         let prev = queue.tail;

@@ -254,7 +254,7 @@ impl<P: Protocol> Acceptor for ServerShared<P> {
                 leftover: None,
                 busy: false,
                 seen_request: false,
-                read_ready: true,
+                read: ReadState::Ready,
                 closing: None,
                 lingering: false,
                 queued: 0,
@@ -288,6 +288,24 @@ impl<P: Protocol> Acceptor for ServerShared<P> {
     }
 }
 
+/// What a server connection knows about unread input.
+///
+/// Edge-triggered readiness asks for reading until `WouldBlock`, which costs a
+/// `recv` per request that finds nothing. A read that returns less than it
+/// asked for has emptied the receive queue as it stood, and any byte that
+/// arrives later raises a new edge, so the connection stops there instead. The
+/// exception is a peer that has shut its side: its end-of-file raised no edge
+/// of its own after our read, so that connection reads on until it sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    /// Nothing to read until the next readiness event.
+    Drained,
+    /// Read until a short read or `WouldBlock`.
+    Ready,
+    /// The peer shut its side: read until end-of-file or `WouldBlock`.
+    ToEnd,
+}
+
 /// What the connection's single deadline is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
@@ -310,8 +328,8 @@ struct ServerConn<P: Protocol> {
     /// A request is being processed; its reply has not been written yet.
     busy: bool,
     seen_request: bool,
-    /// The socket may hold unread bytes (edge-triggered: we must read to WouldBlock).
-    read_ready: bool,
+    /// Whether the socket may hold unread bytes.
+    read: ReadState,
     /// Close once the reply in flight is written and output is flushed.
     closing: Option<CloseReason>,
     /// Write side shut, discarding input until the peer closes.
@@ -426,17 +444,20 @@ impl<P: Protocol> ServerConn<P> {
                 stale = self.feed(&buf, core.now());
                 continue;
             }
-            if !self.read_ready {
+            if self.read == ReadState::Drained {
                 return Flow::Keep;
             }
             match self.conn.read(scratch) {
                 Ok(0) => return self.close(core, CloseReason::PeerClosed),
                 Ok(n) => {
+                    if n < scratch.len() && self.read == ReadState::Ready {
+                        self.read = ReadState::Drained;
+                    }
                     // Counted under the next lock we take anyway.
                     self.unrecorded_in += n as u32;
                     stale = self.feed(&scratch[..n], core.now());
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read_ready = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read = ReadState::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.close(core, CloseReason::Reset),
             }
@@ -597,8 +618,10 @@ impl<P: Protocol> Handler for ServerConn<P> {
                 core.arm(token, self.server.keys.send);
             }
         }
-        if ready.readable {
-            self.read_ready = true;
+        if ready.read_closed {
+            self.read = ReadState::ToEnd;
+        } else if ready.readable && self.read == ReadState::Drained {
+            self.read = ReadState::Ready;
         }
         self.pump(token, core)
     }
