@@ -198,7 +198,13 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn pipelined_replies_to_a_slow_reader_arrive_whole_and_in_order() {
     const N: usize = 20_000;
-    let mut s = connect(server().addr);
+    // A small receive buffer, so the 11 MB of replies cannot all sit in kernel
+    // buffers and the server's writes must pause.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&server().addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.set_nodelay(true).unwrap();
     let mut writer = s.try_clone().unwrap();
     let send = std::thread::spawn(move || {
         for i in 0..N {

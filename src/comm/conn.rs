@@ -66,6 +66,9 @@ pub(crate) struct ConnState {
     pub replied: bool,
     /// Close once output is flushed.
     pub close_after: bool,
+    /// The request in flight was recorded by its dispatcher (its series went
+    /// asynchronous); the reply must not record it again.
+    pub request_recorded: bool,
     /// The owner must be told about a pause (arm the send timeout).
     pub pause_unseen: bool,
     /// Completes when the queue drains.
@@ -102,6 +105,52 @@ thread_local! {
     static DISPATCHING: Cell<u64> = const { Cell::new(0) };
 }
 
+/// A request as it arrived, for the access log: recorded under the
+/// connection's lock, by the reply when that comes inline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrival {
+    /// When the request was complete.
+    pub at: Instant,
+    /// Header and framing bytes.
+    pub head: u64,
+    /// Payload bytes.
+    pub body: u64,
+    /// Bytes read from the socket and not yet counted.
+    pub bytes_in: u32,
+}
+
+impl Arrival {
+    /// Adds the request to `stats`.
+    pub fn record(&self, stats: &mut ConnStats) {
+        stats.add_in(self.bytes_in as usize);
+        stats.request_complete(self.at, self.head, self.body);
+    }
+}
+
+/// What a reply sent during an inline dispatch left for the dispatcher, which
+/// would otherwise find it in the shared state under the lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InlineReply {
+    id: u64,
+    /// Bytes still queued after the reply.
+    pub queued: usize,
+    /// The connection closes once output is flushed.
+    pub close_after: bool,
+    /// A write failed: the shared state holds the reason.
+    pub failed: bool,
+}
+
+thread_local! {
+    static INLINE_REPLY: Cell<Option<InlineReply>> = const { Cell::new(None) };
+}
+
+/// Takes the reply that connection `id` sent during its inline dispatch.
+pub(crate) fn take_inline_reply(id: u64) -> Option<InlineReply> {
+    INLINE_REPLY
+        .with(|r| r.take())
+        .filter(|reply| reply.id == id)
+}
+
 /// Runs `f` marked as an inline dispatch for connection `id`.
 pub(crate) fn inline_dispatch<R>(id: u64, f: impl FnOnce() -> R) -> R {
     let prev = DISPATCHING.with(|d| d.replace(id));
@@ -133,6 +182,7 @@ impl Conn {
                 broken: None,
                 replied: false,
                 close_after: false,
+                request_recorded: false,
                 pause_unseen: false,
                 pending: None,
                 stats,
@@ -175,6 +225,29 @@ impl Conn {
         chunks: &mut Vec<Bytes>,
         done: Option<Done>,
     ) -> Result<SendState, SendError> {
+        self.send_inner(head, chunks, done, None)
+    }
+
+    /// A server's reply: [`send_with_head`](Self::send_with_head), first
+    /// recording the request's `arrival` if the dispatcher left it to us, so
+    /// an inline exchange takes the lock once.
+    pub fn reply(
+        &self,
+        head: &[u8],
+        chunks: &mut Vec<Bytes>,
+        done: Done,
+        arrival: Option<Arrival>,
+    ) -> Result<SendState, SendError> {
+        self.send_inner(head, chunks, Some(done), arrival)
+    }
+
+    fn send_inner(
+        &self,
+        head: &[u8],
+        chunks: &mut Vec<Bytes>,
+        done: Option<Done>,
+        arrival: Option<Arrival>,
+    ) -> Result<SendState, SendError> {
         let mut head = head;
         if !head.is_empty() && !chunks.is_empty() {
             // Large or chunked bodies: one writev of all the pieces.
@@ -182,6 +255,12 @@ impl Conn {
             head = &[];
         }
         let mut st = self.lock();
+        if let Some(a) = arrival {
+            // Unless the dispatcher recorded it when the series went asynchronous.
+            if !std::mem::take(&mut st.request_recorded) {
+                a.record(&mut st.stats);
+            }
+        }
         let now = Instant::now();
         if let Some(Done::Reply { .. } | Done::Rejection { .. }) = done {
             st.stats.response_started(now);
@@ -193,13 +272,27 @@ impl Conn {
             (Some(d), Ok(_)) => st.pending = Some(Box::new(d)),
             _ => {}
         }
+        let inline = DISPATCHING.with(|d| d.get()) == self.id;
         if let Some(Done::Reply { keep_alive, .. }) = done {
-            st.replied = true;
+            st.stats.request_done();
             st.close_after |= !keep_alive || res.is_err();
-            wake = true;
+            if inline {
+                // The dispatcher picks this up as soon as the series returns.
+                INLINE_REPLY.with(|r| {
+                    r.set(Some(InlineReply {
+                        id: self.id,
+                        queued: st.queued,
+                        close_after: st.close_after,
+                        failed: st.broken.is_some(),
+                    }))
+                });
+            } else {
+                st.replied = true;
+                wake = true;
+            }
         }
         drop(st);
-        if wake && DISPATCHING.with(|d| d.get()) != self.id {
+        if wake && !inline {
             poller::send(
                 self.poller as usize,
                 Command::Wake {

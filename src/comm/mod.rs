@@ -17,5 +17,5 @@ mod listener;
 pub use config::ConnConfig;
 pub use conn::SendState;
 
-pub(crate) use conn::{inline_dispatch, Conn, Done, SendError};
+pub(crate) use conn::{inline_dispatch, take_inline_reply, Arrival, Conn, Done, SendError};
 pub(crate) use listener::{Acceptor, Listener};

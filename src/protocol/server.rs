@@ -10,7 +10,9 @@
 //! so a peer that pipelines and never reads cannot grow our memory.
 
 use super::{Message, Progress, Protocol, ProtocolError};
-use crate::comm::{inline_dispatch, Acceptor, Conn, ConnConfig, Done, Listener};
+use crate::comm::{
+    inline_dispatch, take_inline_reply, Acceptor, Arrival, Conn, ConnConfig, Done, Listener,
+};
 use crate::metrics::{AccessLog, CloseReason, ConnStats, NullLog, Side};
 use crate::poller::{self, Core, Flow, Handler, QueueKey, Ready, Signal};
 use crate::task::{handlers_inline, spawn_handler, Finisher, Series, Step, Task};
@@ -363,28 +365,35 @@ impl<P: Protocol> ServerConn<P> {
     /// Picks up what writers left in the shared state: a write failure, a
     /// finished reply, and the bytes still queued (into `self.queued`).
     fn sync_shared(&mut self) -> Result<(), CloseReason> {
+        let unrecorded = std::mem::take(&mut self.unrecorded_in) as usize;
         let mut st = self.conn.lock();
-        st.stats
-            .add_in(std::mem::take(&mut self.unrecorded_in) as usize);
+        st.stats.add_in(unrecorded);
         if let Some(reason) = st.broken {
             return Err(reason);
         }
         st.pause_unseen = false;
-        if st.replied {
-            st.replied = false;
-            self.busy = false;
-            self.served = true;
-            st.stats.request_done();
-            if st.close_after && self.closing.is_none() {
-                self.closing = Some(if self.server.shutting_down.load(Ordering::Relaxed) {
-                    CloseReason::ServerShutdown
-                } else {
-                    CloseReason::Local
-                });
-            }
+        let replied = std::mem::take(&mut st.replied);
+        let close_after = st.close_after;
+        let queued = st.queued().min(u32::MAX as usize) as u32;
+        drop(st);
+        self.queued = queued;
+        if replied {
+            self.replied(close_after);
         }
-        self.queued = st.queued().min(u32::MAX as usize) as u32;
         Ok(())
+    }
+
+    /// The reply in flight went out (or was queued).
+    fn replied(&mut self, close_after: bool) {
+        self.busy = false;
+        self.served = true;
+        if close_after && self.closing.is_none() {
+            self.closing = Some(if self.server.shutting_down.load(Ordering::Relaxed) {
+                CloseReason::ServerShutdown
+            } else {
+                CloseReason::Local
+            });
+        }
     }
 
     /// Runs the connection forward as far as it can go without blocking.
@@ -510,11 +519,10 @@ impl<P: Protocol> ServerConn<P> {
                 Ok(Progress::Complete(n)) => {
                     off += n.min(rest.len());
                     if let Some(req) = self.req.take() {
-                        self.dispatch(req, now);
-                        stale = true;
-                        // An inline reply has already been written: pick it up now
+                        stale |= self.dispatch(req, now);
+                        // A reply from another thread may be there already: look,
                         // so pipelined requests in this buffer need no copy.
-                        if off < data.len() && self.sync_shared().is_ok() {
+                        if stale && off < data.len() && self.sync_shared().is_ok() {
                             stale = false;
                         }
                     }
@@ -558,23 +566,42 @@ impl<P: Protocol> ServerConn<P> {
         self.closing = Some(CloseReason::ProtocolError);
     }
 
-    fn dispatch(&mut self, mut task: Box<ServerTask<P>>, now: Instant) {
+    /// Runs the request's series: inline, or on a handler thread. Returns
+    /// whether the shared state must be looked at (the reply is not known yet).
+    fn dispatch(&mut self, mut task: Box<ServerTask<P>>, now: Instant) -> bool {
         self.busy = true;
         self.seen_request = true;
         let sizes = task.req.sizes().unwrap_or_default();
-        let mut st = self.conn.lock();
-        st.stats
-            .add_in(std::mem::take(&mut self.unrecorded_in) as usize);
-        st.stats.request_complete(now, sizes.head, sizes.body);
-        drop(st);
+        let arrival = Arrival {
+            at: now,
+            head: sizes.head,
+            body: sizes.body,
+            bytes_in: std::mem::take(&mut self.unrecorded_in),
+        };
         task.resp = Some(self.server.proto.new_response(&task.req));
         task.received = now;
-        let task: Box<dyn Task> = task;
-        if handlers_inline() {
-            inline_dispatch(self.conn.id, || Series::of_boxed(task).start());
-        } else {
+        if !handlers_inline() {
+            arrival.record(&mut self.conn.lock().stats);
             spawn_handler(move || Series::of_boxed(task).start());
+            return true;
         }
+        // Inline: the reply records the arrival under the one lock it takes.
+        task.arrival = Some(arrival);
+        let task: Box<dyn Task> = task;
+        inline_dispatch(self.conn.id, || Series::of_boxed(task).start());
+        if let Some(reply) = take_inline_reply(self.conn.id) {
+            self.queued = reply.queued.min(u32::MAX as usize) as u32;
+            self.replied(reply.close_after);
+            return reply.failed;
+        }
+        // The series went asynchronous: record the arrival now, unless a reply
+        // from another thread has done it already.
+        let mut st = self.conn.lock();
+        if !st.replied {
+            arrival.record(&mut st.stats);
+            st.request_recorded = true;
+        }
+        true
     }
 
     /// Arms the one deadline the connection's state calls for.
@@ -669,6 +696,8 @@ pub struct ServerTask<P: Protocol> {
     conn: Arc<Conn>,
     server: Arc<ServerShared<P>>,
     received: Instant,
+    /// The request's arrival, for the reply to record (inline dispatch).
+    arrival: Option<Arrival>,
 }
 
 impl<P: Protocol> ServerTask<P> {
@@ -680,6 +709,7 @@ impl<P: Protocol> ServerTask<P> {
             conn: conn.clone(),
             server: server.clone(),
             received: now,
+            arrival: None,
         })
     }
 
@@ -764,9 +794,8 @@ impl<P: Protocol> Finisher for ServerTask<P> {
             body: sizes.body,
             status: resp.status(),
         };
-        let _ = self
-            .conn
-            .send_with_head(&buf.head, &mut buf.chunks, Some(done));
+        let arrival = self.arrival.take();
+        let _ = self.conn.reply(&buf.head, &mut buf.chunks, done, arrival);
         buf.head.clear();
         buf.chunks.clear();
         if buf.head.capacity() <= REPLY_BUF_KEEP {
