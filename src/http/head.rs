@@ -12,8 +12,6 @@
 //! Empty lines (CRLF) before the start line are skipped, as §2.2 allows, and
 //! are not counted as part of the head.
 
-use bytes::Bytes;
-
 use crate::protocol::ProtocolError;
 
 /// Accumulates a head split across reads.
@@ -73,11 +71,11 @@ impl HeadReader {
     }
 
     /// The first `len` buffered bytes as the head; resets the reader.
-    pub(crate) fn take(&mut self, len: usize) -> Bytes {
+    pub(crate) fn take(&mut self, len: usize) -> Vec<u8> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.truncate(len);
         *self = HeadReader::default();
-        Bytes::from(buf)
+        buf
     }
 }
 

@@ -7,7 +7,9 @@
 //! with the same offset scheme, so building a response does not allocate per
 //! field either.
 
-use bytes::{BufMut, Bytes};
+use bytes::BufMut;
+
+use super::bufpool;
 use std::fmt;
 
 use super::syntax::{is_field_byte, is_token, list_contains, trim_ows};
@@ -219,8 +221,8 @@ impl std::error::Error for BuildError {}
 /// hold obs-text, which is not UTF-8), without leading or trailing whitespace.
 #[derive(Clone)]
 pub struct Headers {
-    /// A parsed head the spans index into, shared and read-only.
-    frozen: Option<Bytes>,
+    /// A parsed head the spans index into, read-only (a pooled buffer).
+    frozen: Option<Vec<u8>>,
     /// Otherwise: names and values added by a builder, back to back.
     arena: Vec<u8>,
     fields: FieldIndex,
@@ -249,7 +251,7 @@ fn special_of(name: &[u8]) -> u8 {
 
 /// The buffer the spans index into (a free function so it can be borrowed
 /// alongside `fields`).
-fn raw_of<'a>(frozen: &'a Option<Bytes>, arena: &'a [u8]) -> &'a [u8] {
+fn raw_of<'a>(frozen: &'a Option<Vec<u8>>, arena: &'a [u8]) -> &'a [u8] {
     match frozen {
         Some(b) => b,
         None => arena,
@@ -269,7 +271,7 @@ impl Headers {
 
     /// Fields indexing into a parsed head.
     #[cfg(test)]
-    pub(crate) fn parsed(raw: Bytes, fields: FieldIndex) -> Self {
+    pub(crate) fn parsed(raw: Vec<u8>, fields: FieldIndex) -> Self {
         let mut h = Headers {
             frozen: Some(raw),
             arena: Vec::new(),
@@ -286,9 +288,11 @@ impl Headers {
     }
 
     /// Makes the fields index into `raw`, the parsed head they were read from.
-    pub(crate) fn freeze(&mut self, raw: Bytes) {
-        self.frozen = Some(raw);
-        self.arena = Vec::new();
+    pub(crate) fn freeze(&mut self, raw: Vec<u8>) {
+        if let Some(old) = self.frozen.replace(raw) {
+            bufpool::give(old);
+        }
+        bufpool::give(std::mem::take(&mut self.arena));
         self.special = self.scan_special();
     }
 
@@ -380,8 +384,9 @@ impl Headers {
     /// [`append`](Self::append) for a name and value already checked.
     fn append_checked(&mut self, name: &str, value: &[u8]) -> Result<(), BuildError> {
         let arena = self.owned();
-        // Room for a typical response's few fields in the first allocation.
-        arena.reserve((name.len() + value.len()).max(ARENA_START));
+        if arena.capacity() == 0 {
+            *arena = bufpool::take(name.len() + value.len());
+        }
         let name_start = arena.len();
         arena.extend_from_slice(name.as_bytes());
         let value_start = arena.len();
@@ -492,14 +497,13 @@ impl Headers {
                 fields.push(Field { name, value });
             }
         }
-        self.frozen = None;
-        self.arena = arena;
+        if let Some(old) = self.frozen.take() {
+            bufpool::give(old);
+        }
+        bufpool::give(std::mem::replace(&mut self.arena, arena));
         self.fields = fields;
     }
 }
-
-/// The first arena allocation, in bytes.
-const ARENA_START: usize = 128;
 
 /// A field's value as it will be stored, if the name is a token and the value
 /// holds only valid bytes.
@@ -519,6 +523,15 @@ fn checked_value(value: &[u8]) -> Result<&[u8], BuildError> {
         Err(BuildError::new(
             "header value contains CR, LF, NUL or another control byte",
         ))
+    }
+}
+
+impl Drop for Headers {
+    fn drop(&mut self) {
+        if let Some(raw) = self.frozen.take() {
+            bufpool::give(raw);
+        }
+        bufpool::give(std::mem::take(&mut self.arena));
     }
 }
 
@@ -578,7 +591,7 @@ mod tests {
                 value: Span::of(raw, v).unwrap(),
             });
         }
-        Headers::parsed(Bytes::from_static(raw), idx)
+        Headers::parsed(raw.to_vec(), idx)
     }
 
     #[test]

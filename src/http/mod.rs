@@ -43,6 +43,7 @@
 )]
 
 mod body;
+mod bufpool;
 mod chunked;
 mod date;
 mod framing;

@@ -15,6 +15,7 @@ use std::mem::MaybeUninit;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::body::BodyReader;
+use super::bufpool;
 use super::chunked::{put_chunk_size, CHUNK_END_AFTER_DATA, LAST_CHUNK};
 use super::framing::{BodyKind, Framing, FramingFields};
 use super::head::{check_line_endings, leading_empty_lines, start_line, HeadReader};
@@ -332,7 +333,7 @@ impl Request {
             }
             if let Some(head) = parse_head(data, &limits, self.headers.index_mut())? {
                 let len = head.len;
-                let raw = Bytes::copy_from_slice(data.get(..len).unwrap_or_default());
+                let raw = bufpool::copy_of(data.get(..len).unwrap_or_default());
                 self.install(head, raw);
                 return Ok(Some(skipped + len));
             }
@@ -354,7 +355,7 @@ impl Request {
         }
     }
 
-    fn install(&mut self, head: ParsedHead, raw: Bytes) {
+    fn install(&mut self, head: ParsedHead, raw: Vec<u8>) {
         self.method = Text::Span(head.method);
         self.target = Text::Span(head.target);
         self.version = head.version;

@@ -18,6 +18,7 @@ use std::mem::MaybeUninit;
 use bytes::{BufMut, Bytes};
 
 use super::body::BodyReader;
+use super::bufpool;
 use super::chunked::{put_chunk_size, CHUNK_END_AFTER_DATA, LAST_CHUNK};
 use super::date::{date_line, DATE_LINE_LEN};
 use super::framing::{upstream, BodyKind, Framing, FramingFields};
@@ -368,7 +369,7 @@ impl Response {
                 if head.is_interim() {
                     p.interim_len += len as u64;
                 } else {
-                    let raw = Bytes::copy_from_slice(data.get(..len).unwrap_or_default());
+                    let raw = bufpool::copy_of(data.get(..len).unwrap_or_default());
                     self.install(p, head, raw)?;
                 }
                 return Ok(Some(skipped + len));
@@ -401,7 +402,7 @@ impl Response {
         &mut self,
         p: &mut Parser,
         head: ParsedHead,
-        raw: Bytes,
+        raw: Vec<u8>,
     ) -> Result<(), ProtocolError> {
         let method = p.method;
         let tunnel = method == Method::Connect && (200..300).contains(&head.status);
