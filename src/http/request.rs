@@ -724,10 +724,12 @@ fn is_absolute_form(t: &[u8]) -> bool {
 
 /// A `Host` value: `uri-host [":" port]`, possibly empty (RFC 9110 §7.2).
 fn valid_host(v: &[u8]) -> bool {
-    v.iter().all(|&b| HOST_BYTE[usize::from(b)])
+    v.iter()
+        .all(|&b| HOST_BYTE.get(usize::from(b)).copied().unwrap_or(false))
 }
 
 /// [`host_rule`] as a table, checked for every request.
+#[allow(clippy::indexing_slicing)] // `b < 256`: the loop's own bound
 static HOST_BYTE: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;

@@ -8,10 +8,11 @@
 /// Whether `b` is a `tchar` (RFC 9110 §5.6.2): a byte a token may contain.
 #[inline]
 pub(crate) fn is_tchar(b: u8) -> bool {
-    TCHAR[usize::from(b)]
+    TCHAR.get(usize::from(b)).copied().unwrap_or(false)
 }
 
 /// [`is_tchar`] as a table: one load per byte on the builders' hot path.
+#[allow(clippy::indexing_slicing)] // `b < 256`: the loop's own bound
 static TCHAR: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;

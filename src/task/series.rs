@@ -271,6 +271,8 @@ impl Series {
 const SPARE_MAX: usize = 64;
 
 thread_local! {
+    // Boxes, not values: the point is to keep their allocations.
+    #[allow(clippy::vec_box)]
     static SPARE: RefCell<Vec<Box<Series>>> = const { RefCell::new(Vec::new()) };
 }
 
