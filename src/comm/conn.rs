@@ -261,11 +261,17 @@ impl Conn {
                 a.record(&mut st.stats);
             }
         }
-        let now = Instant::now();
+        // After the first exchange the events below only count: any instant
+        // will do, and the clock is not read.
+        let now = if st.stats.wants_clock() {
+            Instant::now()
+        } else {
+            st.stats.start_instant()
+        };
         if let Some(Done::Reply { .. } | Done::Rejection { .. }) = done {
             st.stats.response_started(now);
         }
-        let res = self.send_locked(&mut st, head, chunks, now);
+        let res = self.send_locked(&mut st, head, chunks);
         let mut wake = st.pause_unseen;
         match (done, res) {
             (Some(d), Ok(SendState::Written)) => complete(&mut st, d, now),
@@ -310,7 +316,6 @@ impl Conn {
         st: &mut ConnState,
         head: &[u8],
         chunks: &mut Vec<Bytes>,
-        now: Instant,
     ) -> Result<SendState, SendError> {
         if st.closed || st.broken.is_some() {
             chunks.clear();
@@ -347,7 +352,7 @@ impl Conn {
             if head.is_empty() && chunks.is_empty() {
                 return Ok(SendState::Written);
             }
-            st.stats.pause(now);
+            st.stats.pause(Instant::now());
             st.pause_unseen = true;
         }
         if !head.is_empty() {

@@ -443,6 +443,13 @@ impl ConnStats {
 
     // ---- events, called by the runtime ----
 
+    /// Whether the exchange events below still read their `now`: only the
+    /// first exchange is timed, so later ones need no clock read (a write
+    /// pause is timed on its own).
+    pub(crate) fn wants_clock(&self) -> bool {
+        self.flags & F_DONE == 0
+    }
+
     /// `n` bytes were read from the socket.
     pub(crate) fn add_in(&mut self, n: usize) {
         self.add(BYTES_IN, n as u64);
