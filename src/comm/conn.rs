@@ -6,8 +6,9 @@ use bytes::{Buf, Bytes};
 use mio::net::TcpStream;
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -202,7 +203,7 @@ impl Conn {
 
     /// Reads into `buf`, counting the bytes.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.stream).read(buf)
+        crate::sys::recv(self.stream.as_raw_fd(), buf)
     }
 
     /// Writes `chunks` now if nothing is queued, queuing what the socket does not
@@ -508,10 +509,10 @@ fn write_chunks(stream: &TcpStream, chunks: &[Bytes]) -> io::Result<usize> {
 }
 
 /// A plain `write` for the common single-chunk reply (cheaper than `writev`).
-fn write_one(mut stream: &TcpStream, chunk: &[u8]) -> io::Result<usize> {
+fn write_one(stream: &TcpStream, chunk: &[u8]) -> io::Result<usize> {
     let mut written = 0;
     while written < chunk.len() {
-        match stream.write(&chunk[written..]) {
+        match crate::sys::send(stream.as_raw_fd(), chunk.get(written..).unwrap_or_default()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
