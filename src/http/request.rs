@@ -21,7 +21,7 @@ use super::framing::{BodyKind, Framing, FramingFields};
 use super::head::{check_line_endings, leading_empty_lines, start_line, HeadReader};
 use super::headers::{BuildError, Field, FieldIndex, Headers, Span, Text};
 use super::limits::Limits;
-use super::syntax::{is_token, list_contains, trim_ows};
+use super::syntax::{byte_table, in_table, is_token, list_contains, trim_ows, ByteRule};
 use super::version::Version;
 use crate::protocol::{Message, MessageSizes, Progress, ProtocolError};
 
@@ -724,47 +724,10 @@ fn is_absolute_form(t: &[u8]) -> bool {
 
 /// A `Host` value: `uri-host [":" port]`, possibly empty (RFC 9110 §7.2).
 fn valid_host(v: &[u8]) -> bool {
-    v.iter()
-        .all(|&b| HOST_BYTE.get(usize::from(b)).copied().unwrap_or(false))
+    v.iter().all(|&b| in_table(&HOST_BYTE, b))
 }
 
-/// [`host_rule`] as a table, checked for every request.
-#[allow(clippy::indexing_slicing)] // `b < 256`: the loop's own bound
-static HOST_BYTE: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = host_rule(b as u8);
-        b += 1;
-    }
-    table
-};
-
-/// The bytes a `Host` value may hold: reg-name, IP-literal and port characters.
-const fn host_rule(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'['
-                | b']'
-                | b'%'
-        )
-}
+static HOST_BYTE: [bool; 256] = byte_table(ByteRule::Host);
 
 /// Limits that can be judged before the head is complete: a target longer
 /// than allowed (414) or a head longer than allowed (431).

@@ -5,23 +5,70 @@
 //! built from them. Keeping the classes in one place keeps the parsers and the
 //! builders agreeing on what is valid.
 
-/// Whether `b` is a `tchar` (RFC 9110 §5.6.2): a byte a token may contain.
-#[inline]
-pub(crate) fn is_tchar(b: u8) -> bool {
-    TCHAR.get(usize::from(b)).copied().unwrap_or(false)
-}
-
-/// [`is_tchar`] as a table: one load per byte on the builders' hot path.
+/// A byte class as a 256-entry table: the `const fn(u8) -> bool` rule,
+/// evaluated for every byte at compile time, so a check is one load per byte.
 #[allow(clippy::indexing_slicing)] // `b < 256`: the loop's own bound
-static TCHAR: [bool; 256] = {
+pub(crate) const fn byte_table(rule: ByteRule) -> [bool; 256] {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
-        table[b] = tchar_rule(b as u8);
+        table[b] = match rule {
+            ByteRule::Tchar => tchar_rule(b as u8),
+            ByteRule::Host => host_rule(b as u8),
+        };
         b += 1;
     }
     table
-};
+}
+
+/// The byte classes kept as tables.
+#[derive(Clone, Copy)]
+pub(crate) enum ByteRule {
+    /// [`is_tchar`].
+    Tchar,
+    /// The bytes of a `Host` value.
+    Host,
+}
+
+/// Whether `table` admits `b`.
+#[inline]
+pub(crate) fn in_table(table: &[bool; 256], b: u8) -> bool {
+    table.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+/// Whether `b` is a `tchar` (RFC 9110 §5.6.2): a byte a token may contain.
+#[inline]
+pub(crate) fn is_tchar(b: u8) -> bool {
+    in_table(&TCHAR, b)
+}
+
+static TCHAR: [bool; 256] = byte_table(ByteRule::Tchar);
+
+/// The bytes a `Host` value may hold: reg-name, IP-literal and port characters.
+const fn host_rule(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'['
+                | b']'
+                | b'%'
+        )
+}
 
 /// The `tchar` rule as written in the RFC.
 const fn tchar_rule(b: u8) -> bool {
