@@ -427,3 +427,47 @@ fn keep_alive_timeout_restarts_after_every_request() {
         vec![CloseReason::KeepAliveTimeout]
     );
 }
+
+/// A short read ends reading until the next readiness edge; a peer's shutdown
+/// must still be seen at once, whether it arrives with the last request or
+/// after the reply (inline mode, where the reply is written before the server
+/// reads again). Linux: the test corks its socket with `TCP_CORK`.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_peer_shutdown_is_seen_at_once_after_a_short_read() {
+    let log = MemoryLog::new();
+    let server = echo_server(Server::builder().access_log(log.clone()));
+    let addr = server.local_addr();
+    let expect_eof = |s: &mut std::net::TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut rest = Vec::new();
+        let n = std::io::Read::read_to_end(s, &mut rest).expect("EOF before the read timeout");
+        assert_eq!(n, 0, "nothing after the reply");
+    };
+
+    // The shutdown arrives with the request: corked, the data and the FIN
+    // leave in one segment and raise one readiness event.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    sock.set_cork(true).unwrap();
+    let mut a: std::net::TcpStream = sock.into();
+    // Let the server accept and find nothing to read first.
+    std::thread::sleep(Duration::from_millis(100));
+    a.write_all(&frame(b"with")).unwrap();
+    a.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_frame(&mut a).unwrap(), b"with");
+    expect_eof(&mut a);
+
+    // The shutdown arrives after the reply.
+    let mut b = connect(addr);
+    assert_eq!(echo(&mut b, b"before"), b"before");
+    std::thread::sleep(Duration::from_millis(100));
+    b.shutdown(std::net::Shutdown::Write).unwrap();
+    expect_eof(&mut b);
+
+    let closed = records(&log, 2);
+    assert!(closed
+        .iter()
+        .all(|r| r.close_reason() == Some(CloseReason::PeerClosed)));
+    server.shutdown(Duration::from_secs(1));
+}
