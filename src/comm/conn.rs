@@ -214,24 +214,14 @@ impl Conn {
         chunks: &mut Vec<Bytes>,
         done: Option<Done>,
     ) -> Result<SendState, SendError> {
-        self.send_with_head(&[], chunks, done)
+        self.send_inner(&[], chunks, done, None)
     }
 
-    /// [`send`](Self::send) with `head` going out before `chunks`. The head is
-    /// written from the caller's buffer; only what the socket does not take is
-    /// copied into the queue.
-    pub fn send_with_head(
-        &self,
-        head: &[u8],
-        chunks: &mut Vec<Bytes>,
-        done: Option<Done>,
-    ) -> Result<SendState, SendError> {
-        self.send_inner(head, chunks, done, None)
-    }
-
-    /// A server's reply: [`send_with_head`](Self::send_with_head), first
-    /// recording the request's `arrival` if the dispatcher left it to us, so
-    /// an inline exchange takes the lock once.
+    /// A server's reply: [`send`](Self::send) with `head` going out before
+    /// `chunks`, written from the caller's buffer (only what the socket does not
+    /// take is copied into the queue). It first records the request's `arrival`
+    /// if the dispatcher left that to it, so an inline exchange takes the lock
+    /// once.
     pub fn reply(
         &self,
         head: &[u8],

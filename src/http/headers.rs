@@ -296,6 +296,11 @@ impl Headers {
         self.special = self.scan_special();
     }
 
+    /// Whether a `Connection` field lists `token` (checked only if one is present).
+    pub(crate) fn connection_has(&self, token: &str) -> bool {
+        self.has_special(CONNECTION) && self.contains_token("connection", token)
+    }
+
     /// The special-name bits of the fields present.
     fn scan_special(&self) -> u8 {
         self.iter_raw()

@@ -23,9 +23,7 @@ use super::chunked::{put_chunk_size, CHUNK_END_AFTER_DATA, LAST_CHUNK};
 use super::date::{date_line, DATE_LINE_LEN};
 use super::framing::{upstream, BodyKind, Framing, FramingFields};
 use super::head::{check_line_endings, leading_empty_lines, HeadReader};
-use super::headers::{
-    BuildError, Field, FieldIndex, Headers, Span, Text, CONNECTION, DATE, FRAMING,
-};
+use super::headers::{BuildError, Field, FieldIndex, Headers, Span, Text, DATE, FRAMING};
 use super::limits::Limits;
 use super::request::{check_not_framing, is_framing_field, Request, STACK_SLOTS};
 use super::status::{has_no_body, reason_phrase, status_line};
@@ -241,10 +239,7 @@ impl Response {
         if self.parsed {
             return self.keep_alive;
         }
-        self.keep_alive
-            && self.framing() != Framing::Close
-            && !(self.headers.has_special(CONNECTION)
-                && self.headers.contains_token("connection", "close"))
+        self.keep_alive && self.framing() != Framing::Close && !self.headers.connection_has("close")
     }
 
     /// Whether a parsed response is complete.
@@ -487,16 +482,13 @@ impl Message for Response {
             Some(date_line())
         };
         let connection: &[u8] = if !keep_alive {
-            if self.headers.has_special(CONNECTION)
-                && self.headers.contains_token("connection", "close")
-            {
+            if self.headers.connection_has("close") {
                 b""
             } else {
                 b"Connection: close\r\n"
             }
         } else if self.request_version == Version::Http10
-            && !(self.headers.has_special(CONNECTION)
-                && self.headers.contains_token("connection", "keep-alive"))
+            && !self.headers.connection_has("keep-alive")
         {
             b"Connection: keep-alive\r\n"
         } else {

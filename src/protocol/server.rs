@@ -571,22 +571,17 @@ impl<P: Protocol> ServerConn<P> {
     fn dispatch(&mut self, mut task: Box<ServerTask<P>>, now: Instant) -> bool {
         self.busy = true;
         self.seen_request = true;
-        let sizes = task.req.sizes().unwrap_or_default();
-        let arrival = Arrival {
-            at: now,
-            head: sizes.head,
-            body: sizes.body,
-            bytes_in: std::mem::take(&mut self.unrecorded_in),
-        };
         task.resp = Some(self.server.proto.new_response(&task.req));
         task.received = now;
+        let bytes_in = std::mem::take(&mut self.unrecorded_in);
+        let arrival = task.arrival(bytes_in);
         if !handlers_inline() {
             arrival.record(&mut self.conn.lock().stats);
             spawn_handler(move || Series::of_boxed(task).start());
             return true;
         }
         // Inline: the reply records the arrival under the one lock it takes.
-        task.arrival = Some(arrival);
+        task.unrecorded_in = Some(bytes_in);
         let task: Box<dyn Task> = task;
         inline_dispatch(self.conn.id, || Series::of_boxed(task).start());
         if let Some(reply) = take_inline_reply(self.conn.id) {
@@ -696,11 +691,23 @@ pub struct ServerTask<P: Protocol> {
     conn: Arc<Conn>,
     server: Arc<ServerShared<P>>,
     received: Instant,
-    /// The request's arrival, for the reply to record (inline dispatch).
-    arrival: Option<Arrival>,
+    /// Some while the request's arrival is the reply's to record (inline
+    /// dispatch): the bytes read for it and not yet counted.
+    unrecorded_in: Option<u32>,
 }
 
 impl<P: Protocol> ServerTask<P> {
+    /// The request as it arrived, with `bytes_in` read for it not yet counted.
+    fn arrival(&self, bytes_in: u32) -> Arrival {
+        let sizes = self.req.sizes().unwrap_or_default();
+        Arrival {
+            at: self.received,
+            head: sizes.head,
+            body: sizes.body,
+            bytes_in,
+        }
+    }
+
     /// The task for a request whose first byte just arrived.
     fn receiving(server: &Arc<ServerShared<P>>, conn: &Arc<Conn>, now: Instant) -> Box<Self> {
         Box::new(ServerTask {
@@ -709,7 +716,7 @@ impl<P: Protocol> ServerTask<P> {
             conn: conn.clone(),
             server: server.clone(),
             received: now,
-            arrival: None,
+            unrecorded_in: None,
         })
     }
 
@@ -774,11 +781,11 @@ thread_local! {
 impl<P: Protocol> Finisher for ServerTask<P> {
     fn finish(mut self: Box<Self>, series: Box<Series>) {
         series.recycle();
-        self.response();
+        let arrival = self.unrecorded_in.take().map(|n| self.arrival(n));
         let ServerTask {
             req, resp, server, ..
         } = &mut *self;
-        let Some(resp) = resp else { return };
+        let resp = resp.get_or_insert_with(|| server.proto.new_response(req));
         let keep_alive =
             server.proto.keep_alive(req, resp) && !server.shutting_down.load(Ordering::Relaxed);
         let mut buf = REPLY_BUF
@@ -794,7 +801,6 @@ impl<P: Protocol> Finisher for ServerTask<P> {
             body: sizes.body,
             status: resp.status(),
         };
-        let arrival = self.arrival.take();
         let _ = self.conn.reply(&buf.head, &mut buf.chunks, done, arrival);
         buf.head.clear();
         buf.chunks.clear();
