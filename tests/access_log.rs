@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 use support::*;
 use taskweave::http::{self, Server, ServerBuilder, ServerTask};
-use taskweave::metrics::{CloseReason, ConnStats, JsonLines, MemoryLog, Side};
+use taskweave::metrics::{CloseReason, ConnStats, JsonLines, MemoryLog, Record, Side};
 use taskweave::protocol::ClientConfig;
 use taskweave::{comm::ConnConfig, timer, Series, Settings, WaitGroup};
 
@@ -354,35 +354,7 @@ fn json_lines_file_shows_a_record_within_a_second() {
     });
     assert!(found, "record did not reach the file within a second");
     let line = std::fs::read_to_string(&path).unwrap();
-    for key in [
-        "conn_id",
-        "side",
-        "proto",
-        "peer",
-        "local",
-        "start",
-        "dns_us",
-        "connect_us",
-        "first_byte_us",
-        "processing_us",
-        "transfer_us",
-        "lifetime_us",
-        "req_header_bytes",
-        "req_body_bytes",
-        "resp_header_bytes",
-        "resp_body_bytes",
-        "bytes_in",
-        "bytes_out",
-        "requests",
-        "close_reason",
-        "status_4xx",
-        "status_5xx",
-        "write_pauses",
-        "paused_us",
-        "peak_queued_bytes",
-        "ratelimit_delay_us",
-        "events_dropped",
-    ] {
+    for key in Record::JSON_KEYS {
         assert!(
             line.contains(&format!("\"{key}\":")),
             "missing {key} in {line}"

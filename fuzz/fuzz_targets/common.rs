@@ -1,8 +1,16 @@
 //! Helpers shared by the fuzz targets: limits small enough that their paths are
 //! reached with small inputs, and reproducible split points.
 
-use taskweave::http::Limits;
+use taskweave::http::{Headers, Limits};
 use taskweave::protocol::{Message, Progress};
+
+/// The fields as owned pairs, for comparing two parses.
+pub fn fields_of(headers: &Headers) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_vec()))
+        .collect()
+}
 
 /// The default limits, or (high bit of `seed` set) tiny ones.
 pub fn limits(seed: u8) -> Limits {

@@ -11,7 +11,7 @@
 #[path = "common.rs"]
 mod common;
 
-use common::{chunks, feed, limits};
+use common::{chunks, feed, fields_of, limits};
 use libfuzzer_sys::fuzz_target;
 use taskweave::http::{Limits, Request};
 use taskweave::protocol::{Message, Progress};
@@ -30,11 +30,7 @@ fn summarize(r: &Request) -> Summary {
     Summary {
         method: r.method().to_string(),
         target: r.target().to_string(),
-        fields: r
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_vec()))
-            .collect(),
+        fields: fields_of(r.headers()),
         body: r.body().to_vec(),
         keep_alive: r.keep_alive(),
     }

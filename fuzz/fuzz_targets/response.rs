@@ -10,7 +10,7 @@
 #[path = "common.rs"]
 mod common;
 
-use common::{chunks, feed, limits};
+use common::{chunks, feed, fields_of, limits};
 use libfuzzer_sys::fuzz_target;
 use taskweave::http::Response;
 use taskweave::protocol::Message;
@@ -30,11 +30,7 @@ fn summarize(r: &Response) -> Summary {
     Summary {
         status: r.status(),
         reason: r.reason().to_string(),
-        fields: r
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_vec()))
-            .collect(),
+        fields: fields_of(r.headers()),
         body: r.body().to_vec(),
         keep_alive: r.keep_alive(),
     }

@@ -109,6 +109,38 @@ impl From<&ConnStats> for Record {
 }
 
 impl Record {
+    /// The keys of [`write_json`](Self::write_json)'s object, in the order
+    /// written (a header row for tools that want columns).
+    pub const JSON_KEYS: [&'static str; 27] = [
+        "conn_id",
+        "side",
+        "proto",
+        "peer",
+        "local",
+        "start",
+        "dns_us",
+        "connect_us",
+        "first_byte_us",
+        "processing_us",
+        "transfer_us",
+        "lifetime_us",
+        "req_header_bytes",
+        "req_body_bytes",
+        "resp_header_bytes",
+        "resp_body_bytes",
+        "bytes_in",
+        "bytes_out",
+        "requests",
+        "close_reason",
+        "status_4xx",
+        "status_5xx",
+        "write_pauses",
+        "paused_us",
+        "peak_queued_bytes",
+        "ratelimit_delay_us",
+        "events_dropped",
+    ];
+
     /// Appends this record as one JSON object (no trailing newline) to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut n = itoa::Buffer::new();
@@ -319,36 +351,6 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    const KEYS: [&str; 27] = [
-        "conn_id",
-        "side",
-        "proto",
-        "peer",
-        "local",
-        "start",
-        "dns_us",
-        "connect_us",
-        "first_byte_us",
-        "processing_us",
-        "transfer_us",
-        "lifetime_us",
-        "req_header_bytes",
-        "req_body_bytes",
-        "resp_header_bytes",
-        "resp_body_bytes",
-        "bytes_in",
-        "bytes_out",
-        "requests",
-        "close_reason",
-        "status_4xx",
-        "status_5xx",
-        "write_pauses",
-        "paused_us",
-        "peak_queued_bytes",
-        "ratelimit_delay_us",
-        "events_dropped",
-    ];
-
     fn json_of(s: &ConnStats) -> Json {
         let mut out = Vec::new();
         s.write_json(&mut out);
@@ -383,7 +385,7 @@ mod tests {
         );
 
         let j = json_of(&s);
-        assert_eq!(j.keys(), KEYS);
+        assert_eq!(j.keys(), Record::JSON_KEYS);
         assert_eq!(j.u64("conn_id"), Some(u64::MAX));
         assert_eq!(j.str("side"), Some("client"));
         assert_eq!(j.str("proto"), Some("http"));
@@ -427,7 +429,7 @@ mod tests {
     fn open_server_record_has_nulls() {
         let s = ConnStats::new(5, Side::Server, "echo", "127.0.0.1:9".parse().unwrap());
         let j = json_of(&s);
-        assert_eq!(j.keys(), KEYS);
+        assert_eq!(j.keys(), Record::JSON_KEYS);
         for k in [
             "local",
             "dns_us",
