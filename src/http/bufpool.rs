@@ -12,7 +12,7 @@ use std::cell::RefCell;
 /// Buffers kept per thread.
 const KEEP: usize = 64;
 /// Buffers larger than this are freed rather than kept.
-const MAX_KEPT_CAPACITY: usize = 4096;
+pub(crate) const MAX_KEPT_CAPACITY: usize = 4096;
 /// The smallest buffer handed out, enough for a typical head or arena.
 const MIN_CAPACITY: usize = 256;
 

@@ -296,6 +296,36 @@ impl Headers {
         self.special = self.scan_special();
     }
 
+    /// [`freeze`](Self::freeze) on a copy of `head`, made in the buffer that
+    /// [`clear`](Self::clear) kept when there is one.
+    pub(crate) fn freeze_copy(&mut self, head: &[u8]) {
+        let mut raw = if self.arena.is_empty() && self.arena.capacity() >= head.len() {
+            std::mem::take(&mut self.arena)
+        } else {
+            bufpool::take(head.len())
+        };
+        raw.extend_from_slice(head);
+        self.freeze(raw);
+    }
+
+    /// Removes every field and keeps one buffer (a small one) for the next
+    /// message's head or fields, so a recycled message allocates nothing.
+    pub(crate) fn clear(&mut self) {
+        self.fields.reset(0);
+        self.special = 0;
+        if let Some(raw) = self.frozen.take() {
+            if raw.capacity() > self.arena.capacity() {
+                bufpool::give(std::mem::replace(&mut self.arena, raw));
+            } else {
+                bufpool::give(raw);
+            }
+        }
+        self.arena.clear();
+        if self.arena.capacity() > bufpool::MAX_KEPT_CAPACITY {
+            self.arena = Vec::new();
+        }
+    }
+
     /// Whether a `Connection` field lists `token` (checked only if one is present).
     pub(crate) fn connection_has(&self, token: &str) -> bool {
         self.has_special(CONNECTION) && self.contains_token("connection", token)

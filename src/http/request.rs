@@ -15,7 +15,6 @@ use std::mem::MaybeUninit;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::body::BodyReader;
-use super::bufpool;
 use super::chunked::{put_chunk_size, CHUNK_END_AFTER_DATA, LAST_CHUNK};
 use super::framing::{BodyKind, Framing, FramingFields};
 use super::head::{check_line_endings, leading_empty_lines, start_line, HeadReader};
@@ -88,6 +87,46 @@ impl Request {
             body_len: 0,
             encoded: None,
         }
+    }
+
+    /// Makes this what [`parser_with`](Self::parser_with) its limits makes,
+    /// keeping a buffer for the next head. Field by field, in place: moving a
+    /// new request in costs more than the parse. The pattern names every field
+    /// so that a new one cannot be forgotten here.
+    pub(crate) fn reuse(&mut self) {
+        let Request {
+            limits: _,
+            state,
+            reader,
+            method,
+            target,
+            version,
+            headers,
+            body,
+            body_reader,
+            keep_alive,
+            expect_continue,
+            continue_offered,
+            head_len,
+            framing,
+            body_len,
+            encoded,
+        } = self;
+        *state = State::Head;
+        *reader = HeadReader::default();
+        *method = Text::Static("");
+        *target = Text::Static("");
+        *version = Version::Http11;
+        headers.clear();
+        *body = Bytes::new();
+        *body_reader = BodyReader::new();
+        *keep_alive = false;
+        *expect_continue = false;
+        *continue_offered = false;
+        *head_len = 0;
+        *framing = Framing::Length;
+        *body_len = 0;
+        *encoded = None;
     }
 
     /// A client request for `method` (a token such as `GET`) and `target`
@@ -333,8 +372,9 @@ impl Request {
             }
             if let Some(head) = parse_head(data, &limits, self.headers.index_mut())? {
                 let len = head.len;
-                let raw = bufpool::copy_of(data.get(..len).unwrap_or_default());
-                self.install(head, raw);
+                self.headers
+                    .freeze_copy(data.get(..len).unwrap_or_default());
+                self.install(head);
                 return Ok(Some(skipped + len));
             }
         }
@@ -348,18 +388,18 @@ impl Request {
                 let head = parse_head(self.reader.buffered(), &limits, self.headers.index_mut())?
                     .filter(|h| h.len == end)
                     .ok_or_else(|| ProtocolError::new(400, "malformed request head"))?;
-                let raw = self.reader.take(end);
-                self.install(head, raw);
+                self.headers.freeze(self.reader.take(end));
+                self.install(head);
                 Ok(Some(skipped + end.saturating_sub(before)))
             }
         }
     }
 
-    fn install(&mut self, head: ParsedHead, raw: Vec<u8>) {
+    /// Takes in a parsed head whose bytes the headers hold (frozen).
+    fn install(&mut self, head: ParsedHead) {
         self.method = Text::Span(head.method);
         self.target = Text::Span(head.target);
         self.version = head.version;
-        self.headers.freeze(raw);
         self.keep_alive = head.keep_alive;
         self.expect_continue = head.expect_continue;
         self.head_len = head.len as u64;

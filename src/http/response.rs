@@ -136,6 +136,39 @@ impl Response {
         r
     }
 
+    /// Makes this what [`for_request(req)`](Self::for_request) makes, keeping
+    /// a buffer for the fields (a server reuses one response per thread).
+    /// Field by field, in place; the pattern names every field so that a new
+    /// one cannot be forgotten here.
+    pub(crate) fn reuse_for(&mut self, req: &Request) {
+        let Response {
+            status,
+            reason,
+            version,
+            headers,
+            body,
+            framing,
+            request_head,
+            request_version,
+            keep_alive,
+            parsed,
+            sizes,
+            parser,
+        } = self;
+        *status = 200;
+        *reason = None;
+        *version = Version::Http11;
+        headers.clear();
+        *body = Bytes::new();
+        *framing = Framing::Length;
+        *request_head = req.is_head();
+        *request_version = req.version();
+        *keep_alive = req.keep_alive();
+        *parsed = false;
+        *sizes = None;
+        *parser = None;
+    }
+
     /// An error response that closes the connection: `status` (400, 413, 414,
     /// 431, 501, 505, ...; anything outside 400-599 becomes 400), its reason
     /// phrase as a `text/plain` body and `Connection: close`.
@@ -759,6 +792,32 @@ mod tests {
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[1].as_ptr(), big.as_ptr(), "the body is not copied");
         assert_eq!(Message::status(&r), Some(200));
+    }
+
+    /// A server reuses one response per thread: after any reply, one made
+    /// ready for the next request encodes exactly as a new one does.
+    #[test]
+    fn a_reused_response_encodes_like_a_new_one() {
+        let head = request(b"HEAD / HTTP/1.0\r\n\r\n");
+        let get = request(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut r = Response::for_request(&head);
+        r.set_status(299)
+            .set_framing(Framing::Chunked)
+            .set_keep_alive(false);
+        r.set_reason("Odd").unwrap();
+        r.set_header("Date", "yesterday").unwrap();
+        r.set_header("X-Many", "a".repeat(100)).unwrap();
+        r.set_body("a body");
+        wire(&mut r);
+        r.reuse_for(&get);
+        let mut fresh = Response::for_request(&get);
+        for resp in [&mut r, &mut fresh] {
+            resp.set_header("Content-Type", "text/plain").unwrap();
+            resp.set_body("hello");
+        }
+        assert_eq!(fixed_date(&wire(&mut r).1), fixed_date(&wire(&mut fresh).1));
+        assert_eq!(r.sizes(), fresh.sizes());
+        assert_eq!(r.keep_alive(), fresh.keep_alive());
     }
 
     #[test]

@@ -37,6 +37,14 @@ impl Protocol for ServerProto {
         Response::for_request(req)
     }
 
+    fn reuse_request(&self, req: &mut Request) {
+        req.reuse();
+    }
+
+    fn reuse_response(&self, req: &Request, resp: &mut Response) {
+        resp.reuse_for(req);
+    }
+
     fn keep_alive(&self, req: &Request, resp: &Response) -> bool {
         req.keep_alive() && resp.keep_alive()
     }

@@ -39,6 +39,12 @@ fn summarize(r: &Request) -> Req {
 /// its error. After an error the rest of the stream is fed to the failed
 /// parser, which must keep failing.
 fn feed_requests(chunks: &[&[u8]]) -> (Vec<Req>, Option<ProtocolError>) {
+    feed_requests_reusing(chunks, false)
+}
+
+/// [`feed_requests`], with the one parser reused (as a server does) after
+/// each complete request instead of a new one when `reuse` is set.
+fn feed_requests_reusing(chunks: &[&[u8]], reuse: bool) -> (Vec<Req>, Option<ProtocolError>) {
     let mut done = Vec::new();
     let mut cur = Request::parser();
     let mut failed: Option<ProtocolError> = None;
@@ -57,7 +63,11 @@ fn feed_requests(chunks: &[&[u8]]) -> (Vec<Req>, Option<ProtocolError>) {
                 Ok(Progress::Complete(n)) => {
                     assert!(n <= data.len());
                     done.push(summarize(&cur));
-                    cur = Request::parser();
+                    if reuse {
+                        cur.reuse();
+                    } else {
+                        cur = Request::parser();
+                    }
                     data = &data[n..];
                     if data.is_empty() {
                         break;
@@ -140,6 +150,25 @@ fn malformed_requests_fail_with_their_status_however_split() {
         assert_eq!(r.interim(), None);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A server reuses one parser per thread: one that has just parsed a request
+/// (of each valid edge case, chunked bodies and trailers included) must then
+/// fail every malformed case exactly as a new parser does.
+#[test]
+fn a_reused_parser_fails_malformed_requests_like_a_new_one() {
+    for &(valid, first, _) in table::VALID {
+        for &(name, raw, status) in table::CASES {
+            let mut r = Request::parser();
+            assert!(
+                matches!(r.append(first), Ok(Progress::Complete(_))),
+                "{valid}"
+            );
+            r.reuse();
+            let got = r.append(raw).map_err(|e| e.code);
+            assert_eq!(got, Err(status), "{name} after {valid}");
+        }
+    }
 }
 
 #[test]
@@ -287,12 +316,13 @@ proptest! {
     fn any_split_of_pipelined_requests_parses_the_same(
         specs in prop::collection::vec(req_spec(), 1..5),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+        reuse in any::<bool>(),
     ) {
         let mut wire = Vec::new();
         let expected: Vec<Req> = specs.iter().map(|s| serialize_request(s, &mut wire)).collect();
         let points: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
         let chunks = split_at_points(&wire, &points);
-        let (done, err) = feed_requests(&chunks);
+        let (done, err) = feed_requests_reusing(&chunks, reuse);
         prop_assert!(err.is_none(), "{:?}", err);
         prop_assert_eq!(done, expected);
     }

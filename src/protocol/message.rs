@@ -119,6 +119,20 @@ pub trait Protocol: Send + Sync + 'static {
     /// parser (which may depend on the request, e.g. HTTP HEAD has no body).
     fn new_response(&self, req: &Self::Request) -> Self::Response;
 
+    /// Makes `req`, whose exchange is over, ready to parse the next request.
+    /// A server reuses one request and response per thread, so a protocol can
+    /// keep their buffers here; the default makes a fresh request.
+    fn reuse_request(&self, req: &mut Self::Request) {
+        *req = self.new_request();
+    }
+
+    /// Makes `resp`, left from an earlier exchange, the response to `req`
+    /// (see [`reuse_request`](Protocol::reuse_request)); the default makes a
+    /// fresh response.
+    fn reuse_response(&self, req: &Self::Request, resp: &mut Self::Response) {
+        *resp = self.new_response(req);
+    }
+
     /// Whether the connection stays open after this exchange.
     fn keep_alive(&self, _req: &Self::Request, _resp: &Self::Response) -> bool {
         true

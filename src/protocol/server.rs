@@ -571,7 +571,7 @@ impl<P: Protocol> ServerConn<P> {
     fn dispatch(&mut self, mut task: Box<ServerTask<P>>, now: Instant) -> bool {
         self.busy = true;
         self.seen_request = true;
-        task.resp = Some(self.server.proto.new_response(&task.req));
+        self.server.proto.reuse_response(&task.req, &mut task.resp);
         task.received = now;
         let bytes_in = std::mem::take(&mut self.unrecorded_in);
         let arrival = task.arrival(bytes_in);
@@ -686,10 +686,13 @@ impl<P: Protocol> Handler for ServerConn<P> {
 /// which is written when the task's series ends.
 pub struct ServerTask<P: Protocol> {
     req: P::Request,
-    /// Made when the request is complete (it may depend on the request).
-    resp: Option<P::Response>,
-    conn: Arc<Conn>,
-    server: Arc<ServerShared<P>>,
+    /// Made ready for the request when it is complete (it may depend on it).
+    resp: P::Response,
+    /// The connection and server, from the request's first byte until its
+    /// reply is written; a task kept for reuse holds neither.
+    conn: Option<Arc<Conn>>,
+    server: Option<Arc<ServerShared<P>>>,
+    conn_id: u64,
     received: Instant,
     /// Some while the request's arrival is the reply's to record (inline
     /// dispatch): the bytes read for it and not yet counted.
@@ -708,16 +711,28 @@ impl<P: Protocol> ServerTask<P> {
         }
     }
 
-    /// The task for a request whose first byte just arrived.
+    /// The task for a request whose first byte just arrived: the one this
+    /// thread kept from its last reply, or a new one.
     fn receiving(server: &Arc<ServerShared<P>>, conn: &Arc<Conn>, now: Instant) -> Box<Self> {
-        Box::new(ServerTask {
-            req: server.proto.new_request(),
-            resp: None,
-            conn: conn.clone(),
-            server: server.clone(),
-            received: now,
-            unrecorded_in: None,
-        })
+        let mut task = take_spare::<Self>().unwrap_or_else(|| {
+            let req = server.proto.new_request();
+            let resp = server.proto.new_response(&req);
+            Box::new(ServerTask {
+                req,
+                resp,
+                conn: None,
+                server: None,
+                conn_id: 0,
+                received: now,
+                unrecorded_in: None,
+            })
+        });
+        task.conn = Some(conn.clone());
+        task.server = Some(server.clone());
+        task.conn_id = conn.id;
+        task.received = now;
+        task.unrecorded_in = None;
+        task
     }
 
     /// The request.
@@ -730,17 +745,15 @@ impl<P: Protocol> ServerTask<P> {
     }
     /// The response to fill.
     pub fn response(&mut self) -> &mut P::Response {
-        let (server, req) = (&self.server, &self.req);
-        self.resp
-            .get_or_insert_with(|| server.proto.new_response(req))
+        &mut self.resp
     }
     /// The peer's address.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.conn.stream().peer_addr().ok()
+        self.conn.as_ref()?.stream().peer_addr().ok()
     }
     /// The connection's id, as in its access-log record.
     pub fn conn_id(&self) -> u64 {
-        self.conn.id
+        self.conn_id
     }
     /// When the request was complete.
     pub fn received_at(&self) -> Instant {
@@ -755,8 +768,10 @@ impl<P: Protocol> ServerTask<P> {
 
 impl<P: Protocol> Task for ServerTask<P> {
     fn run(mut self: Box<Self>, mut series: Box<Series>) -> Step {
-        let server = self.server.clone();
-        (server.process)(&mut self, &mut series);
+        if let Some(server) = self.server.take() {
+            (server.process)(&mut self, &mut series);
+            self.server = Some(server);
+        }
         series.set_finisher(self);
         Step::Next(series)
     }
@@ -767,6 +782,32 @@ impl<P: Protocol> Task for ServerTask<P> {
 struct ReplyBuf {
     head: Vec<u8>,
     chunks: Vec<Bytes>,
+}
+
+thread_local! {
+    /// The last finished task, kept for the next request on this thread: it
+    /// saves allocating, moving and freeing a task of about a kilobyte, and
+    /// its request and response keep their buffers. Typed `Any` because a
+    /// thread may serve several protocols; it holds no connection or server.
+    static SPARE_TASK: std::cell::RefCell<Option<Box<dyn Any>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps `task` (emptied of its connection and server) for reuse.
+fn keep_spare(task: Box<dyn Any>) {
+    let _ = SPARE_TASK.try_with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut() {
+            *spare = Some(task);
+        }
+    });
+}
+
+/// The task kept by [`keep_spare`], if it is a `T`.
+fn take_spare<T: Any>() -> Option<Box<T>> {
+    let spare = SPARE_TASK
+        .try_with(|spare| spare.try_borrow_mut().ok()?.take())
+        .ok()??;
+    spare.downcast::<T>().ok()
 }
 
 /// Head buffers above this are not kept for the next reply.
@@ -781,11 +822,11 @@ thread_local! {
 impl<P: Protocol> Finisher for ServerTask<P> {
     fn finish(mut self: Box<Self>, series: Box<Series>) {
         series.recycle();
+        let (Some(server), Some(conn)) = (self.server.take(), self.conn.take()) else {
+            return;
+        };
         let arrival = self.unrecorded_in.take().map(|n| self.arrival(n));
-        let ServerTask {
-            req, resp, server, ..
-        } = &mut *self;
-        let resp = resp.get_or_insert_with(|| server.proto.new_response(req));
+        let ServerTask { req, resp, .. } = &mut *self;
         let keep_alive =
             server.proto.keep_alive(req, resp) && !server.shutting_down.load(Ordering::Relaxed);
         let mut buf = REPLY_BUF
@@ -801,7 +842,7 @@ impl<P: Protocol> Finisher for ServerTask<P> {
             body: sizes.body,
             status: resp.status(),
         };
-        let _ = self.conn.reply(&buf.head, &mut buf.chunks, done, arrival);
+        let _ = conn.reply(&buf.head, &mut buf.chunks, done, arrival);
         buf.head.clear();
         buf.chunks.clear();
         if buf.head.capacity() <= REPLY_BUF_KEEP {
@@ -810,6 +851,12 @@ impl<P: Protocol> Finisher for ServerTask<P> {
                     *b = buf;
                 }
             });
+        }
+        // Inline, the next request on this poller thread takes this task; a
+        // handler thread would only keep it from the poller.
+        if handlers_inline() {
+            server.proto.reuse_request(&mut self.req);
+            keep_spare(self);
         }
     }
 
