@@ -16,7 +16,7 @@ use support::*;
 use taskweave::http::{self, Server, ServerTask};
 use taskweave::metrics::{CloseReason, MemoryLog};
 use taskweave::protocol::ClientConfig;
-use taskweave::{timer, Error, Series, WaitGroup};
+use taskweave::{timer, Error, Series, Settings, WaitGroup};
 
 struct Fixture {
     addr: SocketAddr,
@@ -27,6 +27,16 @@ struct Fixture {
 fn server() -> &'static Fixture {
     static SERVER: OnceLock<Fixture> = OnceLock::new();
     SERVER.get_or_init(|| {
+        // `http_inline.rs` includes this file to run it all inline.
+        if module_path!().starts_with("http_inline") {
+            let inline = Settings {
+                handler_threads: 0,
+                ..Settings::default()
+            };
+            inline
+                .apply()
+                .expect("settings apply before any server starts");
+        }
         let log = MemoryLog::new();
         let handle = Server::builder()
             .access_log(log.clone())

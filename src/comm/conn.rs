@@ -274,7 +274,9 @@ impl Conn {
             st.stats.request_done();
             st.close_after |= !keep_alive || res.is_err();
             if inline {
-                // The dispatcher picks this up as soon as the series returns.
+                // The dispatcher picks this up as soon as the series returns,
+                // a pause included.
+                st.pause_unseen = false;
                 INLINE_REPLY.with(|r| {
                     r.set(Some(InlineReply {
                         id: self.id,

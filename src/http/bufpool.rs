@@ -43,8 +43,16 @@ pub(crate) fn copy_of(data: &[u8]) -> Vec<u8> {
 }
 
 /// Gives `buf` back for reuse (or frees it).
-pub(crate) fn give(mut buf: Vec<u8>) {
-    if buf.capacity() == 0 || buf.capacity() > MAX_KEPT_CAPACITY {
+#[inline]
+pub(crate) fn give(buf: Vec<u8>) {
+    // Most calls pass an empty `Vec::new()`: no call for those.
+    if buf.capacity() != 0 {
+        keep(buf);
+    }
+}
+
+fn keep(mut buf: Vec<u8>) {
+    if buf.capacity() > MAX_KEPT_CAPACITY {
         return;
     }
     buf.clear();

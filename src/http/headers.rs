@@ -12,7 +12,7 @@ use bytes::BufMut;
 use super::bufpool;
 use std::fmt;
 
-use super::syntax::{is_field_byte, is_token, list_contains, trim_ows};
+use super::syntax::{all_field_bytes, is_token, list_contains, trim_ows};
 
 /// A byte range of a [`Headers`] buffer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -552,7 +552,7 @@ fn checked_field<'v>(name: &str, value: &'v [u8]) -> Result<&'v [u8], BuildError
 
 /// A field value as it will be stored: valid bytes, trimmed.
 fn checked_value(value: &[u8]) -> Result<&[u8], BuildError> {
-    if value.iter().all(|&b| is_field_byte(b)) {
+    if all_field_bytes(value) {
         Ok(trim_ows(value))
     } else {
         Err(BuildError::new(

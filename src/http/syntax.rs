@@ -94,7 +94,16 @@ const fn tchar_rule(b: u8) -> bool {
 
 /// Whether `s` is a non-empty token.
 pub(crate) fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+    // No early exit: names are short and valid, and a branch-free loop is
+    // cheaper than one that tests each byte's result.
+    !s.is_empty() && s.iter().fold(true, |ok, &b| ok & is_tchar(b))
+}
+
+/// Whether every byte of `s` [`is_field_byte`], without a branch per byte.
+pub(crate) fn all_field_bytes(s: &[u8]) -> bool {
+    s.iter().fold(true, |ok, &b| {
+        ok & ((b >= b' ') & (b != 0x7f) | (b == b'\t'))
+    })
 }
 
 /// Whether `b` may appear inside a field value: VCHAR, obs-text, SP or HTAB
@@ -157,6 +166,10 @@ mod tests {
         assert!(b"a b\tc~\x80\xff".iter().all(|&b| is_field_byte(b)));
         for b in [0u8, b'\r', b'\n', 0x7f, 0x0b, 0x1f] {
             assert!(!is_field_byte(b), "{b}");
+        }
+        assert!(all_field_bytes(b"a b\tc~\x80\xff") && all_field_bytes(b""));
+        for b in 0..=255u8 {
+            assert_eq!(all_field_bytes(&[b'a', b, b'z']), is_field_byte(b), "{b}");
         }
     }
 

@@ -28,6 +28,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// Bytes read but not yet counted in the stats past which they are counted
+/// at once (the count is a u32).
+const UNRECORDED_MAX: u32 = 1 << 30;
+
 /// How long a closing connection keeps reading (and discarding) after its last
 /// reply, so unread input does not turn our close into a reset that destroys the
 /// reply before the peer reads it.
@@ -397,9 +401,10 @@ impl<P: Protocol> ServerConn<P> {
     }
 
     /// Runs the connection forward as far as it can go without blocking.
-    fn pump(&mut self, token: usize, core: &mut Core) -> Flow {
+    /// `stale`: the shared state may have changed since it was last looked at.
+    fn pump(&mut self, token: usize, core: &mut Core, stale: bool) -> Flow {
         let mut scratch = core.take_scratch();
-        let flow = self.pump_with(core, &mut scratch);
+        let flow = self.pump_with(core, &mut scratch, stale);
         core.put_scratch(scratch);
         if flow == Flow::Keep {
             self.update_wait(token, core);
@@ -407,11 +412,12 @@ impl<P: Protocol> ServerConn<P> {
         flow
     }
 
-    fn pump_with(&mut self, core: &mut Core, scratch: &mut [u8]) -> Flow {
-        // The shared state changes only through a reply (ours, inline, or a
-        // handler's, which wakes us) or a write failure: look at entry and after
-        // each dispatch, not after every read.
-        let mut stale = true;
+    fn pump_with(&mut self, core: &mut Core, scratch: &mut [u8], stale: bool) -> Flow {
+        // The shared state changes only through a flush (our own, on a
+        // writable event), a reply (ours, inline, which reports back directly,
+        // or another thread's, which wakes us) or a failed write: it is looked
+        // at only then, not on every event or read.
+        let mut stale = stale;
         loop {
             if std::mem::take(&mut stale) {
                 if let Err(reason) = self.sync_shared() {
@@ -462,9 +468,12 @@ impl<P: Protocol> ServerConn<P> {
                     if n < scratch.len() && self.read == ReadState::Ready {
                         self.read = ReadState::Drained;
                     }
-                    // Counted under the next lock we take anyway.
+                    // Counted under the next lock we take anyway (the next
+                    // request's arrival), or, before the count grows large,
+                    // in a look at the shared state.
                     self.unrecorded_in += n as u32;
-                    stale = self.feed(&scratch[..n], core.now());
+                    stale = self.feed(&scratch[..n], core.now())
+                        || self.unrecorded_in >= UNRECORDED_MAX;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read = ReadState::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -577,13 +586,13 @@ impl<P: Protocol> ServerConn<P> {
         let arrival = task.arrival(bytes_in);
         if !handlers_inline() {
             arrival.record(&mut self.conn.lock().stats);
-            spawn_handler(move || Series::of_boxed(task).start());
+            spawn_handler(move || Series::start_boxed(task));
             return true;
         }
         // Inline: the reply records the arrival under the one lock it takes.
         task.unrecorded_in = Some(bytes_in);
         let task: Box<dyn Task> = task;
-        inline_dispatch(self.conn.id, || Series::of_boxed(task).start());
+        inline_dispatch(self.conn.id, || Series::start_boxed(task));
         if let Some(reply) = take_inline_reply(self.conn.id) {
             self.queued = reply.queued.min(u32::MAX as usize) as u32;
             self.replied(reply.close_after);
@@ -632,7 +641,8 @@ impl<P: Protocol> Handler for ServerConn<P> {
     fn ready(&mut self, token: usize, core: &mut Core, ready: Ready) -> Flow {
         // Edge-triggered events carry `writable` whenever the socket is; only a
         // connection with output queued (as last seen) needs a flush.
-        if ready.writable && self.queued > 0 {
+        let flushing = ready.writable && self.queued > 0;
+        if flushing {
             let before = self.conn.queued();
             let after = self.conn.flush();
             if after > 0 && after < before {
@@ -645,7 +655,7 @@ impl<P: Protocol> Handler for ServerConn<P> {
         } else if ready.readable && self.read == ReadState::Drained {
             self.read = ReadState::Ready;
         }
-        self.pump(token, core)
+        self.pump(token, core, flushing)
     }
 
     fn timeout(&mut self, _token: usize, core: &mut Core) -> Flow {
@@ -660,7 +670,7 @@ impl<P: Protocol> Handler for ServerConn<P> {
     }
 
     fn wake(&mut self, token: usize, core: &mut Core) -> Flow {
-        self.pump(token, core)
+        self.pump(token, core, true)
     }
 
     fn signal(&mut self, _token: usize, core: &mut Core, signal: Signal) -> Flow {

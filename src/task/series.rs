@@ -87,11 +87,12 @@ impl Series {
         s
     }
 
-    /// A series whose first task is already boxed.
-    pub(crate) fn of_boxed(first: Box<dyn Task>) -> Series {
-        let mut s = Series::empty();
-        s.next = Some(first);
-        s
+    /// Starts a series whose first task is already boxed, in a box this
+    /// thread kept (see [`recycle`](Self::recycle)) when there is one.
+    pub(crate) fn start_boxed(first: Box<dyn Task>) {
+        let mut series = spare().unwrap_or_else(|| Box::new(Series::empty()));
+        series.next = Some(first);
+        Series::resume(series);
     }
 
     /// A series whose first task is `first`, with a context the tasks share.
@@ -219,7 +220,9 @@ impl Series {
         }
         self.finisher = None;
         self.cancelled = false;
-        self.tasks = VecDeque::new();
+        if self.tasks.capacity() > 0 {
+            self.tasks = VecDeque::new();
+        }
         let _ = SPARE.try_with(|spare| {
             if let Ok(mut spare) = spare.try_borrow_mut() {
                 if spare.len() < SPARE_MAX {
@@ -277,12 +280,16 @@ thread_local! {
 }
 
 /// `series` in a box, reusing one from this thread's cache when it has one.
-fn boxed(series: Series) -> Box<Series> {
-    let spare = SPARE
+/// An empty series' box kept by [`Series::recycle`], if there is one.
+fn spare() -> Option<Box<Series>> {
+    SPARE
         .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
         .ok()
-        .flatten();
-    match spare {
+        .flatten()
+}
+
+fn boxed(series: Series) -> Box<Series> {
+    match spare() {
         Some(mut b) => {
             *b = series;
             b
