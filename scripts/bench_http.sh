@@ -11,6 +11,8 @@
 #
 # usage: scripts/bench_http.sh [SECONDS=2] [ROUNDS=10]
 #   SERVERS="floor inline" CONNS=50 scripts/bench_http.sh   (a quicker subset)
+#   BASELINE=/path/to/old/http_server SERVERS="floor baseline inline" ...
+#                                     (an earlier build, side by side)
 # prints CSV: label,conns,req_per_s,server_cpu_s,us_cpu_per_req,p99
 # then summary lines: summary,label,conns,median_us_per_req,median_ratio_to_floor,
 #                     median_req_per_s,median_p99
@@ -45,6 +47,10 @@ start inline 8184 $ours --port 8184 --pollers 1 --handler-threads 0 --access-log
 start handlers 8186 $ours --port 8186 --pollers 1 --handler-threads 1 --access-log none --max-connections 20000
 start hyper 8185 bench/hyper_hello/target/release/hyper_hello 8185
 start logged 8187 $ours --port 8187 --pollers 1 --handler-threads 0 --access-log "$log" --max-connections 20000
+# An earlier build, inline, to measure a change side by side (SERVERS="floor baseline inline").
+if [[ -n "${BASELINE:-}" ]]; then
+  start baseline 8188 "$BASELINE" --port 8188 --pollers 1 --handler-threads 0 --access-log none --max-connections 20000
+fi
 sleep 1
 
 # Like cpu_per_req.sh, with extra wrk arguments (for Connection: close).
