@@ -18,7 +18,6 @@ use std::mem::MaybeUninit;
 use bytes::{BufMut, Bytes};
 
 use super::body::BodyReader;
-use super::bufpool;
 use super::chunked::{put_chunk_size, CHUNK_END_AFTER_DATA, LAST_CHUNK};
 use super::date::{date_line, DATE_LINE_LEN};
 use super::framing::{upstream, BodyKind, Framing, FramingFields};
@@ -130,10 +129,15 @@ impl Response {
     /// HTTP/1.0 client understands when `req` is HTTP/1.0.
     pub fn for_request(req: &Request) -> Self {
         let mut r = Response::new();
-        r.request_head = req.is_head();
-        r.request_version = req.version();
-        r.keep_alive = req.keep_alive();
+        r.answer(req);
         r
+    }
+
+    /// Takes from `req` what the reply depends on: HEAD, version, persistence.
+    fn answer(&mut self, req: &Request) {
+        self.request_head = req.is_head();
+        self.request_version = req.version();
+        self.keep_alive = req.keep_alive();
     }
 
     /// Makes this what [`for_request(req)`](Self::for_request) makes, keeping
@@ -161,12 +165,13 @@ impl Response {
         headers.clear();
         *body = Bytes::new();
         *framing = Framing::Length;
-        *request_head = req.is_head();
-        *request_version = req.version();
-        *keep_alive = req.keep_alive();
+        *request_head = false;
+        *request_version = Version::Http11;
+        *keep_alive = true;
         *parsed = false;
         *sizes = None;
         *parser = None;
+        self.answer(req);
     }
 
     /// An error response that closes the connection: `status` (400, 413, 414,
@@ -397,8 +402,9 @@ impl Response {
                 if head.is_interim() {
                     p.interim_len += len as u64;
                 } else {
-                    let raw = bufpool::copy_of(data.get(..len).unwrap_or_default());
-                    self.install(p, head, raw)?;
+                    self.headers
+                        .freeze_copy(data.get(..len).unwrap_or_default());
+                    self.install(p, head)?;
                 }
                 return Ok(Some(skipped + len));
             }
@@ -419,19 +425,16 @@ impl Response {
                 if head.is_interim() {
                     p.interim_len += end as u64;
                 } else {
-                    self.install(p, head, raw)?;
+                    self.headers.freeze(raw);
+                    self.install(p, head)?;
                 }
                 Ok(Some(skipped + end.saturating_sub(before)))
             }
         }
     }
 
-    fn install(
-        &mut self,
-        p: &mut Parser,
-        head: ParsedHead,
-        raw: Vec<u8>,
-    ) -> Result<(), ProtocolError> {
+    /// Takes in a parsed head whose bytes the headers hold (frozen).
+    fn install(&mut self, p: &mut Parser, head: ParsedHead) -> Result<(), ProtocolError> {
         let method = p.method;
         let tunnel = method == Method::Connect && (200..300).contains(&head.status);
         let no_body = method == Method::Head || has_no_body(head.status) || tunnel;
@@ -441,7 +444,6 @@ impl Response {
         self.status = head.status;
         self.reason = Some(Text::Span(head.reason));
         self.version = head.version;
-        self.headers.freeze(raw);
         self.keep_alive =
             head.keep_alive && kind != BodyKind::Close && head.status != 101 && !tunnel;
         self.parsed = true;

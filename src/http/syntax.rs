@@ -101,16 +101,15 @@ pub(crate) fn is_token(s: &[u8]) -> bool {
 
 /// Whether every byte of `s` [`is_field_byte`], without a branch per byte.
 pub(crate) fn all_field_bytes(s: &[u8]) -> bool {
-    s.iter().fold(true, |ok, &b| {
-        ok & ((b >= b' ') & (b != 0x7f) | (b == b'\t'))
-    })
+    s.iter().fold(true, |ok, &b| ok & is_field_byte(b))
 }
 
 /// Whether `b` may appear inside a field value: VCHAR, obs-text, SP or HTAB
 /// (RFC 9110 §5.5). Excludes NUL, CR, LF, DEL and the other controls.
 #[inline]
 pub(crate) fn is_field_byte(b: u8) -> bool {
-    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
+    // Without short-circuits, so that loops over it need no branch per byte.
+    (b >= b' ') & (b != 0x7f) | (b == b'\t')
 }
 
 /// Optional whitespace (RFC 9110 §5.6.3).

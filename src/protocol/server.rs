@@ -702,7 +702,6 @@ pub struct ServerTask<P: Protocol> {
     /// reply is written; a task kept for reuse holds neither.
     conn: Option<Arc<Conn>>,
     server: Option<Arc<ServerShared<P>>>,
-    conn_id: u64,
     received: Instant,
     /// Some while the request's arrival is the reply's to record (inline
     /// dispatch): the bytes read for it and not yet counted.
@@ -732,14 +731,12 @@ impl<P: Protocol> ServerTask<P> {
                 resp,
                 conn: None,
                 server: None,
-                conn_id: 0,
                 received: now,
                 unrecorded_in: None,
             })
         });
         task.conn = Some(conn.clone());
         task.server = Some(server.clone());
-        task.conn_id = conn.id;
         task.received = now;
         task.unrecorded_in = None;
         task
@@ -763,7 +760,7 @@ impl<P: Protocol> ServerTask<P> {
     }
     /// The connection's id, as in its access-log record.
     pub fn conn_id(&self) -> u64 {
-        self.conn_id
+        self.conn.as_ref().map_or(0, |c| c.id)
     }
     /// When the request was complete.
     pub fn received_at(&self) -> Instant {
