@@ -8,7 +8,8 @@
 //! one byte; it is released as soon as the head is complete.
 //!
 //! Line endings must be CRLF (RFC 9112 §2.2): a bare LF is rejected here while
-//! scanning, and [`check_line_endings`] rejects it in heads parsed directly.
+//! scanning, and [`check_parsed_line_endings`] (or [`check_line_endings`])
+//! rejects it in heads parsed directly.
 //! Empty lines (CRLF) before the start line are skipped, as §2.2 allows, and
 //! are not counted as part of the head.
 
@@ -93,10 +94,39 @@ pub(crate) fn leading_empty_lines(data: &[u8]) -> usize {
 pub(crate) fn check_line_endings(head: &[u8]) -> Result<(), ProtocolError> {
     for lf in memchr::memchr_iter(b'\n', head) {
         if lf == 0 || head.get(lf - 1) != Some(&b'\r') {
-            return Err(ProtocolError::new(400, "bare LF line ending"));
+            return Err(bare_lf());
         }
     }
     Ok(())
+}
+
+/// [`check_line_endings`] for a head `httparse` has parsed, looking only where
+/// its lines end instead of scanning every byte: `line_ends` are where the
+/// content of the start line and of each field line ends (a field value's
+/// trailing whitespace, which `httparse` trims, may follow). Each must be
+/// followed by CR (which `httparse` has checked is followed by LF), and the head
+/// must end with the empty line's CRLF.
+pub(crate) fn check_parsed_line_endings(
+    head: &[u8],
+    line_ends: impl IntoIterator<Item = usize>,
+) -> Result<(), ProtocolError> {
+    let ends_in_cr = |end: usize| {
+        let after = head.get(end..).unwrap_or_default();
+        let ws = after
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        after.get(ws) == Some(&b'\r')
+    };
+    if head.ends_with(b"\r\n") && line_ends.into_iter().all(ends_in_cr) {
+        Ok(())
+    } else {
+        Err(bare_lf())
+    }
+}
+
+fn bare_lf() -> ProtocolError {
+    ProtocolError::new(400, "bare LF line ending")
 }
 
 /// The start line of a possibly incomplete head: the first non-empty line,

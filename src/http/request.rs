@@ -17,7 +17,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::body::BodyReader;
 use super::chunked::{put_chunk_size, CHUNK_END_AFTER_DATA, LAST_CHUNK};
 use super::framing::{BodyKind, Framing, FramingFields};
-use super::head::{check_line_endings, leading_empty_lines, start_line, HeadReader};
+use super::head::{
+    check_line_endings, check_parsed_line_endings, leading_empty_lines, start_line, HeadReader,
+};
 use super::headers::{BuildError, Field, FieldIndex, Headers, Span, Text};
 use super::limits::Limits;
 use super::syntax::{byte_table, in_table, is_token, list_contains, trim_ows, ByteRule};
@@ -599,9 +601,9 @@ fn parse_head(
         Err(e) => return Err(parse_error(e, buf)),
     };
     let head = buf.get(..len).unwrap_or_default();
-    check_line_endings(head)?;
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
+    check_request_line_endings(head, method, target, req.headers)?;
     check_target(method, target, limits)?;
     if len > limits.max_head() {
         return Err(ProtocolError::new(431, "request head too large"));
@@ -659,6 +661,26 @@ fn parse_head(
         expect_continue,
         body,
     }))
+}
+
+/// Rejects a bare LF in a request head `httparse` accepted, at the ends of
+/// the lines it found: after the version, which follows the target and one
+/// space, and after each field value. A head that does not start with its
+/// method (`httparse` skipped an empty line) is scanned whole.
+fn check_request_line_endings(
+    head: &[u8],
+    method: &str,
+    target: &str,
+    fields: &[httparse::Header<'_>],
+) -> Result<(), ProtocolError> {
+    let offset = |part: &[u8]| (part.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
+    if offset(method.as_bytes()) != 0 {
+        return check_line_endings(head);
+    }
+    let end_of = |part: &[u8]| offset(part).saturating_add(part.len());
+    let start_line_end = end_of(target.as_bytes()).saturating_add(b" HTTP/1.1".len());
+    let field_ends = fields.iter().map(|f| end_of(f.value));
+    check_parsed_line_endings(head, std::iter::once(start_line_end).chain(field_ends))
 }
 
 /// The status for an `httparse` error.

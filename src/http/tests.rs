@@ -509,3 +509,52 @@ proptest! {
         prop_assert_eq!(done, vec![Resp { status, body: if bodiless { Vec::new() } else { body } }]);
     }
 }
+
+/// A request head with every line ending chosen apart: CRLF or a bare LF.
+fn head_with_line_endings() -> impl Strategy<Value = Vec<u8>> {
+    let ending = || prop::sample::select(vec![&b"\r\n"[..], b"\n"]);
+    let value = prop::sample::select(vec!["", "a", "a b", " a ", "\t", "x \t", "  "]);
+    let field = (
+        prop::sample::select(vec!["A", "Accept", "X-Y"]),
+        value,
+        ending(),
+    );
+    (
+        prop::sample::select(vec![&b""[..], b"\r\n", b"\n", b"\r\n\n"]),
+        prop::sample::select(vec!["GET / HTTP/1.1", "POST /a?b HTTP/1.0"]),
+        ending(),
+        ending(),
+        prop::collection::vec(field, 0..4),
+        ending(),
+    )
+        .prop_map(|(lead, start, start_end, host_end, fields, blank)| {
+            let mut head = [lead, start.as_bytes(), start_end, b"Host: h", host_end].concat();
+            for (name, value, end) in fields {
+                head.extend_from_slice(format!("{name}:{value}").as_bytes());
+                head.extend_from_slice(end);
+            }
+            head.extend_from_slice(blank);
+            head
+        })
+}
+
+proptest! {
+    /// The check at the line ends `httparse` found rejects a head exactly when
+    /// a scan of every byte finds a bare LF.
+    #[test]
+    fn bare_lf_is_found_at_the_line_ends_as_by_a_full_scan(head in head_with_line_endings()) {
+        let bare_lf = super::head::check_line_endings(&head).is_err();
+        let mut req = Request::parser();
+        match req.append(&head) {
+            Ok(Progress::Complete(n)) => {
+                prop_assert!(!bare_lf, "accepted a bare LF: {:?}", String::from_utf8_lossy(&head));
+                prop_assert_eq!(n, head.len());
+            }
+            Ok(Progress::NeedMore(_)) => prop_assert!(false, "incomplete"),
+            Err(e) => {
+                prop_assert!(bare_lf, "{e}: {:?}", String::from_utf8_lossy(&head));
+                prop_assert_eq!((e.code, e.to_string().contains("bare LF")), (400, true));
+            }
+        }
+    }
+}
