@@ -97,6 +97,9 @@ impl BodyReader {
 
     /// The payload read so far, leaving the reader empty.
     pub(crate) fn take(&mut self) -> Bytes {
+        if self.buf.is_empty() {
+            return Bytes::new();
+        }
         std::mem::take(&mut self.buf).freeze()
     }
 

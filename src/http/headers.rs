@@ -288,24 +288,31 @@ impl Headers {
     }
 
     /// Makes the fields index into `raw`, the parsed head they were read from.
-    pub(crate) fn freeze(&mut self, raw: Vec<u8>) {
+    /// `special`: the special-name bits of its fields ([`DATE`] and the others),
+    /// which the parser noted while it looked at each name anyway.
+    pub(crate) fn freeze(&mut self, raw: Vec<u8>, special: u8) {
         if let Some(old) = self.frozen.replace(raw) {
             bufpool::give(old);
         }
         bufpool::give(std::mem::take(&mut self.arena));
-        self.special = self.scan_special();
+        self.special = special;
+        debug_assert_eq!(
+            special,
+            self.scan_special(),
+            "special bits of a parsed head"
+        );
     }
 
     /// [`freeze`](Self::freeze) on a copy of `head`, made in the buffer that
     /// [`clear`](Self::clear) kept when there is one.
-    pub(crate) fn freeze_copy(&mut self, head: &[u8]) {
+    pub(crate) fn freeze_copy(&mut self, head: &[u8], special: u8) {
         let mut raw = if self.arena.is_empty() && self.arena.capacity() >= head.len() {
             std::mem::take(&mut self.arena)
         } else {
             bufpool::take(head.len())
         };
         raw.extend_from_slice(head);
-        self.freeze(raw);
+        self.freeze(raw, special);
     }
 
     /// Removes every field and keeps one buffer (a small one) for the next

@@ -20,7 +20,9 @@ use super::framing::{BodyKind, Framing, FramingFields};
 use super::head::{
     check_line_endings, check_parsed_line_endings, leading_empty_lines, start_line, HeadReader,
 };
-use super::headers::{BuildError, Field, FieldIndex, Headers, Span, Text};
+use super::headers::{
+    BuildError, Field, FieldIndex, Headers, Span, Text, CONNECTION, DATE, FRAMING,
+};
 use super::limits::Limits;
 use super::syntax::{byte_table, in_table, is_token, list_contains, trim_ows, ByteRule};
 use super::version::Version;
@@ -375,7 +377,7 @@ impl Request {
             if let Some(head) = parse_head(data, &limits, self.headers.index_mut())? {
                 let len = head.len;
                 self.headers
-                    .freeze_copy(data.get(..len).unwrap_or_default());
+                    .freeze_copy(data.get(..len).unwrap_or_default(), head.special);
                 self.install(head);
                 return Ok(Some(skipped + len));
             }
@@ -390,7 +392,7 @@ impl Request {
                 let head = parse_head(self.reader.buffered(), &limits, self.headers.index_mut())?
                     .filter(|h| h.len == end)
                     .ok_or_else(|| ProtocolError::new(400, "malformed request head"))?;
-                self.headers.freeze(self.reader.take(end));
+                self.headers.freeze(self.reader.take(end), head.special);
                 self.install(head);
                 Ok(Some(skipped + end.saturating_sub(before)))
             }
@@ -570,6 +572,8 @@ struct ParsedHead {
     keep_alive: bool,
     expect_continue: bool,
     body: BodyKind,
+    /// The special-name bits of the fields, for [`Headers::freeze`].
+    special: u8,
 }
 
 /// Parses a request head from the start of `buf`. `Ok(None)` means more bytes
@@ -618,6 +622,7 @@ fn parse_head(
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
+    let mut special = 0;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         fields.push(Field {
@@ -631,15 +636,21 @@ fn parse_head(
                     return Err(ProtocolError::new(400, "invalid Host"));
                 }
             }
+            4 if name.eq_ignore_ascii_case(b"date") => special |= DATE,
             6 if name.eq_ignore_ascii_case(b"expect") => {
                 expect_continue |= trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
             }
             10 if name.eq_ignore_ascii_case(b"connection") => {
+                special |= CONNECTION;
                 close |= list_contains(h.value, b"close");
                 keep_alive_token |= list_contains(h.value, b"keep-alive");
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => framing.content_length(h.value),
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                special |= FRAMING;
+                framing.content_length(h.value)
+            }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                special |= FRAMING;
                 framing.transfer_encoding(h.value)
             }
             _ => {}
@@ -660,6 +671,7 @@ fn parse_head(
         keep_alive: !close && (version == Version::Http11 || keep_alive_token),
         expect_continue,
         body,
+        special,
     }))
 }
 
@@ -786,7 +798,9 @@ fn is_absolute_form(t: &[u8]) -> bool {
 
 /// A `Host` value: `uri-host [":" port]`, possibly empty (RFC 9110 §7.2).
 fn valid_host(v: &[u8]) -> bool {
-    v.iter().all(|&b| in_table(&HOST_BYTE, b))
+    // A fold without an early exit: host values are short and almost always
+    // valid, and the loop it compiles to has no branch per byte.
+    v.iter().fold(true, |ok, &b| ok & in_table(&HOST_BYTE, b))
 }
 
 static HOST_BYTE: [bool; 256] = byte_table(ByteRule::Host);

@@ -22,7 +22,9 @@ use super::chunked::{put_chunk_size, CHUNK_END_AFTER_DATA, LAST_CHUNK};
 use super::date::{date_line, DATE_LINE_LEN};
 use super::framing::{upstream, BodyKind, Framing, FramingFields};
 use super::head::{check_line_endings, leading_empty_lines, HeadReader};
-use super::headers::{BuildError, Field, FieldIndex, Headers, Span, Text, DATE, FRAMING};
+use super::headers::{
+    BuildError, Field, FieldIndex, Headers, Span, Text, CONNECTION, DATE, FRAMING,
+};
 use super::limits::Limits;
 use super::request::{check_not_framing, is_framing_field, Request, STACK_SLOTS};
 use super::status::{has_no_body, reason_phrase, status_line};
@@ -403,7 +405,7 @@ impl Response {
                     p.interim_len += len as u64;
                 } else {
                     self.headers
-                        .freeze_copy(data.get(..len).unwrap_or_default());
+                        .freeze_copy(data.get(..len).unwrap_or_default(), head.special);
                     self.install(p, head)?;
                 }
                 return Ok(Some(skipped + len));
@@ -425,7 +427,7 @@ impl Response {
                 if head.is_interim() {
                     p.interim_len += end as u64;
                 } else {
-                    self.headers.freeze(raw);
+                    self.headers.freeze(raw, head.special);
                     self.install(p, head)?;
                 }
                 Ok(Some(skipped + end.saturating_sub(before)))
@@ -663,6 +665,8 @@ struct ParsedHead {
     version: Version,
     framing: FramingFields,
     keep_alive: bool,
+    /// The special-name bits of the fields, for [`Headers::freeze`].
+    special: u8,
 }
 
 impl ParsedHead {
@@ -715,6 +719,7 @@ fn parse_head(
     let mut framing = FramingFields::default();
     let mut close = false;
     let mut keep_alive_token = false;
+    let mut special = 0;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         fields.push(Field {
@@ -722,12 +727,18 @@ fn parse_head(
             value: inside(h.value)?,
         });
         match name.len() {
+            4 if name.eq_ignore_ascii_case(b"date") => special |= DATE,
             10 if name.eq_ignore_ascii_case(b"connection") => {
+                special |= CONNECTION;
                 close |= list_contains(h.value, b"close");
                 keep_alive_token |= list_contains(h.value, b"keep-alive");
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => framing.content_length(h.value),
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                special |= FRAMING;
+                framing.content_length(h.value)
+            }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                special |= FRAMING;
                 framing.transfer_encoding(h.value)
             }
             _ => {}
@@ -740,6 +751,7 @@ fn parse_head(
         version,
         framing,
         keep_alive: !close && (version == Version::Http11 || keep_alive_token),
+        special,
     }))
 }
 
