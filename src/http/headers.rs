@@ -223,7 +223,8 @@ impl std::error::Error for BuildError {}
 pub struct Headers {
     /// A parsed head the spans index into, read-only (a pooled buffer).
     frozen: Option<Vec<u8>>,
-    /// Otherwise: names and values added by a builder, back to back.
+    /// Otherwise: the fields added by a builder, each as the line it is sent
+    /// as (`name: value\r\n`), in order, so the encoder copies them at once.
     arena: Vec<u8>,
     fields: FieldIndex,
     /// Which of the names the encoder looks for are present ([`DATE`] and
@@ -427,12 +428,10 @@ impl Headers {
     fn append_checked(&mut self, name: &str, value: &[u8]) -> Result<(), BuildError> {
         let arena = self.owned();
         if arena.capacity() == 0 {
-            *arena = bufpool::take(name.len() + value.len());
+            *arena = bufpool::take(name.len() + value.len() + LINE_EXTRA);
         }
         let name_start = arena.len();
-        arena.extend_from_slice(name.as_bytes());
-        let value_start = arena.len();
-        arena.extend_from_slice(value);
+        let value_start = put_line(arena, name.as_bytes(), value);
         let field = match (
             Span::at(name_start, name.len()),
             Span::at(value_start, value.len()),
@@ -474,25 +473,38 @@ impl Headers {
         removed
     }
 
-    /// Bytes `write_to` produces for the fields `skip` does not exclude.
-    pub(crate) fn encoded_len(&self, skip: impl Fn(&[u8]) -> bool) -> usize {
+    /// Bytes [`write_to`](Self::write_to) produces.
+    pub(crate) fn encoded_len(&self) -> usize {
+        if self.arena_is_encoded() {
+            return self.arena.len();
+        }
         self.iter_raw()
-            .filter(|(n, _)| !skip(n))
+            .filter(|(n, _)| !is_framing_field(n))
             .map(|(n, v)| n.len() + v.len() + 4)
             .sum()
     }
 
-    /// Writes `name: value\r\n` for each field `skip` does not exclude.
-    pub(crate) fn write_to(&self, dst: &mut impl BufMut, skip: impl Fn(&[u8]) -> bool) {
-        for (name, value) in self.iter_raw() {
-            if skip(name) {
-                continue;
-            }
-            dst.put_slice(name);
-            dst.put_slice(b": ");
-            dst.put_slice(value);
-            dst.put_slice(b"\r\n");
+    /// Writes `name: value\r\n` for each field but the framing ones, which
+    /// the encoders write themselves.
+    pub(crate) fn write_to(&self, dst: &mut impl BufMut) {
+        if self.arena_is_encoded() {
+            dst.put_slice(&self.arena);
+            return;
         }
+        for (name, value) in self.iter_raw() {
+            if !is_framing_field(name) {
+                dst.put_slice(name);
+                dst.put_slice(b": ");
+                dst.put_slice(value);
+                dst.put_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// Whether the arena is exactly what [`write_to`](Self::write_to) writes:
+    /// built fields (kept as lines), none of them a framing field.
+    fn arena_is_encoded(&self) -> bool {
+        !self.is_frozen() && !self.has_special(FRAMING)
     }
 
     fn iter_raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -519,7 +531,7 @@ impl Headers {
             .fields
             .as_slice()
             .iter()
-            .map(|f| f.name.len() + f.value.len())
+            .map(|f| f.name.len() + f.value.len() + LINE_EXTRA)
             .sum();
         if !self.is_frozen() && live == raw.len() {
             return;
@@ -528,9 +540,7 @@ impl Headers {
         let mut fields = FieldIndex::with_capacity(self.len());
         for f in self.fields.as_slice() {
             let name_start = arena.len();
-            arena.extend_from_slice(f.name.get(raw));
-            let value_start = arena.len();
-            arena.extend_from_slice(f.value.get(raw));
+            let value_start = put_line(&mut arena, f.name.get(raw), f.value.get(raw));
             // Offsets only shrink here, so they still fit in a span.
             if let (Some(name), Some(value)) = (
                 Span::at(name_start, f.name.len()),
@@ -545,6 +555,25 @@ impl Headers {
         bufpool::give(std::mem::replace(&mut self.arena, arena));
         self.fields = fields;
     }
+}
+
+/// Bytes a field line has besides its name and value: `": "` and CRLF.
+const LINE_EXTRA: usize = 4;
+
+/// Appends the line `name: value\r\n` to `arena`; returns where the value starts.
+fn put_line(arena: &mut Vec<u8>, name: &[u8], value: &[u8]) -> usize {
+    arena.reserve(name.len() + value.len() + LINE_EXTRA);
+    arena.extend_from_slice(name);
+    arena.extend_from_slice(b": ");
+    let value_start = arena.len();
+    arena.extend_from_slice(value);
+    arena.extend_from_slice(b"\r\n");
+    value_start
+}
+
+/// Whether a field is one the encoders write themselves.
+pub(crate) fn is_framing_field(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding")
 }
 
 /// A field's value as it will be stored, if the name is a token and the value
@@ -698,7 +727,7 @@ mod tests {
         h.set("x-many", "only").unwrap();
         assert_eq!(h.get_all("X-Many").collect::<Vec<_>>(), vec![&b"only"[..]]);
         assert_eq!(h.get("keep"), Some(&b"k"[..]));
-        assert_eq!(h.raw().len(), "Keepk".len() + "X-Manyonly".len());
+        assert_eq!(h.raw(), b"Keep: k\r\nx-many: only\r\n");
         assert_eq!(h.remove("nothing"), 0);
     }
 
@@ -715,10 +744,15 @@ mod tests {
         let mut h = Headers::new();
         h.append("A", "1").unwrap();
         h.append("Content-Length", "5").unwrap();
-        let skip = |n: &[u8]| n.eq_ignore_ascii_case(b"content-length");
         let mut out = BytesMut::new();
-        h.write_to(&mut out, skip);
+        h.write_to(&mut out);
         assert_eq!(&out[..], b"A: 1\r\n");
-        assert_eq!(h.encoded_len(skip), out.len());
+        assert_eq!(h.encoded_len(), out.len());
+        h.remove("content-length");
+        h.append("B", "2").unwrap();
+        let mut out = BytesMut::new();
+        h.write_to(&mut out);
+        assert_eq!(&out[..], b"A: 1\r\nB: 2\r\n");
+        assert_eq!(h.encoded_len(), out.len());
     }
 }

@@ -452,7 +452,7 @@ impl Message for Request {
             + target.len()
             + 12
             + host.map_or(0, |h| h.len() + 8)
-            + self.headers.encoded_len(is_framing_field)
+            + self.headers.encoded_len()
             + 30
             + 20
             + 2;
@@ -466,7 +466,7 @@ impl Message for Request {
             head.put_slice(host.as_bytes());
             head.put_slice(b"\r\n");
         }
-        self.headers.write_to(&mut head, is_framing_field);
+        self.headers.write_to(&mut head);
         if chunked {
             head.put_slice(b"Transfer-Encoding: chunked\r\n\r\n");
         } else if send_length {
@@ -541,11 +541,6 @@ fn no_content_method(method: &str) -> bool {
         method,
         "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE" | "CONNECT"
     )
-}
-
-/// Whether a field is one the encoders write themselves.
-pub(crate) fn is_framing_field(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding")
 }
 
 /// The authority of an absolute-form target (for `Host`), else empty.

@@ -26,7 +26,7 @@ use super::headers::{
     BuildError, Field, FieldIndex, Headers, Span, Text, CONNECTION, DATE, FRAMING,
 };
 use super::limits::Limits;
-use super::request::{check_not_framing, is_framing_field, Request, STACK_SLOTS};
+use super::request::{check_not_framing, Request, STACK_SLOTS};
 use super::status::{has_no_body, reason_phrase, status_line};
 use super::syntax::{is_field_byte, list_contains};
 use super::version::Version;
@@ -531,9 +531,6 @@ impl Message for Response {
         } else {
             b""
         };
-        // The encoder writes the framing fields itself.
-        let has_framing = self.headers.has_special(FRAMING);
-        let skip = |name: &[u8]| has_framing && is_framing_field(name);
         let mut len_buf = itoa::Buffer::new();
         let length =
             (!bodiless_status && framing == Framing::Length).then(|| len_buf.format(body.len()));
@@ -541,7 +538,7 @@ impl Message for Response {
         let cap = 13
             + reason.len()
             + 2
-            + self.headers.encoded_len(skip)
+            + self.headers.encoded_len()
             + date.map_or(0, |_| DATE_LINE_LEN)
             + connection.len()
             + length.map_or(0, |l| l.len() + 18)
@@ -561,7 +558,7 @@ impl Message for Response {
                 head.put_slice(b"\r\n");
             }
         }
-        self.headers.write_to(head, skip);
+        self.headers.write_to(head);
         if let Some(date) = date {
             head.put_slice(&date);
         }

@@ -558,3 +558,52 @@ proptest! {
         }
     }
 }
+
+/// One edit of a header list.
+#[derive(Debug, Clone)]
+enum Edit {
+    Append(&'static str, String),
+    Set(&'static str, String),
+    Remove(&'static str),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let name =
+        || prop::sample::select(vec!["A", "b", "Content-Length", "Transfer-Encoding", "X-Y"]);
+    prop_oneof![
+        (name(), "[a-z0-9 ]{0,6}").prop_map(|(n, v)| Edit::Append(n, v)),
+        (name(), "[a-z0-9 ]{0,6}").prop_map(|(n, v)| Edit::Set(n, v)),
+        name().prop_map(Edit::Remove),
+    ]
+}
+
+proptest! {
+    /// Built fields are kept as the lines they are sent as; whatever the
+    /// edits, what is written is each field but the framing ones, in order.
+    #[test]
+    fn built_fields_encode_as_their_lines(edits in prop::collection::vec(edit(), 0..12)) {
+        let mut h = super::Headers::new();
+        for e in edits {
+            let _ = match e {
+                Edit::Append(n, v) => h.append(n, v.trim()),
+                Edit::Set(n, v) => h.set(n, v.trim()),
+                Edit::Remove(n) => {
+                    h.remove(n);
+                    Ok(())
+                }
+            };
+        }
+        let mut expected = Vec::new();
+        for (name, value) in h.iter() {
+            if !super::headers::is_framing_field(name.as_bytes()) {
+                expected.extend_from_slice(format!("{name}: ").as_bytes());
+                expected.extend_from_slice(value);
+                expected.extend_from_slice(b"\r\n");
+            }
+        }
+        let mut out = Vec::new();
+        h.write_to(&mut out);
+        prop_assert_eq!(h.encoded_len(), out.len());
+        prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
+    }
+}
