@@ -8,6 +8,13 @@
 //! queue is also the oldest idle connection, which is what `max_connections`
 //! evicts first. Timer tasks have arbitrary durations and live in a `BTreeMap`
 //! (O(log n) insert and cancel).
+//!
+//! A busy keep-alive connection re-arms its deadline on every request. So that
+//! most re-arms cost nothing, a queue of 64 ms or more rounds its deadlines up
+//! to a granule of 1/64 of its duration (at most a second): a re-arm that lands
+//! in the granule the deadline is already in leaves it where it is. A deadline
+//! then never fires early and at most one granule late, and queue order (the
+//! eviction order) is the order of last activity to within a granule.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -44,6 +51,8 @@ struct Queue {
     key: QueueKey,
     /// `key.dur` in whole milliseconds, rounded up.
     dur_ms: u64,
+    /// Deadlines are rounded up to a multiple of this (1: exact).
+    granule_ms: u64,
     head: u32,
     tail: u32,
 }
@@ -66,6 +75,12 @@ pub(crate) type TimerFn = Box<dyn FnOnce(bool) + Send>;
 /// A handle to cancel a timer on its poller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimerKey(Instant, u64);
+
+/// Whether `exact` rounded up to a multiple of `granule` is `deadline` (itself
+/// a multiple of `granule`), without the division that rounding takes.
+fn rounds_to(exact: u64, deadline: u64, granule: u64) -> bool {
+    exact <= deadline && exact + granule > deadline
+}
 
 impl Deadlines {
     pub fn new() -> Self {
@@ -101,20 +116,38 @@ impl Deadlines {
         self.queues.push(Queue {
             key,
             dur_ms,
+            granule_ms: (dur_ms / 64).clamp(1, 1000),
             head: NIL,
             tail: NIL,
         });
         (self.queues.len() - 1) as u32
     }
 
-    /// Arms (or re-arms) `token`'s single deadline at `now + key.dur`.
+    /// Arms (or re-arms) `token`'s single deadline at `now + key.dur`,
+    /// rounded up to the queue's granule.
     pub fn arm(&mut self, token: usize, key: QueueKey, now: Instant) {
+        // A re-arm is most often in the queue the token is in already.
+        let current = self.links.get(token).map_or(NIL, |link| link.queue);
+        let q = match self.queues.get(current as usize) {
+            Some(queue) if queue.key == key => current,
+            _ => self.queue_index(key),
+        };
+        let queue = &self.queues[q as usize];
+        let (dur_ms, granule_ms) = (queue.dur_ms, queue.granule_ms);
+        let exact_ms = self.now_ms(now) + dur_ms;
+        if let Some(link) = self.links.get(token) {
+            if link.queue == q
+                && granule_ms > 1
+                && rounds_to(exact_ms, link.deadline_ms, granule_ms)
+            {
+                return;
+            }
+        }
+        let deadline_ms = exact_ms.next_multiple_of(granule_ms);
         self.disarm(token);
         if token >= self.links.len() {
             self.links.resize(token + 1, UNLINKED);
         }
-        let q = self.queue_index(key);
-        let deadline_ms = self.now_ms(now) + self.queues[q as usize].dur_ms;
         let t = token as u32;
         let queue = &mut self.queues[q as usize];
         let prev = queue.tail;
@@ -252,6 +285,49 @@ mod tests {
         assert!(out.is_empty());
         d.expired(t0 + Duration::from_millis(20), &mut out);
         assert_eq!(out, vec![7, 3]);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn rounds_to_agrees_with_rounding_up() {
+        for granule in [1u64, 2, 3, 100, 937] {
+            for deadline in (0..4).map(|k| k * granule) {
+                for exact in 0..5 * granule {
+                    assert_eq!(
+                        rounds_to(exact, deadline, granule),
+                        exact.next_multiple_of(granule) == deadline,
+                        "{exact} {deadline} {granule}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_re_arm_within_the_granule_keeps_its_place() {
+        let mut d = Deadlines::new();
+        let k = QueueKey {
+            dur: Duration::from_millis(6400), // a 100 ms granule
+            group: 1,
+            kind: 0,
+        };
+        let ms = Duration::from_millis;
+        // Deadlines from t0 + 0..99 ms round up to the same granule (t0 + 6499 ms).
+        let t0 = d.epoch + ms(1001);
+        d.arm(1, k, t0);
+        d.arm(2, k, t0);
+        d.arm(3, k, t0 + ms(10));
+        d.arm(1, k, t0 + ms(50)); // same granule: stays first
+        assert_eq!(d.oldest(k), Some(1));
+        d.arm(2, k, t0 + ms(150)); // the next granule: moves to the back
+        assert_eq!(d.oldest(k), Some(1));
+        let mut out = Vec::new();
+        d.expired(t0 + ms(6498), &mut out);
+        assert!(out.is_empty(), "never early");
+        d.expired(t0 + ms(6499), &mut out);
+        assert_eq!(out, vec![1, 3], "at most a granule late");
+        d.expired(t0 + ms(6599), &mut out);
+        assert_eq!(out, vec![1, 3, 2]);
         assert!(d.is_empty());
     }
 
