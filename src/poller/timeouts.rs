@@ -166,6 +166,13 @@ impl Deadlines {
         }
     }
 
+    /// Prefetches `token`'s link, which a re-arm will read.
+    pub fn prefetch_link(&self, token: usize) {
+        if let Some(link) = self.links.get(token) {
+            crate::sys::prefetch(link);
+        }
+    }
+
     /// Removes `token`'s deadline, if any.
     pub fn disarm(&mut self, token: usize) {
         let Some(link) = self.links.get(token).copied() else {

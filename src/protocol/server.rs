@@ -690,6 +690,10 @@ impl<P: Protocol> Handler for ServerConn<P> {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
+
+    fn prefetch(&self) {
+        self.conn.prefetch();
+    }
 }
 
 /// One request being served: `process` reads the request and fills the response,
