@@ -12,6 +12,9 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+/// Bytes per cache line (x86-64 and most ARM cores), the prefetch stride.
+const CACHE_LINE: usize = 64;
+
 /// Slices handed to one `writev`.
 const MAX_IOV: usize = 64;
 
@@ -167,7 +170,7 @@ impl Conn {
         // The counts sit before the data, in the same allocation.
         let counts = 2 * std::mem::size_of::<usize>();
         let start = Arc::as_ptr(self).cast::<u8>().wrapping_sub(counts);
-        for offset in (0..counts + std::mem::size_of::<Conn>()).step_by(64) {
+        for offset in (0..counts + std::mem::size_of::<Conn>()).step_by(CACHE_LINE) {
             crate::sys::prefetch(start.wrapping_add(offset));
         }
     }

@@ -480,7 +480,7 @@ impl Headers {
         }
         self.iter_raw()
             .filter(|(n, _)| !is_framing_field(n))
-            .map(|(n, v)| n.len() + v.len() + 4)
+            .map(|(n, v)| n.len() + v.len() + LINE_EXTRA)
             .sum()
     }
 
@@ -740,7 +740,7 @@ mod tests {
     }
 
     #[test]
-    fn encoding_skips_what_it_is_told() {
+    fn encoding_leaves_out_the_framing_fields() {
         let mut h = Headers::new();
         h.append("A", "1").unwrap();
         h.append("Content-Length", "5").unwrap();

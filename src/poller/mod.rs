@@ -400,7 +400,6 @@ impl Core {
         }
     }
 
-    /// Calls `f` with the handler at `token` and the core, then applies the flow.
     /// Prefetches `token`'s handler and deadline link (reading its slot).
     fn prefetch_slot(&self, token: Option<usize>) {
         let Some(token) = token else { return };
@@ -417,6 +416,7 @@ impl Core {
         }
     }
 
+    /// Calls `f` with the handler at `token` and the core, then applies the flow.
     pub fn call(&mut self, token: usize, f: impl FnOnce(&mut dyn Handler, &mut Core) -> Flow) {
         let Some(slot) = self.slots.get_mut(token) else {
             return;
