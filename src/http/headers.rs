@@ -240,7 +240,7 @@ pub(crate) const CONNECTION: u8 = 2;
 pub(crate) const FRAMING: u8 = 4;
 
 /// The special-name bit of `name`, or 0.
-fn special_of(name: &[u8]) -> u8 {
+pub(crate) fn special_of(name: &[u8]) -> u8 {
     match name.len() {
         4 if name.eq_ignore_ascii_case(b"date") => DATE,
         10 if name.eq_ignore_ascii_case(b"connection") => CONNECTION,

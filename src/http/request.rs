@@ -20,9 +20,7 @@ use super::framing::{BodyKind, Framing, FramingFields};
 use super::head::{
     check_line_endings, check_parsed_line_endings, leading_empty_lines, start_line, HeadReader,
 };
-use super::headers::{
-    BuildError, Field, FieldIndex, Headers, Span, Text, CONNECTION, DATE, FRAMING,
-};
+use super::headers::{special_of, BuildError, Field, FieldIndex, Headers, Span, Text};
 use super::limits::Limits;
 use super::syntax::{byte_table, in_table, is_token, list_contains, trim_ows, ByteRule};
 use super::version::Version;
@@ -624,6 +622,7 @@ fn parse_head(
             name: inside(name)?,
             value: inside(h.value)?,
         });
+        special |= special_of(name);
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
                 hosts += 1;
@@ -631,21 +630,15 @@ fn parse_head(
                     return Err(ProtocolError::new(400, "invalid Host"));
                 }
             }
-            4 if name.eq_ignore_ascii_case(b"date") => special |= DATE,
             6 if name.eq_ignore_ascii_case(b"expect") => {
                 expect_continue |= trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
             }
             10 if name.eq_ignore_ascii_case(b"connection") => {
-                special |= CONNECTION;
                 close |= list_contains(h.value, b"close");
                 keep_alive_token |= list_contains(h.value, b"keep-alive");
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
-                special |= FRAMING;
-                framing.content_length(h.value)
-            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => framing.content_length(h.value),
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
-                special |= FRAMING;
                 framing.transfer_encoding(h.value)
             }
             _ => {}

@@ -22,9 +22,7 @@ use super::chunked::{put_chunk_size, CHUNK_END_AFTER_DATA, LAST_CHUNK};
 use super::date::{date_line, DATE_LINE_LEN};
 use super::framing::{upstream, BodyKind, Framing, FramingFields};
 use super::head::{check_line_endings, leading_empty_lines, HeadReader};
-use super::headers::{
-    BuildError, Field, FieldIndex, Headers, Span, Text, CONNECTION, DATE, FRAMING,
-};
+use super::headers::{special_of, BuildError, Field, FieldIndex, Headers, Span, Text, DATE};
 use super::limits::Limits;
 use super::request::{check_not_framing, Request, STACK_SLOTS};
 use super::status::{has_no_body, reason_phrase, status_line};
@@ -723,19 +721,14 @@ fn parse_head(
             name: inside(name)?,
             value: inside(h.value)?,
         });
+        special |= special_of(name);
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"date") => special |= DATE,
             10 if name.eq_ignore_ascii_case(b"connection") => {
-                special |= CONNECTION;
                 close |= list_contains(h.value, b"close");
                 keep_alive_token |= list_contains(h.value, b"keep-alive");
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
-                special |= FRAMING;
-                framing.content_length(h.value)
-            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => framing.content_length(h.value),
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
-                special |= FRAMING;
                 framing.transfer_encoding(h.value)
             }
             _ => {}

@@ -126,22 +126,17 @@ impl Deadlines {
     /// Arms (or re-arms) `token`'s single deadline at `now + key.dur`,
     /// rounded up to the queue's granule.
     pub fn arm(&mut self, token: usize, key: QueueKey, now: Instant) {
+        let link = self.links.get(token).copied().unwrap_or(UNLINKED);
         // A re-arm is most often in the queue the token is in already.
-        let current = self.links.get(token).map_or(NIL, |link| link.queue);
-        let q = match self.queues.get(current as usize) {
-            Some(queue) if queue.key == key => current,
+        let q = match self.queues.get(link.queue as usize) {
+            Some(queue) if queue.key == key => link.queue,
             _ => self.queue_index(key),
         };
         let queue = &self.queues[q as usize];
         let (dur_ms, granule_ms) = (queue.dur_ms, queue.granule_ms);
         let exact_ms = self.now_ms(now) + dur_ms;
-        if let Some(link) = self.links.get(token) {
-            if link.queue == q
-                && granule_ms > 1
-                && rounds_to(exact_ms, link.deadline_ms, granule_ms)
-            {
-                return;
-            }
+        if link.queue == q && granule_ms > 1 && rounds_to(exact_ms, link.deadline_ms, granule_ms) {
+            return;
         }
         let deadline_ms = exact_ms.next_multiple_of(granule_ms);
         self.disarm(token);
