@@ -710,7 +710,7 @@ impl Kind {
 /// Builds floor_server.c into a private temporary file.
 fn build_floor(args: &Args) -> io::Result<PathBuf> {
     let src = args.raw("floor-src").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/floor_server.c"),
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/floor/floor_server.c"),
         PathBuf::from,
     );
     let out = std::env::temp_dir().join(format!("echo_load_floor_{}", std::process::id()));

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Core-runtime echo benchmark (docs/performance.md, "Core runtime: echo").
 #
-# Runs benches/echo_load.rs with --all: the floor (shared/bench/floor_server.c, built
+# Runs benches/echo_load.rs with --all: the floor (bench/floor/floor_server.c, built
 # with gcc -O2) and our echo server (inline, and with 2 handler threads) at 50 and
 # 1,000 connections, driven in turn in 2-second slices (10 s each per round, two
 # rounds), then the idle-memory test at 10,000 connections. Servers are pinned to

@@ -3,7 +3,8 @@
 # http_server (inline callbacks, handler threads, and with the access log to a
 # file), and hyper 1.x. Every server is pinned to core 0, wrk to core 1; servers
 # are measured in alternation so drift hits all alike. Server CPU per request
-# comes from /proc/PID/stat (../shared/bench/cpu_per_req.sh).
+# comes from /proc/PID/stat (scripts/cpu_per_req.sh; the yardsticks are described
+# in bench/README.md).
 #
 # This VM's speed drifts by up to ~25% from one minute to the next, so rounds are
 # short and many, and each server's ratio is taken against the floor sample of the
@@ -23,11 +24,10 @@ rounds=${2:-10}
 servers=${SERVERS:-floor inline handlers hyper logged}
 conns_list=${CONNS:-50 1000}
 out=$(mktemp /tmp/tw-bench-XXXX.csv)
-shared=../shared/bench
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 ulimit -n "$(ulimit -Hn)"
 
-gcc -O2 -o /tmp/tw_floor_server "$shared/floor_server.c"
+gcc -O2 -o /tmp/tw_floor_server bench/floor/floor_server.c
 cargo build --release --example http_server >/dev/null 2>&1
 (cd bench/hyper_hello && cargo build --release >/dev/null 2>&1)
 ours=target/release/examples/http_server
@@ -77,7 +77,7 @@ for conns in $conns_list; do
   for r in $(seq "$rounds"); do
     for s in $servers; do
       pid=pid_$s port=port_$s
-      bash "$shared/cpu_per_req.sh" "$s" "${!pid}" "${!port}" "$conns" "$dur"
+      bash scripts/cpu_per_req.sh "$s" "${!pid}" "${!port}" "$conns" "$dur"
     done
   done
 done

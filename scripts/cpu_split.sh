@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Like shared/bench/cpu_per_req.sh, but splits the server's CPU per request into
+# Like scripts/cpu_per_req.sh, but splits the server's CPU per request into
 # user and kernel time (fields 14 and 15 of /proc/PID/stat): the floor and
 # taskweave pay the same kernel cost, so the user-space part is what a change to
 # our code moves.
