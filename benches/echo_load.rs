@@ -111,11 +111,11 @@ fn reexec_pinned() -> io::Result<()> {
 /// file: the bench closed it, or died. Otherwise it runs until killed.
 fn serve(args: &Args) -> io::Result<()> {
     use echo_proto::Echo;
-    use taskweave::protocol::Server;
+    use taskweave::task::Server;
     use taskweave::Settings;
 
     // Clamped to the hard limit: 20,000 connections need ~20,000 descriptors.
-    taskweave::sys::set_nofile_limit(u64::MAX)?;
+    taskweave::os::set_nofile_limit(u64::MAX)?;
     let port: u16 = args.get("port", 0);
     Settings {
         poller_threads: args.get("pollers", 1),
@@ -127,7 +127,7 @@ fn serve(args: &Args) -> io::Result<()> {
 
     let server = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
-        .serve(([127, 0, 0, 1], port).into(), Echo, |task, _series| {
+        .serve(("127.0.0.1", port), Echo, |task, _series| {
             let payload = task.request().payload().clone();
             task.response().set_payload(payload);
         })?;
@@ -315,7 +315,7 @@ impl Snapshot {
             at: Instant::now(),
             server_ticks: cpu_ticks(server_pid)?,
             server_switches: context_switches(server_pid)?,
-            own_cpu: taskweave::sys::process_cpu_time()?,
+            own_cpu: taskweave::os::process_cpu_time()?,
             cores: core_ticks()?,
         })
     }
@@ -801,7 +801,7 @@ fn load_matrix(args: &Args) -> io::Result<()> {
     let tck = clock_ticks_per_second()?;
     let floor_bin = build_floor(args)?;
     let _cleanup = RemoveOnDrop(floor_bin.clone());
-    taskweave::sys::set_nofile_limit(u64::MAX)?;
+    taskweave::os::set_nofile_limit(u64::MAX)?;
 
     println!(
         "label,conns,req_per_s,server_cpu_s,us_cpu_per_req,p50_ms,p99_ms,server_cpu_pct,\
@@ -1047,8 +1047,8 @@ fn fd_count(pid: u32) -> io::Result<usize> {
 fn idle_memory(args: &Args, n: usize) -> io::Result<()> {
     let settle = Duration::from_secs_f64(args.get("settle", 3.0));
     let connect_only = args.raw("connect-only").is_some();
-    taskweave::sys::set_nofile_limit(n as u64 + 256)?;
-    let (soft, hard) = taskweave::sys::nofile_limit()?;
+    taskweave::os::set_nofile_limit(n as u64 + 256)?;
+    let (soft, hard) = taskweave::os::nofile_limit()?;
     if soft < n as u64 + 64 {
         return Err(other(format!(
             "RLIMIT_NOFILE {soft} (hard {hard}) too small for {n} connections"

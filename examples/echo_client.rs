@@ -13,7 +13,8 @@ use echo_proto::{Echo, Frame};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use taskweave::protocol::{ClientConfig, ClientTask};
+use taskweave::comm::ClientConfig;
+use taskweave::task::ClientTask;
 use taskweave::{Parallel, Series, WaitGroup};
 
 fn send_next(

@@ -13,7 +13,7 @@ mod args;
 mod echo_proto;
 
 use echo_proto::Echo;
-use taskweave::protocol::Server;
+use taskweave::task::Server;
 use taskweave::Settings;
 
 fn main() -> std::io::Result<()> {
@@ -29,7 +29,7 @@ fn main() -> std::io::Result<()> {
     let server = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
         .access_log(log)
-        .serve(([127, 0, 0, 1], port).into(), Echo, |task, _series| {
+        .serve(("127.0.0.1", port), Echo, |task, _series| {
             let payload = task.request().payload().clone();
             task.response().set_payload(payload);
         })?;

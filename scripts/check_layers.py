@@ -47,6 +47,8 @@ RANK = {m: i for i, rank in enumerate(CHAIN) for m in rank}
 ALLOWED = {
     "settings": set(),
     "error": {"protocol"},
+    # The public door to the few process helpers of sys (benches, tests).
+    "os": {"sys"},
     "protocol": {"settings"},
     "metrics": {"settings"},
     "sys": {"settings", "error"},

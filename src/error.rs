@@ -12,6 +12,8 @@ use std::io;
 pub enum Error {
     /// Name resolution failed.
     Dns(String),
+    /// Name resolution did not answer within the DNS timeout.
+    DnsTimeout(String),
     /// The connection could not be established (refused, unreachable...).
     Connect(io::ErrorKind),
     /// The connect did not complete within the connect timeout.
@@ -30,6 +32,11 @@ pub enum Error {
     LimitExceeded(&'static str),
     /// The URL or request was not valid.
     InvalidRequest(String),
+    /// The request waited for a connection longer than the wait timeout.
+    WaitTimeout,
+    /// User code panicked (the message says what it said); the series it ran
+    /// in ended early.
+    Panic(String),
     /// The task was cancelled or the runtime is shutting down.
     Cancelled,
 }
@@ -38,6 +45,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Dns(e) => write!(f, "DNS lookup failed: {e}"),
+            Error::DnsTimeout(e) => write!(f, "DNS timeout: {e}"),
             Error::Connect(kind) => write!(f, "connect failed: {kind}"),
             Error::ConnectTimeout => f.write_str("connect timeout"),
             Error::SendTimeout => f.write_str("send timeout"),
@@ -49,6 +57,8 @@ impl fmt::Display for Error {
             Error::Protocol(e) => write!(f, "{e}"),
             Error::LimitExceeded(what) => write!(f, "limit exceeded: {what}"),
             Error::InvalidRequest(what) => write!(f, "invalid request: {what}"),
+            Error::WaitTimeout => f.write_str("timed out waiting for a connection"),
+            Error::Panic(what) => write!(f, "a callback panicked: {what}"),
             Error::Cancelled => f.write_str("cancelled"),
         }
     }

@@ -26,10 +26,22 @@
 //! wg.wait();
 //! ```
 //!
-//! Layers, bottom up (dependencies point down only): [`sys`] (every `unsafe`),
-//! `poller` (event loops), [`comm`] (connections and backpressure), [`task`] and
-//! [`protocol`] (series, pluggable protocols), [`metrics`] (per-connection stats).
-//! See `docs/architecture.md` for the why.
+//! # Layers
+//!
+//! Bottom up; each uses only the layers below it (`scripts/check_layers.sh`
+//! holds the code to this in CI):
+//!
+//! | layer | owns |
+//! |---|---|
+//! | `sys` (private) | every `unsafe` and libc call; [`os`] re-exports the few process helpers benches need |
+//! | `poller` (private) | one event loop per thread on `mio`: handlers, deadlines, timers, wake-ups |
+//! | [`comm`] | connections: accept, the server and client engines, pools, DNS, timeouts, backpressure, streams |
+//! | [`task`] | [`Series`], [`Parallel`], timers, counters, go tasks, and the server and client tasks over any protocol |
+//! | [`http`] | HTTP/1.1 messages and framing, its server and client tasks |
+//!
+//! Beside them, plain traits and data that import no runtime layer:
+//! [`protocol`] (what a protocol implements) and [`metrics`] (per-connection
+//! stats and the access log). See `docs/architecture.md` for the why.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -38,11 +50,12 @@ pub mod comm;
 mod error;
 pub mod http;
 pub mod metrics;
+pub mod os;
 mod poller;
 pub mod protocol;
 mod settings;
 #[allow(unsafe_code)] // the one module allowed unsafe; each block has a SAFETY comment
-pub mod sys;
+mod sys;
 pub mod task;
 
 pub use error::Error;
@@ -53,6 +66,6 @@ pub use error::Error;
 pub struct ReadmeDoctests;
 pub use settings::{AlreadyStarted, Settings};
 pub use task::{
-    count_by_name, counter, go, named_counter, timer, CounterTask, GoTask, Parallel, Series, Step,
-    Task, TimerTask, WaitGroup,
+    count_by_name, counter, go, named_counter, timer, CounterTask, FnTask, GoTask, Parallel,
+    Series, Step, Task, TimerTask, WaitGroup,
 };

@@ -10,9 +10,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 use support::*;
+use taskweave::comm::ClientConfig;
 use taskweave::http::{self, Server, ServerBuilder, ServerTask};
 use taskweave::metrics::{CloseReason, ConnStats, JsonLines, MemoryLog, Record, Side};
-use taskweave::protocol::ClientConfig;
 use taskweave::{comm::ConnConfig, timer, Series, Settings, WaitGroup};
 
 fn settings() {
@@ -247,7 +247,7 @@ fn delay_is_reflected_in_first_byte_and_timings_are_consistent() {
     assert_eq!(r.connect_time(), None);
 }
 
-fn client_get(url: &str, config: Arc<ClientConfig>) -> (bool, taskweave::protocol::Timings) {
+fn client_get(url: &str, config: Arc<ClientConfig>) -> (bool, taskweave::comm::Timings) {
     let out = Arc::new(Mutex::new(None));
     let slot = out.clone();
     let wg = WaitGroup::new(1);

@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
+use taskweave::comm::ClientConfig;
 use taskweave::metrics::{CloseReason, MemoryLog};
-use taskweave::protocol::{ClientConfig, ClientTask, Server, ServerHandle};
+use taskweave::task::{ClientTask, Server, ServerHandle};
 use taskweave::{timer, Parallel, Series, WaitGroup};
 
-fn echo_server(builder: taskweave::protocol::ServerBuilder) -> ServerHandle {
+fn echo_server(builder: taskweave::task::ServerBuilder) -> ServerHandle {
     builder
-        .serve(([127, 0, 0, 1], 0).into(), Echo, |task, _| {
+        .serve(("127.0.0.1", 0), Echo, |task, _| {
             let p = task.request().payload().clone();
             task.response().set_payload(p);
         })
@@ -35,13 +36,13 @@ fn two_thousand_concurrent_connections_round_trip() {
     let server = Server::builder()
         .max_connections(5000)
         .access_log(log.clone())
-        .serve(([127, 0, 0, 1], 0).into(), Echo, |task, series| {
+        .serve(("127.0.0.1", 0), Echo, |task, series| {
             let p = task.request().payload().clone();
             if p.ends_with(format!("round {ROUNDS}").as_bytes()) {
                 series.push_back(timer(
                     Duration::from_millis(300),
                     move |_, s: &mut Series| {
-                        if let Some(t) = taskweave::protocol::ServerTask::<Echo>::of_series(s) {
+                        if let Some(t) = taskweave::task::ServerTask::<Echo>::of_series(s) {
                             t.response().set_payload(p);
                         }
                     },
@@ -246,13 +247,13 @@ fn graceful_shutdown_finishes_in_flight_requests() {
     let log = MemoryLog::new();
     let server = Server::builder()
         .access_log(log.clone())
-        .serve(([127, 0, 0, 1], 0).into(), Echo, |task, series| {
+        .serve(("127.0.0.1", 0), Echo, |task, series| {
             let p = task.request().payload().clone();
             // Reply only after a timer: the request is in flight during shutdown.
             series.push_back(timer(
                 Duration::from_millis(300),
                 move |_, s: &mut Series| {
-                    if let Some(t) = taskweave::protocol::ServerTask::<Echo>::of_series(s) {
+                    if let Some(t) = taskweave::task::ServerTask::<Echo>::of_series(s) {
                         t.response().set_payload(p);
                     }
                 },
@@ -293,7 +294,7 @@ fn a_blocking_callback_does_not_stall_other_connections() {
     // Default settings: callbacks run on handler threads, so one that blocks
     // holds its own connection only.
     let server = Server::builder()
-        .serve(([127, 0, 0, 1], 0).into(), Echo, |task, _| {
+        .serve(("127.0.0.1", 0), Echo, |task, _| {
             let p = task.request().payload().clone();
             if p == "slow" {
                 std::thread::sleep(Duration::from_millis(500));

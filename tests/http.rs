@@ -13,9 +13,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use support::*;
+use taskweave::comm::ClientConfig;
 use taskweave::http::{self, Server, ServerTask};
 use taskweave::metrics::{CloseReason, MemoryLog};
-use taskweave::protocol::ClientConfig;
 use taskweave::{timer, Error, Series, Settings, WaitGroup};
 
 struct Fixture {
@@ -216,6 +216,8 @@ fn pipelined_replies_to_a_slow_reader_arrive_whole_and_in_order() {
     let mut s: TcpStream = sock.into();
     s.set_nodelay(true).unwrap();
     let mut writer = s.try_clone().unwrap();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = sent.clone();
     let send = std::thread::spawn(move || {
         for i in 0..N {
             let body = format!("{i:06}-{}", "x".repeat(500));
@@ -224,13 +226,29 @@ fn pipelined_replies_to_a_slow_reader_arrive_whole_and_in_order() {
                 body.len()
             );
             writer.write_all(req.as_bytes()).unwrap();
+            progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         writer
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
+        progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     });
-    // Let the server's output back up before reading anything.
-    std::thread::sleep(Duration::from_millis(300));
+    // Let the server's output back up before reading anything: until every
+    // request is written or the writer is stuck (the server stopped reading
+    // because its queue went above the high watermark), then a second more
+    // for the server to answer what it has read. 11 MB of replies cannot all
+    // fit in kernel buffers (the server's send buffer grows to 4 MB at most),
+    // so by then the server's writes have paused.
+    let mut last = usize::MAX;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+        if now > N || now == last {
+            break;
+        }
+        last = now;
+    }
+    std::thread::sleep(Duration::from_secs(1));
     let text = String::from_utf8(read_all(&mut s)).unwrap();
     send.join().unwrap();
     let mut at = 0;
@@ -312,7 +330,7 @@ fn malformed_and_smuggling_requests_get_their_status_and_nothing_more() {
 /// (status, body) or the error, the task's timings, and whether it reused a connection.
 type Fetched = (
     Result<(u16, Vec<u8>), Error>,
-    taskweave::protocol::Timings,
+    taskweave::comm::Timings,
     bool,
 );
 

@@ -12,8 +12,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 use support::*;
+use taskweave::comm::ClientConfig;
 use taskweave::metrics::{CloseReason, MemoryLog};
-use taskweave::protocol::{ClientConfig, ClientTask, Server, ServerBuilder, ServerHandle};
+use taskweave::task::{ClientTask, Server, ServerBuilder, ServerHandle};
 use taskweave::{comm::ConnConfig, Error, Series, Settings, WaitGroup};
 
 fn settings() {
@@ -31,7 +32,7 @@ fn settings() {
 fn echo_server(builder: ServerBuilder) -> ServerHandle {
     settings();
     builder
-        .serve(([127, 0, 0, 1], 0).into(), Echo, |task, _| {
+        .serve(("127.0.0.1", 0), Echo, |task, _| {
             let p = task.request().payload().clone();
             task.response().set_payload(p);
         })
@@ -144,7 +145,7 @@ fn run_client(task: ClientTask<Echo>) -> Result<Vec<u8>, Error> {
     let done = wg.clone();
     let task = ClientTask::new(
         task_proto(),
-        task.target(),
+        task.target().clone(),
         Frame::new(task.request().payload().clone()),
         move |t, _| {
             *slot.lock().unwrap() = Some(
@@ -331,7 +332,7 @@ fn emfile_child() {
     if std::env::var_os("TW_EMFILE_CHILD").is_none() {
         return;
     }
-    taskweave::sys::set_nofile_limit(48).unwrap();
+    taskweave::os::set_nofile_limit(48).unwrap();
     let server = echo_server(Server::builder().max_connections(1000));
     println!("PORT {}", server.local_addr().port());
     std::io::stdout().flush().unwrap();

@@ -1,15 +1,20 @@
-//! Per-connection limits and timeouts.
+//! Per-connection limits and timeouts, and the settings of client pools.
 
+use crate::metrics::{AccessLog, NullLog};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Timeouts and output limits for a connection. Every field has a default and a
 /// setter on the server and client builders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnConfig {
+    /// How long a name lookup may take before the request fails (the lookup
+    /// itself goes on and its answer is cached). Default 5 s.
+    pub dns_timeout: Duration,
     /// How long a connect may take. Default 10 s.
     pub connect_timeout: Duration,
-    /// How long queued output may wait without the socket taking any of it.
-    /// Default 30 s.
+    /// How long queued output may wait without the socket taking any of it
+    /// (it restarts on every write that makes progress). Default 30 s.
     pub send_timeout: Duration,
     /// How long a message may take to arrive in full, from its first byte (and,
     /// on a server, from accept to the first request). Default 30 s.
@@ -19,15 +24,20 @@ pub struct ConnConfig {
     /// Queued bytes above which the connection stops reading and producers are
     /// told to slow down. Default 256 KiB.
     pub high_watermark: usize,
-    /// Queued bytes below which a paused connection reads again. Default 64 KiB.
+    /// Queued bytes below which a paused connection reads again and a stream's
+    /// writable callback runs. Default 64 KiB.
     pub low_watermark: usize,
-    /// Queued bytes past which a send fails. Default 16 MiB.
+    /// Queued bytes past which a send is refused (`SendError::Full`). A
+    /// one-shot reply is always accepted onto a queue below this (its bytes
+    /// are in memory already); streams must wait for their writable callback.
+    /// Default 16 MiB.
     pub max_queued: usize,
 }
 
 impl Default for ConnConfig {
     fn default() -> Self {
         ConnConfig {
+            dns_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(30),
             receive_timeout: Duration::from_secs(30),
@@ -36,5 +46,109 @@ impl Default for ConnConfig {
             low_watermark: 64 * 1024,
             max_queued: 16 * 1024 * 1024,
         }
+    }
+}
+
+/// Settings shared by client tasks: timeouts, pool size, queueing, retries,
+/// access log. Tasks that share a `ClientConfig` (an `Arc`) share connection
+/// pools; a config that is dropped leaves nothing behind once its
+/// connections have closed.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use taskweave::comm::{ClientConfig, ConnConfig};
+///
+/// let config = Arc::new(
+///     ClientConfig::new(ConnConfig {
+///         connect_timeout: Duration::from_secs(2),
+///         ..ConnConfig::default()
+///     })
+///     .max_per_target(8)
+///     .max_waiting(100),
+/// );
+/// assert_eq!(config.conn().connect_timeout, Duration::from_secs(2));
+/// ```
+pub struct ClientConfig {
+    pub(crate) conn: ConnConfig,
+    pub(crate) max_per_target: usize,
+    pub(crate) max_waiting: usize,
+    pub(crate) wait_timeout: Duration,
+    pub(crate) retry_max: u32,
+    pub(crate) log: Arc<dyn AccessLog>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("conn", &self.conn)
+            .field("max_per_target", &self.max_per_target)
+            .field("max_waiting", &self.max_waiting)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("retry_max", &self.retry_max)
+            .finish()
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig::new(ConnConfig::default())
+    }
+}
+
+impl ClientConfig {
+    /// A config with these connection settings, 32 connections per target,
+    /// up to 1,024 requests waiting for one for at most 10 s, one retry and no
+    /// access log.
+    pub fn new(conn: ConnConfig) -> ClientConfig {
+        ClientConfig {
+            conn,
+            max_per_target: 32,
+            max_waiting: 1024,
+            wait_timeout: Duration::from_secs(10),
+            retry_max: 1,
+            log: Arc::new(NullLog),
+        }
+    }
+    /// Most connections open to one target; more requests wait (or are
+    /// pipelined, when the protocol allows it). Default 32.
+    pub fn max_per_target(mut self, n: usize) -> Self {
+        self.max_per_target = n.max(1);
+        self
+    }
+    /// Most requests waiting for a connection to one target; past it a
+    /// request fails at once with `Error::LimitExceeded`. Default 1,024.
+    pub fn max_waiting(mut self, n: usize) -> Self {
+        self.max_waiting = n;
+        self
+    }
+    /// How long a request may wait for a connection before it fails with
+    /// `Error::WaitTimeout`. Default 10 s.
+    pub fn wait_timeout(mut self, d: Duration) -> Self {
+        self.wait_timeout = d;
+        self
+    }
+    /// Retries of a request whose pooled connection failed before any byte
+    /// of a reply, when its protocol says the request may be sent again
+    /// (`Protocol::may_retry`). Default 1.
+    pub fn retry_max(mut self, n: u32) -> Self {
+        self.retry_max = n;
+        self
+    }
+    /// Where each client connection's record goes when it closes.
+    pub fn access_log(mut self, log: impl AccessLog) -> Self {
+        self.log = Arc::new(log);
+        self
+    }
+    /// The connection settings.
+    pub fn conn(&self) -> &ConnConfig {
+        &self.conn
+    }
+    /// The shared default config.
+    pub fn shared_default() -> Arc<ClientConfig> {
+        static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+        DEFAULT
+            .get_or_init(|| Arc::new(ClientConfig::default()))
+            .clone()
     }
 }

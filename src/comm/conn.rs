@@ -1,21 +1,33 @@
-//! [`Conn`]: the socket and outbound queue shared by the poller and writers.
+//! [`Conn`]: a connection's transport and outbound queue, shared by the poller
+//! and every thread that writes to it.
+//!
+//! Any thread may write: a handler thread that finishes a reply writes it at
+//! once, a stream's producer sends from wherever it runs. A write goes straight
+//! to the socket while nothing is queued; what the socket does not take is
+//! queued (the connection is *paused*) and the poller flushes it when the
+//! socket drains. The queue keeps message boundaries, so a policy can drop
+//! whole unsent messages. Everything shared sits behind one lock, private to
+//! this file; the poller and the writers reach it through methods that each
+//! take the lock once.
 
+use super::transport::Transport;
+use super::ConnConfig;
 use crate::metrics::{CloseReason, ConnStats};
 use crate::poller::{self, Command};
+use crate::protocol::PieceFramer;
 use bytes::{Buf, Bytes};
-use mio::net::TcpStream;
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
-use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Bytes per cache line (x86-64 and most ARM cores), the prefetch stride.
 const CACHE_LINE: usize = 64;
 
-/// Slices handed to one `writev`.
+/// Slices handed to one vectored write.
 const MAX_IOV: usize = 64;
 
 /// Where a connection's output stands after a send.
@@ -29,12 +41,32 @@ pub enum SendState {
     AboveHigh,
 }
 
-/// What a send completes, so its end can be timed when the last byte leaves.
+/// A send that was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection (or the stream) is closed.
+    Closed,
+    /// The connection already holds more than its hard queue limit
+    /// (`max_queued`) unwritten: the data was refused, nothing was queued.
+    Full,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::Closed => "connection closed",
+            SendError::Full => "send queue full",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// What a send completes, so its end is timed when its last byte leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Done {
-    /// A server reply; the owner decides the connection's fate after it.
+    /// A server's answer to a request (a reply, or a stream that ended).
     Reply {
-        keep_alive: bool,
         head: u64,
         body: u64,
         status: Option<u16>,
@@ -48,65 +80,6 @@ pub(crate) enum Done {
         body: u64,
         status: Option<u16>,
     },
-}
-
-/// A send that could not be accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SendError {
-    /// The connection is closed or broken.
-    Closed,
-    /// Accepting the data would pass the hard queue limit.
-    Full,
-}
-
-/// State guarded by the connection's lock.
-pub(crate) struct ConnState {
-    out: VecDeque<Bytes>,
-    queued: usize,
-    closed: bool,
-    /// A write failed; the poller closes with this reason.
-    pub broken: Option<CloseReason>,
-    /// A reply finished and the owner has not looked yet (server side).
-    pub replied: bool,
-    /// Close once output is flushed.
-    pub close_after: bool,
-    /// The request in flight was recorded by its dispatcher (its series went
-    /// asynchronous); the reply must not record it again.
-    pub request_recorded: bool,
-    /// The owner must be told about a pause (arm the send timeout).
-    pub pause_unseen: bool,
-    /// Completes when the queue drains.
-    /// Boxed: only a reply that did not fit the socket at once needs it, and
-    /// every idle connection would otherwise carry its 32 bytes.
-    pending: Option<Box<Done>>,
-    pub stats: ConnStats,
-}
-
-impl ConnState {
-    /// Bytes queued unwritten.
-    pub fn queued(&self) -> usize {
-        self.queued
-    }
-}
-
-/// A connection's socket and everything writers share with the poller.
-pub(crate) struct Conn {
-    stream: TcpStream,
-    /// The poller that owns the read side.
-    pub poller: u32,
-    /// The handler's token on that poller.
-    pub token: u32,
-    /// Process-unique connection id.
-    pub id: u64,
-    high: u32,
-    max_queued: u32,
-    state: Mutex<ConnState>,
-}
-
-thread_local! {
-    /// The connection whose handler is dispatching inline on this thread; a reply
-    /// to it needs no wake-up because the handler looks right after.
-    static DISPATCHING: Cell<u64> = const { Cell::new(0) };
 }
 
 /// A request as it arrived, for the access log: recorded under the
@@ -124,11 +97,132 @@ pub(crate) struct Arrival {
 }
 
 impl Arrival {
-    /// Adds the request to `stats`.
-    pub fn record(&self, stats: &mut ConnStats) {
+    fn record(&self, stats: &mut ConnStats) {
         stats.add_in(self.bytes_in as usize);
         stats.request_complete(self.at, self.head, self.body);
     }
+}
+
+/// A callback run once the queue falls below the low watermark.
+pub(crate) type Writable = Box<dyn FnOnce() + Send>;
+
+/// One queued piece of output; `last` marks the end of a message.
+struct Chunk {
+    bytes: Bytes,
+    last: bool,
+}
+
+/// What the writers finished that the poller has not seen yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    None,
+    /// The exchange's answer is complete (written or queued); `close`: the
+    /// connection closes after it, for this reason.
+    Answered {
+        close: Option<CloseReason>,
+    },
+}
+
+/// An open stream: the answer to the current request, sent in pieces.
+struct StreamState {
+    id: u64,
+    framer: &'static dyn PieceFramer,
+    close_after: bool,
+    head: u64,
+    body: u64,
+    status: Option<u16>,
+}
+
+/// Rarely used state, boxed on first use so an idle connection does not
+/// carry it.
+#[derive(Default)]
+struct Extra {
+    /// Completes when the queue drains.
+    pending: Option<Done>,
+    writable: Option<Writable>,
+    stream: Option<StreamState>,
+}
+
+/// State guarded by the connection's lock.
+struct State {
+    out: VecDeque<Chunk>,
+    queued: usize,
+    closed: bool,
+    /// A write failed, or a limit was hit; the poller closes with this reason.
+    broken: Option<CloseReason>,
+    outcome: Outcome,
+    /// The arrival of the request in flight is recorded (by its dispatcher
+    /// when its series went asynchronous, or by the start of its answer);
+    /// whoever comes later must not record it again. Cleared when the answer
+    /// is complete.
+    request_recorded: bool,
+    /// Output was queued and the poller has not looked since: it must flush
+    /// once when it does, since the socket's writable edge may have passed
+    /// while it did not know of the queue.
+    pause_unseen: bool,
+    extra: Option<Box<Extra>>,
+    stats: ConnStats,
+}
+
+impl State {
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    fn stream(&mut self, id: u64) -> Option<&mut StreamState> {
+        self.extra
+            .as_mut()?
+            .stream
+            .as_mut()
+            .filter(|s| s.id == id && !self.closed && self.broken.is_none())
+    }
+}
+
+/// A connection's transport and everything writers share with the poller.
+pub(crate) struct Conn {
+    io: Transport,
+    /// The poller that owns the read side.
+    pub poller: u32,
+    /// The handler's token on that poller.
+    pub token: u32,
+    /// Process-unique connection id.
+    pub id: u64,
+    high: u32,
+    low: u32,
+    max_queued: u32,
+    state: Mutex<State>,
+}
+
+/// What the poller learns when it looks at the shared state.
+pub(crate) struct Synced {
+    /// Bytes still queued.
+    pub queued: usize,
+    /// The exchange's answer completed: `Some(close)`, where `close` says
+    /// whether (and why) the connection closes after it.
+    pub answered: Option<Option<CloseReason>>,
+    /// A writable callback made due by the flush of an unseen pause.
+    pub writable: Option<Writable>,
+}
+
+/// What a flush left.
+pub(crate) struct Flushed {
+    /// Bytes still queued.
+    pub queued: usize,
+    /// Some bytes were written.
+    pub progressed: bool,
+    /// A writable callback that is now due.
+    pub writable: Option<Writable>,
+}
+
+thread_local! {
+    /// The connection whose request is being dispatched inline on this thread:
+    /// a reply to it reports back through `INLINE_REPLY` instead of waking the
+    /// poller, because the dispatcher looks right after. One of the two
+    /// thread-locals of the inline fast path (a lock and a wake-up fewer per
+    /// request); both live here, the only place they are read or written.
+    static DISPATCHING: Cell<u64> = const { Cell::new(0) };
+    /// What a reply sent during an inline dispatch left for the dispatcher.
+    static INLINE_REPLY: Cell<Option<InlineReply>> = const { Cell::new(None) };
 }
 
 /// What a reply sent during an inline dispatch left for the dispatcher, which
@@ -138,189 +232,364 @@ pub(crate) struct InlineReply {
     id: u64,
     /// Bytes still queued after the reply.
     pub queued: usize,
-    /// The connection closes once output is flushed.
-    pub close_after: bool,
+    /// The connection closes once output is flushed, for this reason.
+    pub close: Option<CloseReason>,
     /// A write failed: the shared state holds the reason.
     pub failed: bool,
 }
 
-thread_local! {
-    static INLINE_REPLY: Cell<Option<InlineReply>> = const { Cell::new(None) };
-}
-
-/// Takes the reply that connection `id` sent during its inline dispatch.
-pub(crate) fn take_inline_reply(id: u64) -> Option<InlineReply> {
-    INLINE_REPLY
-        .with(|r| r.take())
-        .filter(|reply| reply.id == id)
-}
-
-/// Runs `f` marked as an inline dispatch for connection `id`.
-pub(crate) fn inline_dispatch<R>(id: u64, f: impl FnOnce() -> R) -> R {
-    let prev = DISPATCHING.with(|d| d.replace(id));
-    let r = f();
-    DISPATCHING.with(|d| d.set(prev));
-    r
-}
+static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
 impl Conn {
-    /// Prefetches the whole connection (its reference counts, lock, queue
-    /// and stats), an event before its handler runs.
-    pub(crate) fn prefetch(self: &Arc<Self>) {
-        // The counts sit before the data, in the same allocation.
-        let counts = 2 * std::mem::size_of::<usize>();
-        let start = Arc::as_ptr(self).cast::<u8>().wrapping_sub(counts);
-        for offset in (0..counts + std::mem::size_of::<Conn>()).step_by(CACHE_LINE) {
-            crate::sys::prefetch(start.wrapping_add(offset));
-        }
-    }
-
     pub fn new(
-        stream: TcpStream,
+        io: Transport,
         poller: usize,
         token: usize,
         id: u64,
         stats: ConnStats,
-        config: &super::ConnConfig,
+        config: &ConnConfig,
     ) -> Conn {
+        let clamp = |n: usize| n.min(u32::MAX as usize) as u32;
         Conn {
-            stream,
+            io,
             poller: poller as u32,
             token: token as u32,
             id,
-            high: config.high_watermark.min(u32::MAX as usize) as u32,
-            max_queued: config.max_queued.min(u32::MAX as usize) as u32,
-            state: Mutex::new(ConnState {
+            high: clamp(config.high_watermark),
+            low: clamp(config.low_watermark),
+            max_queued: clamp(config.max_queued),
+            state: Mutex::new(State {
                 out: VecDeque::new(),
                 queued: 0,
                 closed: false,
                 broken: None,
-                replied: false,
-                close_after: false,
+                outcome: Outcome::None,
                 request_recorded: false,
                 pause_unseen: false,
-                pending: None,
+                extra: None,
                 stats,
             }),
         }
     }
 
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
+    /// Prefetches the whole connection (its reference counts, lock, queue
+    /// and stats), an event before its handler runs.
+    pub fn prefetch(self: &Arc<Self>) {
+        // The counts sit before the data, in the same allocation.
+        let counts = 2 * std::mem::size_of::<usize>();
+        let start = Arc::as_ptr(self).cast::<u8>().wrapping_sub(counts);
+        for offset in (0..counts + std::mem::size_of::<Conn>()).step_by(CACHE_LINE) {
+            crate::sys::cpu::prefetch(start.wrapping_add(offset));
+        }
     }
 
     /// Locks the shared state (a poisoned lock is still usable: no invariant of
     /// ours spans a panic).
-    pub fn lock(&self) -> MutexGuard<'_, ConnState> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads into `buf`, counting the bytes.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        crate::sys::recv(self.stream.as_raw_fd(), buf)
+    /// The descriptor, for registering with the poller.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.io.raw_fd()
     }
 
-    /// Writes `chunks` now if nothing is queued, queuing what the socket does not
-    /// take. From a thread other than the owning poller, a pause or a finished
-    /// reply wakes the poller (a pause arms the send timeout).
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io.peer_addr()
+    }
+
+    /// A pending socket error (a failed connect).
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.take_error()
+    }
+
+    /// Reads into `buf` (poller side).
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.io.recv(buf)
+    }
+
+    /// Runs `f` on the connection's stats.
+    pub fn with_stats<R>(&self, f: impl FnOnce(&mut ConnStats) -> R) -> R {
+        f(&mut self.lock().stats)
+    }
+
+    /// The high watermark.
+    pub fn high_watermark(&self) -> usize {
+        self.high as usize
+    }
+
+    /// The low watermark.
+    pub fn low_watermark(&self) -> usize {
+        self.low as usize
+    }
+
+    /// Bytes queued unwritten.
+    pub fn queued(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// Sends `chunks` as one message: written now if nothing is queued, the
+    /// rest queued. From a thread other than the owning poller, a pause wakes
+    /// the poller (to arm the send timeout and flush).
     pub fn send(
         &self,
         chunks: &mut Vec<Bytes>,
         done: Option<Done>,
     ) -> Result<SendState, SendError> {
-        self.send_inner(&[], chunks, done, None)
+        let mut st = self.lock();
+        let now = clock(&st.stats);
+        if matches!(done, Some(Done::Rejection { .. })) {
+            st.stats.response_started(now);
+        }
+        let res = self.send_locked(&mut st, &[], chunks);
+        finish_send(&mut st, done, res, now);
+        let wake = st.pause_unseen;
+        drop(st);
+        if wake {
+            self.wake_poller();
+        }
+        res
     }
 
-    /// A server's reply: [`send`](Self::send) with `head` going out before
-    /// `chunks`, written from the caller's buffer (only what the socket does not
-    /// take is copied into the queue). It first records the request's `arrival`
-    /// if the dispatcher left that to it, so an inline exchange takes the lock
-    /// once.
+    /// A server's one-shot answer to the current request: `head` goes out
+    /// before `chunks`, written from the caller's buffer (only what the
+    /// socket does not take is copied into the queue). It first records the
+    /// request's `arrival` if the dispatcher left that to it, so an inline
+    /// exchange takes the lock once. A reply is accepted whatever its size
+    /// (its bytes are already in memory; queuing them copies nothing) unless
+    /// the queue already holds more than `max_queued`.
     pub fn reply(
         &self,
         head: &[u8],
         chunks: &mut Vec<Bytes>,
         done: Done,
-        arrival: Option<Arrival>,
-    ) -> Result<SendState, SendError> {
-        self.send_inner(head, chunks, Some(done), arrival)
-    }
-
-    fn send_inner(
-        &self,
-        head: &[u8],
-        chunks: &mut Vec<Bytes>,
-        done: Option<Done>,
+        close: Option<CloseReason>,
         arrival: Option<Arrival>,
     ) -> Result<SendState, SendError> {
         let mut head = head;
         if !head.is_empty() && !chunks.is_empty() {
-            // Large or chunked bodies: one writev of all the pieces.
+            // Large or chunked bodies: one vectored write of all the pieces.
             chunks.insert(0, Bytes::copy_from_slice(head));
             head = &[];
         }
-        let mut st = self.lock();
-        if let Some(a) = arrival {
-            // Unless the dispatcher recorded it when the series went asynchronous.
-            if !std::mem::take(&mut st.request_recorded) {
-                a.record(&mut st.stats);
-            }
-        }
-        // After the first exchange the events below only count: any instant
-        // will do, and the clock is not read.
-        let now = if st.stats.wants_clock() {
-            Instant::now()
-        } else {
-            st.stats.start_instant()
-        };
-        if let Some(Done::Reply { .. } | Done::Rejection { .. }) = done {
-            st.stats.response_started(now);
-        }
+        let mut st = self.begin_answer(arrival);
+        let now = clock(&st.stats);
+        st.stats.response_started(now);
         let res = self.send_locked(&mut st, head, chunks);
-        let mut wake = st.pause_unseen;
-        match (done, res) {
-            (Some(d), Ok(SendState::Written)) => complete(&mut st, d, now),
-            (Some(d), Ok(_)) => st.pending = Some(Box::new(d)),
-            _ => {}
+        finish_send(&mut st, Some(done), res, now);
+        st.stats.request_done();
+        self.answered(st, close);
+        res
+    }
+
+    /// Starts a stream as the answer to the current request: sends its head
+    /// (the message in `chunks`, whose `(head, body)` sizes and `status` go
+    /// to the access log) and opens the stream. Returns the stream's id for
+    /// the calls that follow.
+    pub fn start_stream(
+        &self,
+        chunks: &mut Vec<Bytes>,
+        (head, body): (u64, u64),
+        status: Option<u16>,
+        framer: &'static dyn PieceFramer,
+        close_after: bool,
+        arrival: Option<Arrival>,
+    ) -> Result<u64, SendError> {
+        let mut st = self.begin_answer(arrival);
+        let now = clock(&st.stats);
+        st.stats.response_started(now);
+        let res = self.send_locked(&mut st, &[], chunks);
+        let id = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+        if res.is_ok() {
+            st.extra().stream = Some(StreamState {
+                id,
+                framer,
+                close_after,
+                head,
+                body,
+                status,
+            });
         }
+        let wake = st.pause_unseen;
         let inline = DISPATCHING.with(|d| d.get()) == self.id;
-        if let Some(Done::Reply { keep_alive, .. }) = done {
+        if let Err(e) = res {
             st.stats.request_done();
-            st.close_after |= !keep_alive || res.is_err();
-            if inline {
-                // The dispatcher picks this up as soon as the series returns,
-                // a pause included.
-                st.pause_unseen = false;
-                INLINE_REPLY.with(|r| {
-                    r.set(Some(InlineReply {
-                        id: self.id,
-                        queued: st.queued,
-                        close_after: st.close_after,
-                        failed: st.broken.is_some(),
-                    }))
-                });
-            } else {
-                st.replied = true;
-                wake = true;
-            }
+            self.answered(st, Some(CloseReason::Local));
+            return Err(e);
         }
         drop(st);
         if wake && !inline {
-            poller::send(
-                self.poller as usize,
-                Command::Wake {
-                    token: self.token as usize,
-                    id: self.id,
-                },
-            );
+            self.wake_poller();
+        }
+        Ok(id)
+    }
+
+    /// Sends one piece of stream `id`'s body.
+    pub fn stream_send(&self, id: u64, piece: Bytes) -> Result<SendState, SendError> {
+        let mut st = self.lock();
+        let Some(stream) = st.stream(id) else {
+            return Err(SendError::Closed);
+        };
+        let framer = stream.framer;
+        let len = piece.len() as u64;
+        let mut chunks = Vec::with_capacity(3);
+        framer.piece(piece, &mut chunks);
+        let framed: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        if chunks.is_empty() {
+            return Ok(queued_state(st.queued, self.high));
+        }
+        let res = self.send_locked(&mut st, &[], &mut chunks);
+        if res.is_ok() {
+            if let Some(stream) = st.stream(id) {
+                stream.body += len;
+                stream.head += framed.saturating_sub(len);
+            }
+        }
+        let wake = st.pause_unseen || res == Err(SendError::Closed);
+        drop(st);
+        if wake {
+            self.wake_poller();
         }
         res
     }
 
-    /// Writes `head` (when `chunks` is empty) or `chunks`, queuing the rest.
+    /// Ends stream `id`: its end marker goes out and the exchange is over.
+    /// Returns whether the stream was still open.
+    pub fn stream_finish(&self, id: u64) -> bool {
+        let mut st = self.lock();
+        if st.stream(id).is_none() {
+            return false;
+        }
+        let close_after = self.end_stream(&mut st);
+        self.answered(st, close_after.then_some(CloseReason::Local));
+        true
+    }
+
+    /// Abandons stream `id` without its end marker (every handle was dropped
+    /// before `finish`): the peer must not take a cut body for a whole one,
+    /// so the connection closes.
+    pub fn stream_abort(&self, id: u64) {
+        let mut st = self.lock();
+        if st.stream(id).is_none() {
+            return;
+        }
+        if let Some(extra) = st.extra.as_mut() {
+            extra.stream = None;
+            extra.writable = None;
+        }
+        st.stats.request_done();
+        st.broken.get_or_insert(CloseReason::Local);
+        self.answered(st, Some(CloseReason::Local));
+    }
+
+    /// Registers `f` to run once the queue is below the low watermark. It is
+    /// handed back when that is already so (or the stream is over, so the
+    /// producer finds out at its next send): the caller runs it.
+    pub fn stream_on_writable(&self, id: u64, f: Writable) -> Option<Writable> {
+        let mut st = self.lock();
+        if st.stream(id).is_none() || st.queued < self.low as usize {
+            return Some(f);
+        }
+        st.extra().writable = Some(f);
+        None
+    }
+
+    /// Whether stream `id` is still open.
+    pub fn stream_open(&self, id: u64) -> bool {
+        self.lock().stream(id).is_some()
+    }
+
+    /// Ends an open stream, if there is one, for a server shutdown: the peer
+    /// gets the end marker, and the connection closes after it.
+    pub fn end_stream_for_shutdown(&self) {
+        let mut st = self.lock();
+        let open = st.extra.as_ref().is_some_and(|e| e.stream.is_some());
+        if open && !st.closed && st.broken.is_none() {
+            self.end_stream(&mut st);
+            self.answered(st, Some(CloseReason::ServerShutdown));
+        }
+    }
+
+    /// Writes the open stream's end and queues its completion (under the
+    /// lock); returns whether the connection closes after it.
+    fn end_stream(&self, st: &mut State) -> bool {
+        let Some(stream) = st.extra.as_mut().and_then(|e| {
+            e.writable = None;
+            e.stream.take()
+        }) else {
+            return false;
+        };
+        let mut chunks = Vec::with_capacity(1);
+        stream.framer.end(&mut chunks);
+        let framed: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        let now = clock(&st.stats);
+        let res = self.send_locked(st, &[], &mut chunks);
+        let done = Done::Reply {
+            head: stream.head + framed,
+            body: stream.body,
+            status: stream.status,
+        };
+        finish_send(st, Some(done), res, now);
+        st.stats.request_done();
+        stream.close_after
+    }
+
+    /// Records the request's arrival if the dispatcher left that to the
+    /// answer, and returns the lock.
+    fn begin_answer(&self, arrival: Option<Arrival>) -> MutexGuard<'_, State> {
+        let mut st = self.lock();
+        if let Some(a) = arrival {
+            // Unless the dispatcher recorded it when the series went asynchronous.
+            if !st.request_recorded {
+                a.record(&mut st.stats);
+                st.request_recorded = true;
+            }
+        }
+        st
+    }
+
+    /// The exchange's answer is complete: tell the poller, directly when it is
+    /// dispatching inline on this thread, else through the shared state and a
+    /// wake-up.
+    fn answered(&self, mut st: MutexGuard<'_, State>, close: Option<CloseReason>) {
+        let close = close.or(st.broken);
+        st.request_recorded = false;
+        if DISPATCHING.with(|d| d.get()) == self.id {
+            // The dispatcher picks this up as soon as the series returns, a
+            // pause included.
+            st.pause_unseen = false;
+            st.outcome = Outcome::None;
+            let reply = InlineReply {
+                id: self.id,
+                queued: st.queued,
+                close,
+                failed: st.broken.is_some(),
+            };
+            drop(st);
+            INLINE_REPLY.with(|r| r.set(Some(reply)));
+            return;
+        }
+        st.outcome = Outcome::Answered { close };
+        drop(st);
+        self.wake_poller();
+    }
+
+    fn wake_poller(&self) {
+        poller::send(
+            self.poller as usize,
+            Command::Wake {
+                token: self.token as usize,
+                id: self.id,
+            },
+        );
+    }
+
+    /// Writes `head` (when `chunks` is empty) or `chunks` as one message,
+    /// queuing the rest.
     fn send_locked(
         &self,
-        st: &mut ConnState,
+        st: &mut State,
         head: &[u8],
         chunks: &mut Vec<Bytes>,
     ) -> Result<SendState, SendError> {
@@ -328,17 +597,16 @@ impl Conn {
             chunks.clear();
             return Err(SendError::Closed);
         }
-        let total: usize = head.len() + chunks.iter().map(Bytes::len).sum::<usize>();
-        if st.queued + total > self.max_queued as usize {
+        if st.queued > self.max_queued as usize {
             chunks.clear();
             return Err(SendError::Full);
         }
         let mut head = head;
         if st.out.is_empty() {
             let written = if head.is_empty() {
-                write_chunks(&self.stream, chunks)
+                write_chunks(&self.io, chunks)
             } else {
-                write_one(&self.stream, head)
+                write_one(&self.io, head)
             };
             match written {
                 Ok(n) => {
@@ -364,54 +632,97 @@ impl Conn {
         }
         if !head.is_empty() {
             st.queued += head.len();
-            st.out.push_back(Bytes::copy_from_slice(head));
+            st.out.push_back(Chunk {
+                bytes: Bytes::copy_from_slice(head),
+                last: chunks.is_empty(),
+            });
         }
-        for c in chunks.drain(..) {
-            if !c.is_empty() {
+        let n = chunks.len();
+        for (i, c) in chunks.drain(..).enumerate() {
+            if !c.is_empty() || i + 1 == n {
                 st.queued += c.len();
-                st.out.push_back(c);
+                st.out.push_back(Chunk {
+                    bytes: c,
+                    last: i + 1 == n,
+                });
             }
         }
         let queued = st.queued;
         st.stats.queued(queued);
-        Ok(if queued > self.high as usize {
-            SendState::AboveHigh
-        } else {
-            SendState::Queued
+        Ok(queued_state(queued, self.high))
+    }
+
+    /// Looks at what writers left (poller side): counts `unrecorded_in` bytes
+    /// read, reports a broken connection, a finished answer and the bytes
+    /// queued. A pause the poller has not seen is flushed at once: the
+    /// socket's writable edge may have come and gone before it knew.
+    pub fn sync(&self, unrecorded_in: usize) -> Result<Synced, CloseReason> {
+        let mut st = self.lock();
+        st.stats.add_in(unrecorded_in);
+        if let Some(reason) = st.broken {
+            return Err(reason);
+        }
+        let mut writable = None;
+        if std::mem::take(&mut st.pause_unseen) && st.queued > 0 {
+            writable = self.flush_locked(&mut st);
+            if let Some(reason) = st.broken {
+                return Err(reason);
+            }
+        }
+        let answered = match std::mem::replace(&mut st.outcome, Outcome::None) {
+            Outcome::Answered { close } => Some(close),
+            Outcome::None => None,
+        };
+        Ok(Synced {
+            queued: st.queued,
+            answered,
+            writable,
         })
     }
 
-    /// Writes queued output (poller side). Returns the bytes still queued.
-    pub fn flush(&self) -> usize {
+    /// Records a request's arrival now (its series went asynchronous), unless
+    /// its answer came first and did.
+    pub fn record_arrival(&self, arrival: &Arrival) {
         let mut st = self.lock();
-        self.flush_locked(&mut st)
+        if st.outcome == Outcome::None && !st.request_recorded {
+            arrival.record(&mut st.stats);
+            st.request_recorded = true;
+        }
     }
 
-    pub fn flush_locked(&self, st: &mut ConnState) -> usize {
+    /// Writes queued output (poller side).
+    pub fn flush(&self) -> Flushed {
+        let mut st = self.lock();
+        let before = st.queued;
+        let writable = self.flush_locked(&mut st);
+        Flushed {
+            queued: st.queued,
+            progressed: st.queued < before,
+            writable,
+        }
+    }
+
+    /// Writes queued output until the socket stops taking it; returns the
+    /// writable callback that is due once the queue is below the low mark.
+    fn flush_locked(&self, st: &mut State) -> Option<Writable> {
         while !st.out.is_empty() && st.broken.is_none() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let n_iov = st.out.len().min(MAX_IOV);
             for (slot, chunk) in iov.iter_mut().zip(st.out.iter()) {
-                *slot = IoSlice::new(chunk);
+                *slot = IoSlice::new(&chunk.bytes);
             }
-            match (&self.stream).write_vectored(&iov[..n_iov]) {
-                Ok(0) => {
-                    st.broken = Some(CloseReason::Reset);
-                }
+            match self.io.send_vectored(&iov[..n_iov]) {
+                Ok(0) => st.broken = Some(CloseReason::Reset),
                 Ok(mut n) => {
                     st.stats.add_out(n);
                     st.queued -= n;
-                    while n > 0 {
-                        let Some(front) = st.out.front_mut() else {
+                    while let Some(front) = st.out.front_mut() {
+                        if front.bytes.len() > n {
+                            front.bytes.advance(n);
                             break;
-                        };
-                        if front.len() <= n {
-                            n -= front.len();
-                            st.out.pop_front();
-                        } else {
-                            front.advance(n);
-                            n = 0;
                         }
+                        n -= front.bytes.len();
+                        st.out.pop_front();
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -423,58 +734,118 @@ impl Conn {
             let now = Instant::now();
             st.stats.resume(now);
             st.out = VecDeque::new(); // give the ring's memory back while idle
-            if let Some(d) = st.pending.take() {
-                complete(st, *d, now);
+            if let Some(d) = st.extra.as_mut().and_then(|e| e.pending.take()) {
+                complete(st, d, now);
             }
         }
-        st.queued
+        if st.queued < self.low as usize {
+            st.extra.as_mut().and_then(|e| e.writable.take())
+        } else {
+            None
+        }
     }
 
-    /// Bytes queued unwritten.
-    pub fn queued(&self) -> usize {
-        self.lock().queued
+    /// Whole or partly written messages still queued.
+    pub fn queued_messages(&self) -> usize {
+        self.lock().out.iter().filter(|c| c.last).count()
     }
 
-    /// The high watermark.
-    pub fn high_watermark(&self) -> usize {
-        self.high as usize
-    }
-
-    /// Stops all writing and shuts the socket down; returns the final stats.
-    pub fn close(&self, reason: CloseReason) -> ConnStats {
+    /// Stops all writing and shuts the socket down; returns the final stats
+    /// and a writable callback still registered (so its producer can learn
+    /// the stream is over).
+    pub fn close(
+        &self,
+        reason: CloseReason,
+        unrecorded_in: usize,
+    ) -> (ConnStats, Option<Writable>) {
         let mut st = self.lock();
         st.closed = true;
         st.out.clear();
         st.queued = 0;
-        let local = self.stream.local_addr().ok();
+        st.stats.add_in(unrecorded_in);
+        let writable = st.extra.take().and_then(|e| {
+            if e.stream.is_some() {
+                st.stats.request_done();
+            }
+            e.writable
+        });
+        let local = self.io.local_addr();
         st.stats.close(reason, local);
-        let _ = self.stream.shutdown(Shutdown::Both);
-        st.stats.clone()
+        self.io.shutdown(Shutdown::Both);
+        (st.stats.clone(), writable)
     }
 
-    /// Half-closes the write side (lingering close after an error reply).
+    /// Half-closes the write side (lingering close after the last answer).
     pub fn shutdown_write(&self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        self.io.shutdown(Shutdown::Write);
+    }
+
+    /// Marks the connection to be closed by its poller with `reason`.
+    pub fn break_with(&self, reason: CloseReason) {
+        self.lock().broken.get_or_insert(reason);
+        self.wake_poller();
+    }
+}
+
+/// Runs `f` marked as the inline dispatch of a request on connection `id`,
+/// and returns what a reply sent meanwhile left, if one was.
+pub(crate) fn dispatch_inline(id: u64, f: impl FnOnce()) -> Option<InlineReply> {
+    let prev = DISPATCHING.with(|d| d.replace(id));
+    f();
+    DISPATCHING.with(|d| d.set(prev));
+    INLINE_REPLY
+        .with(|r| r.take())
+        .filter(|reply| reply.id == id)
+}
+
+/// The instant for an output event: after the first exchange the events only
+/// count, so any instant will do and the clock is not read.
+fn clock(stats: &ConnStats) -> Instant {
+    if stats.wants_clock() {
+        Instant::now()
+    } else {
+        stats.start_instant()
+    }
+}
+
+fn queued_state(queued: usize, high: u32) -> SendState {
+    if queued == 0 {
+        SendState::Written
+    } else if queued > high as usize {
+        SendState::AboveHigh
+    } else {
+        SendState::Queued
+    }
+}
+
+/// Times `done` now if everything went out, or when the queue drains.
+fn finish_send(
+    st: &mut State,
+    done: Option<Done>,
+    res: Result<SendState, SendError>,
+    now: Instant,
+) {
+    match (done, res) {
+        (Some(d), Ok(SendState::Written)) => complete(st, d, now),
+        (Some(d), Ok(_)) => st.extra().pending = Some(d),
+        _ => {}
     }
 }
 
 /// Times the end of a reply or request whose last byte just left.
-fn complete(st: &mut ConnState, done: Done, now: Instant) {
+fn complete(st: &mut State, done: Done, now: Instant) {
     match done {
-        Done::Reply {
-            head, body, status, ..
-        }
-        | Done::Rejection { head, body, status } => {
+        Done::Reply { head, body, status } | Done::Rejection { head, body, status } => {
             st.stats.response_complete(now, head, body, status)
         }
         Done::Request { head, body } => st.stats.request_complete(now, head, body),
     }
 }
 
-/// One `writev` per call until the socket stops taking data; returns bytes written.
-fn write_chunks(stream: &TcpStream, chunks: &[Bytes]) -> io::Result<usize> {
+/// Vectored writes until the socket stops taking data; returns bytes written.
+fn write_chunks(io: &Transport, chunks: &[Bytes]) -> io::Result<usize> {
     if let [only] = chunks {
-        return write_one(stream, only);
+        return write_one(io, only);
     }
     let mut written = 0;
     let mut skip = 0;
@@ -486,7 +857,7 @@ fn write_chunks(stream: &TcpStream, chunks: &[Bytes]) -> io::Result<usize> {
             iov[n_iov] = IoSlice::new(if i == 0 { &c[offset..] } else { c });
             n_iov += 1;
         }
-        match (&*stream).write_vectored(&iov[..n_iov]) {
+        match io.send_vectored(&iov[..n_iov]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(mut n) => {
                 written += n;
@@ -514,11 +885,12 @@ fn write_chunks(stream: &TcpStream, chunks: &[Bytes]) -> io::Result<usize> {
     Ok(written)
 }
 
-/// A plain `write` for the common single-chunk reply (cheaper than `writev`).
-fn write_one(stream: &TcpStream, chunk: &[u8]) -> io::Result<usize> {
+/// A plain `send` for the common single-chunk message (cheaper than a
+/// vectored write).
+fn write_one(io: &Transport, chunk: &[u8]) -> io::Result<usize> {
     let mut written = 0;
     while written < chunk.len() {
-        match crate::sys::send(stream.as_raw_fd(), chunk.get(written..).unwrap_or_default()) {
+        match io.send(chunk.get(written..).unwrap_or_default()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

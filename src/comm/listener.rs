@@ -1,8 +1,7 @@
 //! Accepting connections: `max_connections`, eviction, and EMFILE without spinning.
 
-use crate::poller::{Core, Flow, Handler, QueueKey, Ready, Signal};
+use crate::poller::{Core, Flow, Handler, QueueKey, Ready};
 use mio::net::{TcpListener, TcpStream};
-use std::any::Any;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +13,10 @@ const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What a listener needs from the server it accepts for.
 pub(crate) trait Acceptor: Send + Sync + 'static {
-    /// The server's group id (shutdown and eviction scope).
+    /// The server's group id (its deadline queues).
     fn group(&self) -> u32;
+    /// The server is shutting down: stop accepting.
+    fn stopped(&self) -> bool;
     /// Takes a connection slot; `false` at `max_connections`.
     fn try_admit(&self) -> bool;
     /// The deadline queue holding this server's idle keep-alive connections, oldest
@@ -51,14 +52,14 @@ impl Listener {
             match self.listener.accept() {
                 Ok((stream, peer)) => self.admit(core, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Keep,
-                Err(e) if crate::sys::is_fd_exhaustion(&e) => {
+                Err(e) if crate::sys::process::is_fd_exhaustion(&e) => {
                     // Free the spare descriptor, take the waiting connection and
                     // close it, so the backlog drains instead of waking us forever.
                     let acceptor = &self.acceptor;
                     let listener = &self.listener;
                     // The shed socket must be closed inside the window, before
                     // the spare is taken back.
-                    let shed = crate::sys::with_spare_fd_released(|| {
+                    let shed = crate::sys::process::with_spare_fd_released(|| {
                         listener
                             .accept()
                             .map(|(stream, peer)| acceptor.refuse(stream, peer))
@@ -89,7 +90,7 @@ impl Listener {
         if !self.acceptor.try_admit() {
             // Make room by closing the oldest idle keep-alive connection here.
             if let Some(oldest) = core.oldest(self.acceptor.idle_key()) {
-                core.signal(oldest, Signal::Evict);
+                core.cancel(oldest);
             }
             if !self.acceptor.try_admit() {
                 self.acceptor.refuse(stream, peer);
@@ -109,21 +110,16 @@ impl Handler for Listener {
         self.accept_all(token, core)
     }
 
-    fn wake(&mut self, _token: usize, _core: &mut Core) -> Flow {
+    /// Woken when its server shuts down: stop listening.
+    fn wake(&mut self, _token: usize, core: &mut Core) -> Flow {
+        if self.acceptor.stopped() {
+            let _ = core.registry().deregister(&mut self.listener);
+            return Flow::Remove;
+        }
         Flow::Keep
     }
 
-    fn signal(&mut self, _token: usize, core: &mut Core, signal: Signal) -> Flow {
-        match signal {
-            Signal::Shutdown(g) | Signal::ShutdownNow(g) if g == self.acceptor.group() => {
-                let _ = core.registry().deregister(&mut self.listener);
-                Flow::Remove
-            }
-            _ => Flow::Keep,
-        }
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
+    fn cancel(&mut self, _token: usize, _core: &mut Core) -> Flow {
+        Flow::Keep
     }
 }

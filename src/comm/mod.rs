@@ -1,21 +1,45 @@
-//! Connections: accepting, connecting, reading, writing with backpressure.
+//! Connections: the engines that move bytes for every protocol.
 //!
-//! A connection is split in two. The poller-side handler (in `protocol`) owns the
-//! read path and the connection's state machine. The shared `Conn` owns the
-//! socket and the outbound queue, so any thread can write to it: a handler thread
-//! that finishes a response writes it at once with `writev`, and only what the
-//! socket does not take is queued for the poller (the connection is *paused*
-//! until the socket drains). Above the high watermark the owner stops reading;
-//! past the hard limit a send fails instead of buffering without bound.
+//! This layer owns everything about a connection and nothing about what its
+//! bytes mean: listeners and accept (`max_connections`, eviction, EMFILE),
+//! the server connection state machine, the client connection engine and its
+//! pools, name resolution, every timeout, and the outbound queue with its
+//! backpressure. A protocol plugs in through the `protocol` traits; the layer
+//! above (`task`) plugs in through the small traits of `service`, so `comm`
+//! never imports it.
+//!
+//! A connection is split in two. The poller side (a `Handler` on the poller
+//! that owns it) reads, parses and runs the state machine. The shared
+//! `Conn` owns the transport and the outbound queue, so any thread can
+//! write to it: a handler thread that finishes a reply writes it at once, a
+//! stream's producer sends from wherever it runs, and only what the socket
+//! does not take is queued for the poller (the connection is *paused* until
+//! the socket drains). Above the high watermark a server connection stops
+//! reading and a producer is told to slow down; past the hard limit a send is
+//! refused instead of buffering without bound.
 
 #![forbid(unsafe_code)]
 
+mod client;
 mod config;
 mod conn;
+mod dns;
 mod listener;
+mod pool;
+mod reply;
+mod server;
+mod service;
+mod transport;
 
-pub use config::ConnConfig;
-pub use conn::SendState;
+pub use client::{Target, Timings};
+pub use config::{ClientConfig, ConnConfig};
+pub use conn::{SendError, SendState};
+pub use dns::DNS_TTL;
+pub use reply::Stream;
+pub use server::ServerHandle;
 
-pub(crate) use conn::{inline_dispatch, take_inline_reply, Arrival, Conn, Done, SendError};
-pub(crate) use listener::{Acceptor, Listener};
+pub(crate) use client::JobInfo;
+pub(crate) use pool::submit;
+pub(crate) use reply::Reply;
+pub(crate) use server::{serve, ServerSpec};
+pub(crate) use service::{Exchange, Job, PushHandler, Service};

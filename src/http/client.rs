@@ -1,20 +1,20 @@
-//! HTTP client tasks: URL, DNS, the pooled generic client, redirects.
+//! HTTP client tasks: URL, the pooled generic client, redirects.
 //!
-//! `http::get(url, callback)` returns a task to put in a series. It resolves the
-//! host on a resolver thread (cached, one lookup in flight per name), sends the
-//! request over the per-target pool (a stale pooled connection is retried,
-//! `retry_max`), follows redirects if asked (`redirect_max`), and runs the callback
-//! with the response or an [`Error`] that says which phase failed.
+//! `http::get(url, callback)` returns a task to put in a series. It sends the
+//! request with the generic client task over the per-target pool (names
+//! resolved by `comm`, cached, with a timeout; a stale pooled connection is
+//! retried for idempotent methods, `retry_max`), follows redirects if asked
+//! (`redirect_max`), and runs the callback with the response or an [`Error`]
+//! that says which phase failed.
 
-use super::dns;
 use super::url::Url;
 use super::{Limits, Request, Response};
+use crate::comm::{ClientConfig, Target, Timings};
 use crate::error::Error;
-use crate::protocol::{self, ClientConfig, Protocol, Timings};
-use crate::task::{Series, Step, Task};
+use crate::protocol::Protocol;
+use crate::task::{self, Series, Step, Task};
 use bytes::Bytes;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
 
 /// HTTP as the generic client sees it.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +41,21 @@ impl Protocol for ClientProto {
     fn keep_alive(&self, req: &Request, resp: &Response) -> bool {
         req.keep_alive() && resp.keep_alive()
     }
+
+    /// Idempotent methods (RFC 9110 §9.2.2) may be sent again when a pooled
+    /// connection turned out closed before any byte of the response.
+    fn may_retry(&self, req: &Request) -> bool {
+        matches!(
+            req.method(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        )
+    }
+}
+
+/// The protocol with default limits, shared by every task that sets none.
+fn default_proto() -> Arc<ClientProto> {
+    static DEFAULT: OnceLock<Arc<ClientProto>> = OnceLock::new();
+    DEFAULT.get_or_init(Default::default).clone()
 }
 
 type Callback = Box<dyn FnOnce(&mut ClientTask, &mut Series) + Send>;
@@ -92,7 +107,7 @@ pub fn request(
         method: method.to_string(),
         headers: Vec::new(),
         body: Bytes::new(),
-        proto: Arc::new(ClientProto::default()),
+        proto: default_proto(),
         config: ClientConfig::shared_default(),
         redirect_max: 0,
         redirects: 0,
@@ -186,30 +201,21 @@ impl ClientTask {
             Ok(r) => r,
             Err(e) => return self.finish(series, None, Some(e)),
         };
-        let asked = Instant::now();
-        dns::resolve(url.host(), url.port(), move |res, looked_up| {
-            let addr = match res {
-                Ok(a) => a,
-                Err(e) => return self.finish(series, None, Some(e)),
-            };
-            let proto = self.proto.clone();
-            let config = self.config.clone();
-            let mut outer = Some((self, series));
-            let mut inner = protocol::ClientTask::new(proto, addr, req, move |t, _| {
-                if let Some((mut task, series)) = outer.take() {
-                    task.timings = t.timings();
-                    task.reused = t.reused();
-                    let error = t.result().err().cloned();
-                    let resp = t.take_response();
-                    task.after_response(series, resp, error);
-                }
-            })
-            .with_config(config);
-            if looked_up {
-                inner.set_dns_time(asked.elapsed());
+        let proto = self.proto.clone();
+        let config = self.config.clone();
+        let target = Target::new(url.host(), url.port());
+        let mut outer = Some((self, series));
+        let inner = task::ClientTask::new(proto, target, req, move |t, _| {
+            if let Some((mut task, series)) = outer.take() {
+                task.timings = t.timings();
+                task.reused = t.reused();
+                let error = t.result().err().cloned();
+                let resp = t.take_response();
+                task.after_response(series, resp, error);
             }
-            Series::new(inner).start();
-        });
+        })
+        .with_config(config);
+        Series::new(inner).start();
     }
 
     fn after_response(
@@ -248,7 +254,7 @@ impl ClientTask {
         self.resp = resp;
         self.error = error;
         if let Some(cb) = self.callback.take() {
-            cb(&mut self, &mut series);
+            series.guard(|s| cb(&mut self, s));
         }
         Series::resume(series);
     }
@@ -262,7 +268,7 @@ impl Task for ClientTask {
         if let Err(e) = built {
             self.error = Some(e);
             if let Some(cb) = self.callback.take() {
-                cb(&mut self, &mut series);
+                series.guard(|s| cb(&mut self, s));
             }
             return Step::Next(series);
         }

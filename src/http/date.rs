@@ -38,7 +38,7 @@ pub fn http_date() -> [u8; DATE_LEN] {
 
 /// The whole `Date: <date>\r\n` line, as the encoder writes it.
 pub(crate) fn date_line() -> [u8; DATE_LINE_LEN] {
-    let secs = crate::sys::coarse_unix_secs().min(MAX_SECS);
+    let secs = crate::sys::cpu::coarse_unix_secs().min(MAX_SECS);
     CACHE
         .try_with(|cache| {
             let (cached_secs, line) = cache.get();

@@ -60,13 +60,11 @@ mod version;
 mod tests;
 
 mod client;
-mod dns;
 mod server;
 mod url;
 
 pub use client::{get, request, ClientProto, ClientTask};
-pub use dns::DNS_TTL;
-pub use server::{Server, ServerBuilder, ServerHandle, ServerProto, ServerTask};
+pub use server::{ReplyHandle, Server, ServerBuilder, ServerHandle, ServerProto, ServerTask};
 pub use url::Url;
 
 pub use chunked::{encode_chunk, encode_last_chunk, ChunkedDecoder};

@@ -87,11 +87,14 @@ pub enum CloseReason {
     ServerShutdown,
     /// Closed by this side deliberately (e.g. `Connection: close`, a task's choice).
     Local,
+    /// User code serving the connection panicked (a server answered 500 first
+    /// when it could).
+    InternalError,
 }
 
 impl CloseReason {
     /// Every reason, in declaration order (the order of [`index`](Self::index)).
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::PeerClosed,
         CloseReason::KeepAliveTimeout,
         CloseReason::ReceiveTimeout,
@@ -103,6 +106,7 @@ impl CloseReason {
         CloseReason::Evicted,
         CloseReason::ServerShutdown,
         CloseReason::Local,
+        CloseReason::InternalError,
     ];
 
     /// The snake_case name used in logs and metrics.
@@ -119,6 +123,7 @@ impl CloseReason {
             CloseReason::Evicted => "evicted",
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::Local => "local",
+            CloseReason::InternalError => "internal_error",
         }
     }
 

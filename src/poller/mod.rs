@@ -6,7 +6,13 @@
 //! threads talk to a poller only through its command queue; pushing a command from
 //! the poller's own thread costs no syscall, and from another thread at most one
 //! `mio::Waker` write per wake-up however many commands arrive. The poller knows
-//! nothing of connections or protocols: it calls handlers.
+//! nothing of connections, servers or protocols: it calls handlers, and what a
+//! wake-up or a cancellation means is the handler's business.
+//!
+//! A panic that escapes a handler, a command or a timer is caught here, per
+//! event: the handler it escaped from is dropped (its `Drop` does its
+//! bookkeeping) and the poller goes on with the next event, so one bug or one
+//! panicking callback never takes down the other connections on its thread.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +27,7 @@ use slab::Slab;
 use std::any::Any;
 use std::cell::Cell;
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -51,29 +58,17 @@ pub(crate) enum Flow {
     Remove,
 }
 
-/// A request from one handler (or the runtime) to another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Signal {
-    /// Close now to make room for a new connection.
-    Evict,
-    /// Group `0` is shutting down: stop accepting, close when idle.
-    Shutdown(u32),
-    /// Group `0`'s shutdown deadline passed: close now.
-    ShutdownNow(u32),
-}
-
 /// Something registered with a poller.
 pub(crate) trait Handler: Send + 'static {
     /// The source is readable and/or writable.
     fn ready(&mut self, token: usize, core: &mut Core, ready: Ready) -> Flow;
     /// This token's deadline passed.
     fn timeout(&mut self, token: usize, core: &mut Core) -> Flow;
-    /// Another thread asked this handler to look at its shared state.
+    /// Someone asked this handler to look at its shared state.
     fn wake(&mut self, token: usize, core: &mut Core) -> Flow;
-    /// A signal from another handler or the runtime.
-    fn signal(&mut self, token: usize, core: &mut Core, signal: Signal) -> Flow;
-    /// For callers that know the concrete type (the client pool).
-    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// The owner of this registration asks it to end now if it can (a
+    /// listener making room evicts the oldest idle connection this way).
+    fn cancel(&mut self, token: usize, core: &mut Core) -> Flow;
     /// Prefetches the state `ready` touches first (behind pointers the
     /// handler holds). The poller calls it an event ahead, when the handler
     /// itself is already in cache; see [`run`].
@@ -93,11 +88,8 @@ impl Handler for Placeholder {
     fn wake(&mut self, _: usize, _: &mut Core) -> Flow {
         Flow::Keep
     }
-    fn signal(&mut self, _: usize, _: &mut Core, _: Signal) -> Flow {
+    fn cancel(&mut self, _: usize, _: &mut Core) -> Flow {
         Flow::Keep
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 
@@ -223,9 +215,62 @@ pub(crate) fn add_timer(
 pub(crate) fn cancel_timer(index: usize, key: TimerKey) {
     run_on(index, move |core| {
         if let Some(f) = core.deadlines.cancel_timer(key) {
-            f(true);
+            f(core, true);
         }
     });
+}
+
+/// Wakes every handler on every poller: each looks at its shared state (a
+/// server that is shutting down reaches all its connections this way).
+pub(crate) fn wake_all() {
+    for index in 0..count() {
+        run_on(index, Core::wake_all);
+    }
+}
+
+/// The text of a panic's payload, for the one log line it gets.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(non-text panic payload)"
+    }
+}
+
+/// Runs `f`, catching a panic and logging it once as escaping `what`.
+pub(crate) fn contain<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(payload) => {
+            log::error!(
+                "taskweave: a panic escaped {what}: {}",
+                panic_message(&*payload)
+            );
+            None
+        }
+    }
+}
+
+impl Core {
+    fn new(index: usize, registry: Registry) -> Core {
+        Core {
+            index,
+            registry,
+            slots: Slab::new(),
+            deadlines: Deadlines::new(),
+            scratch: vec![0; SCRATCH_BYTES],
+            now: Instant::now(),
+        }
+    }
+
+    /// A core with no thread behind it, for unit tests of what runs on one.
+    #[cfg(test)]
+    pub(crate) fn for_test() -> Core {
+        let poll = Poll::new().expect("poll");
+        Core::new(usize::MAX, poll.registry().try_clone().expect("registry"))
+    }
 }
 
 fn spawn(index: usize) -> io::Result<Arc<Shared>> {
@@ -238,14 +283,7 @@ fn spawn(index: usize) -> io::Result<Arc<Shared>> {
         polling: AtomicBool::new(false),
         wake_pending: AtomicBool::new(false),
     });
-    let core = Core {
-        index,
-        registry,
-        slots: Slab::new(),
-        deadlines: Deadlines::new(),
-        scratch: vec![0; SCRATCH_BYTES],
-        now: Instant::now(),
-    };
+    let core = Core::new(index, registry);
     let loop_shared = shared.clone();
     std::thread::Builder::new()
         .name(format!("tw-poller-{index}"))
@@ -301,7 +339,9 @@ fn run(mut poll: Poll, mut core: Core, shared: &Shared) {
         }
         for _ in 0..COMMANDS_PER_TURN {
             match shared.queue.pop() {
-                Some(Command::Run(f)) => f(&mut core),
+                Some(Command::Run(f)) => {
+                    contain("a poller command", || f(&mut core));
+                }
                 Some(Command::Wake { token, id }) => {
                     if core.slots.get(token).is_some_and(|s| s.id == id) {
                         core.call(token, |h, core| h.wake(token, core));
@@ -315,7 +355,7 @@ fn run(mut poll: Poll, mut core: Core, shared: &Shared) {
             core.call(token, |h, core| h.timeout(token, core));
         }
         while let Some(f) = core.deadlines.pop_due_timer(core.now) {
-            f(false);
+            contain("a timer", || f(&mut core, false));
         }
     }
 }
@@ -348,6 +388,19 @@ impl Core {
     /// Returns the scratch buffer.
     pub fn put_scratch(&mut self, buf: Vec<u8>) {
         self.scratch = buf;
+    }
+
+    /// Adds a timer on this poller: `f(core, false)` runs at `at`, or
+    /// `f(core, true)` if it is cancelled first.
+    pub fn add_timer(&mut self, at: Instant, f: TimerFn) -> TimerKey {
+        self.deadlines.add_timer(at, f)
+    }
+
+    /// Cancels a timer of this poller; its function runs with `true`.
+    pub fn cancel_timer(&mut self, key: TimerKey) {
+        if let Some(f) = self.deadlines.cancel_timer(key) {
+            f(self, true);
+        }
     }
 
     /// Arms `token`'s deadline for `key.dur` from now (replacing any other).
@@ -387,16 +440,21 @@ impl Core {
         self.slots.get(token).map(|s| s.id)
     }
 
-    /// Sends `signal` to the handler at `token` (not to one that is running).
-    pub fn signal(&mut self, token: usize, signal: Signal) {
-        self.call(token, |h, core| h.signal(token, core, signal));
+    /// Asks the handler at `token` to end now (see [`Handler::cancel`]).
+    pub fn cancel(&mut self, token: usize) {
+        self.call(token, |h, core| h.cancel(token, core));
     }
 
-    /// Sends `signal` to every handler.
-    pub fn broadcast(&mut self, signal: Signal) {
+    /// Wakes the handler at `token` now, on this thread.
+    pub fn wake(&mut self, token: usize) {
+        self.call(token, |h, core| h.wake(token, core));
+    }
+
+    /// Wakes every handler on this poller.
+    pub fn wake_all(&mut self) {
         let tokens: Vec<usize> = self.slots.iter().map(|(t, _)| t).collect();
         for token in tokens {
-            self.signal(token, signal);
+            self.wake(token);
         }
     }
 
@@ -404,7 +462,7 @@ impl Core {
     fn prefetch_slot(&self, token: Option<usize>) {
         let Some(token) = token else { return };
         if let Some(slot) = self.slots.get(token) {
-            crate::sys::prefetch(&*slot.handler);
+            crate::sys::cpu::prefetch(&*slot.handler);
         }
         self.deadlines.prefetch_link(token);
     }
@@ -426,7 +484,10 @@ impl Core {
         }
         slot.in_call = true;
         let mut handler = std::mem::replace(&mut slot.handler, Box::new(Placeholder));
-        let flow = f(&mut *handler, self);
+        // A handler a panic escaped from may be half-way through a change:
+        // it is dropped (its `Drop` closes what it owns) and removed.
+        let flow =
+            contain("a connection handler", || f(&mut *handler, self)).unwrap_or(Flow::Remove);
         match flow {
             Flow::Keep => {
                 if let Some(slot) = self.slots.get_mut(token) {
@@ -436,7 +497,8 @@ impl Core {
             }
             Flow::Remove => {
                 self.deadlines.disarm(token);
-                self.slots.remove(token);
+                self.slots.try_remove(token);
+                drop(handler);
             }
         }
     }

@@ -16,15 +16,18 @@
 //! then never fires early and at most one granule late, and queue order (the
 //! eviction order) is the order of last activity to within a granule.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 const NIL: u32 = u32::MAX;
 
-/// Identifies a queue: a duration, the group it serves (a server or a client
-/// pool) and what kind of wait it is, so that a group's idle connections can be
-/// found in age order even when two of its timeouts are equal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Identifies a queue: a duration, the group it serves and what kind of wait
+/// it is. A server has a group of its own, so that its idle connections can be
+/// found in age order even when two of its timeouts are equal; everything that
+/// never asks for the oldest (client connections) uses group 0, so the number
+/// of queues depends on the distinct timeouts in use, not on how many configs
+/// or pools carry them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct QueueKey {
     pub dur: Duration,
     pub group: u32,
@@ -62,6 +65,8 @@ pub(crate) struct Deadlines {
     epoch: Instant,
     links: Vec<Link>,
     queues: Vec<Queue>,
+    /// Where each key's queue is in `queues`.
+    index: HashMap<QueueKey, u32>,
     timers: BTreeMap<(Instant, u64), TimerFn>,
     timer_seq: u64,
     /// The last instant converted to milliseconds, and the result: a poller
@@ -69,8 +74,9 @@ pub(crate) struct Deadlines {
     memo: (Instant, u64),
 }
 
-/// What runs when a timer fires (`false`) or is cancelled (`true`).
-pub(crate) type TimerFn = Box<dyn FnOnce(bool) + Send>;
+/// What runs on the poller thread when a timer fires (`false`) or is
+/// cancelled (`true`).
+pub(crate) type TimerFn = Box<dyn FnOnce(&mut super::Core, bool) + Send>;
 
 /// A handle to cancel a timer on its poller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +95,7 @@ impl Deadlines {
             epoch: now,
             links: Vec::new(),
             queues: Vec::new(),
+            index: HashMap::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
             memo: (now, 0),
@@ -108,8 +115,8 @@ impl Deadlines {
     }
 
     fn queue_index(&mut self, key: QueueKey) -> u32 {
-        if let Some(i) = self.queues.iter().position(|q| q.key == key) {
-            return i as u32;
+        if let Some(&i) = self.index.get(&key) {
+            return i;
         }
         let dur_ms =
             key.dur.as_millis() as u64 + u64::from(key.dur.subsec_nanos() % 1_000_000 != 0);
@@ -120,7 +127,9 @@ impl Deadlines {
             head: NIL,
             tail: NIL,
         });
-        (self.queues.len() - 1) as u32
+        let i = (self.queues.len() - 1) as u32;
+        self.index.insert(key, i);
+        i
     }
 
     /// Arms (or re-arms) `token`'s single deadline at `now + key.dur`,
@@ -164,7 +173,7 @@ impl Deadlines {
     /// Prefetches `token`'s link, which a re-arm will read.
     pub fn prefetch_link(&self, token: usize) {
         if let Some(link) = self.links.get(token) {
-            crate::sys::prefetch(link);
+            crate::sys::cpu::prefetch(link);
         }
     }
 
@@ -192,7 +201,7 @@ impl Deadlines {
 
     /// The oldest token in the queue for `key`, if any.
     pub fn oldest(&self, key: QueueKey) -> Option<usize> {
-        let q = self.queues.iter().find(|q| q.key == key)?;
+        let q = self.queues.get(*self.index.get(&key)? as usize)?;
         (q.head != NIL).then_some(q.head as usize)
     }
 
@@ -340,14 +349,20 @@ mod tests {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mk = |n: u32| -> TimerFn {
             let log = log.clone();
-            Box::new(move |c| log.lock().unwrap().push((n, c)))
+            Box::new(move |_, c| log.lock().unwrap().push((n, c)))
         };
         d.add_timer(t0 + Duration::from_millis(30), mk(3));
         let k = d.add_timer(t0 + Duration::from_millis(20), mk(2));
         d.add_timer(t0 + Duration::from_millis(10), mk(1));
-        d.cancel_timer(k).unwrap()(true);
+        let cancelled = d.cancel_timer(k).unwrap();
+        let mut due = Vec::new();
         while let Some(f) = d.pop_due_timer(t0 + Duration::from_millis(40)) {
-            f(false);
+            due.push(f);
+        }
+        let mut core = super::super::Core::for_test();
+        cancelled(&mut core, true);
+        for f in due {
+            f(&mut core, false);
         }
         assert_eq!(
             *log.lock().unwrap(),

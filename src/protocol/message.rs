@@ -1,4 +1,4 @@
-//! The message and protocol traits: the contract between `comm` and a protocol.
+//! The message and protocol traits: the contract between the runtime and a protocol.
 
 use bytes::Bytes;
 use std::borrow::Cow;
@@ -100,6 +100,37 @@ pub trait Message: Send + 'static {
     fn status(&self) -> Option<u16> {
         None
     }
+
+    /// Makes this message the head of a stream whose body follows in pieces
+    /// (a server answering with a stream calls it before encoding the head),
+    /// and says how the pieces are framed. The default sends the message as
+    /// it encodes, then each piece as it is.
+    fn start_stream(&mut self) -> &'static dyn PieceFramer {
+        &RawPieces
+    }
+}
+
+/// Frames the pieces of a streamed message and its end: HTTP/1.1 wraps each
+/// piece in a chunk and ends with the last chunk; HTTP/1.0 sends them as
+/// they are and ends by closing; an answer to `HEAD` sends none.
+pub trait PieceFramer: Send + Sync + 'static {
+    /// Appends `piece`, framed, to `out`.
+    fn piece(&self, piece: Bytes, out: &mut Vec<Bytes>);
+    /// Appends what ends the stream.
+    fn end(&self, out: &mut Vec<Bytes>);
+}
+
+/// Pieces go out as they are, and nothing marks the end.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawPieces;
+
+impl PieceFramer for RawPieces {
+    fn piece(&self, piece: Bytes, out: &mut Vec<Bytes>) {
+        if !piece.is_empty() {
+            out.push(piece);
+        }
+    }
+    fn end(&self, _out: &mut Vec<Bytes>) {}
 }
 
 /// A request/response protocol: the types and the decisions `comm` leaves to it.
@@ -139,8 +170,38 @@ pub trait Protocol: Send + Sync + 'static {
     }
 
     /// A response to write before closing a connection whose request failed to
-    /// parse (HTTP's 400/413/431...). `None` closes without writing.
+    /// parse (HTTP's 400/413/431...), or whose `process` panicked (the error's
+    /// code is then 500). `None` closes without writing.
     fn reject(&self, _err: &ProtocolError) -> Option<Self::Response> {
         None
+    }
+
+    /// Client: how many requests may be in flight on one connection, their
+    /// replies matched in order. The default, 1, is plain request/response;
+    /// a protocol that pipelines (Redis, the echo example) says more.
+    fn max_in_flight(&self) -> usize {
+        1
+    }
+
+    /// Client: whether a parsed message is a push (an event the server sends
+    /// on its own, like a RESP3 push) rather than the reply to the oldest
+    /// request in flight. Pushes go to the connection's push handler.
+    fn is_push(&self, _msg: &Self::Response) -> bool {
+        false
+    }
+
+    /// Client: a parser for a message that arrives while no request is in
+    /// flight. `None` (the default) makes such bytes a protocol error that
+    /// closes the connection; a protocol with pushes returns a parser.
+    fn new_unsolicited(&self) -> Option<Self::Response> {
+        None
+    }
+
+    /// Client: whether `req` may be sent again on a new connection when the
+    /// pooled connection it went out on failed before any byte of a reply
+    /// arrived (the peer closed the idle connection as we picked it). Only a
+    /// request whose repetition is harmless may say yes; the default is no.
+    fn may_retry(&self, _req: &Self::Request) -> bool {
+        false
     }
 }

@@ -70,38 +70,59 @@ pub fn named_counter(
 /// Counts `n` times towards the counters named `name`, oldest first: each count
 /// goes to the oldest counter that has not reached its target. Returns how many
 /// counts found a counter.
+///
+/// The registry's lock is never held while a callback runs, so a counter's
+/// callback may itself count or create counters by name.
 pub fn count_by_name(name: &str, n: u32) -> u32 {
     let mut used = 0;
-    let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
-    let Some(queue) = reg.get_mut(name) else {
-        return 0;
-    };
-    while used < n {
-        let Some(front) = queue.front().cloned() else {
-            break;
+    let mut reached = Vec::new();
+    {
+        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+        let Some(queue) = reg.get_mut(name) else {
+            return 0;
         };
-        used += 1;
-        if count(&front) {
-            queue.pop_front();
+        while used < n {
+            let Some(front) = queue.front() else {
+                break;
+            };
+            used += 1;
+            if let Some(ready) = add_one(front) {
+                queue.pop_front();
+                reached.extend(ready);
+            }
+        }
+        if queue.is_empty() {
+            reg.remove(name);
         }
     }
-    if queue.is_empty() {
-        reg.remove(name);
+    for (task, series) in reached {
+        deliver(series, move |s| task.complete(s));
     }
     used
 }
 
-/// Counts once; returns whether the counter has reached its target.
-fn count(shared: &Shared) -> bool {
+/// A counter that reached its target and the series waiting on it, if any.
+type Reached = Option<(Box<CounterTask>, Box<Series>)>;
+
+/// Counts once. `Some` once the counter has reached its target, with the
+/// waiting task to complete (outside any lock).
+fn add_one(shared: &Shared) -> Option<Reached> {
     let mut inner = shared.lock().unwrap_or_else(|e| e.into_inner());
     inner.count = inner.count.saturating_add(1);
-    let reached = inner.count >= inner.target;
-    let ready = if reached { inner.waiting.take() } else { None };
-    drop(inner);
-    if let Some((task, series)) = ready {
-        deliver(series, move |s| task.complete(s));
+    (inner.count >= inner.target).then(|| inner.waiting.take())
+}
+
+/// Counts once; returns whether the counter has reached its target.
+fn count(shared: &Shared) -> bool {
+    match add_one(shared) {
+        Some(ready) => {
+            if let Some((task, series)) = ready {
+                deliver(series, move |s| task.complete(s));
+            }
+            true
+        }
+        None => false,
     }
-    reached
 }
 
 impl CounterHandle {
@@ -119,7 +140,7 @@ impl CounterTask {
 
     fn complete(mut self: Box<Self>, series: &mut Series) {
         if let Some(cb) = self.callback.take() {
-            cb(&mut self, series);
+            series.guard(|s| cb(&mut self, s));
         }
     }
 }

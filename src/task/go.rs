@@ -44,7 +44,7 @@ impl<R: Send + 'static> Task for GoTask<R> {
                 self.output = res.ok();
             }
             if let Some(cb) = self.callback.take() {
-                cb(&mut self, &mut series);
+                series.guard(|s| cb(&mut self, s));
             }
             Series::resume(series);
         });

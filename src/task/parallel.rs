@@ -52,7 +52,7 @@ impl Parallel {
 
     fn complete(mut self: Box<Self>, parent: &mut Series) {
         if let Some(cb) = self.callback.take() {
-            cb(&mut self, parent);
+            parent.guard(|s| cb(&mut self, s));
         }
     }
 }

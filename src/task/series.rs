@@ -1,9 +1,11 @@
 //! [`Series`], the [`Task`] trait and the loop that runs them.
 
+use crate::error::Error;
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// What [`Task::run`] did with the series.
 pub enum Step {
@@ -18,6 +20,8 @@ pub enum Step {
 /// Implement it for your own tasks: do the work, run your callback with
 /// `&mut Series`, and return [`Step::Next`]; or start asynchronous work that owns
 /// the series and calls [`Series::resume`] when done, and return [`Step::Pending`].
+/// Run user callbacks through [`Series::guard`], so that a panic in one ends
+/// the series with an error instead of losing it.
 pub trait Task: Send + 'static {
     /// Runs the task as the current task of `series`.
     fn run(self: Box<Self>, series: Box<Series>) -> Step;
@@ -49,6 +53,8 @@ pub struct Series {
     on_done: Option<OnDone>,
     finisher: Option<Box<dyn Finisher>>,
     cancelled: bool,
+    /// Why the series ended early (a callback panicked).
+    error: Option<Box<Error>>,
 }
 
 impl fmt::Debug for Series {
@@ -57,6 +63,7 @@ impl fmt::Debug for Series {
             .field("pending_tasks", &self.len())
             .field("has_context", &self.context.is_some())
             .field("cancelled", &self.cancelled)
+            .field("error", &self.error)
             .finish()
     }
 }
@@ -77,6 +84,7 @@ impl Series {
             on_done: None,
             finisher: None,
             cancelled: false,
+            error: None,
         }
     }
 
@@ -202,9 +210,48 @@ impl Series {
         self.tasks.clear();
     }
 
-    /// Whether [`cancel`](Series::cancel) was called.
+    /// Whether [`cancel`](Series::cancel) was called (or the series failed).
     pub fn is_cancelled(&self) -> bool {
         self.cancelled
+    }
+
+    /// Why the series ended early, if it did: a callback in it panicked
+    /// ([`Error::Panic`]). `on_done` sees it.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_deref()
+    }
+
+    /// Ends the series with `err`: the tasks not started are dropped, and
+    /// `on_done` still runs (and sees [`error`](Series::error)).
+    pub fn fail(&mut self, err: Error) {
+        self.cancel();
+        self.error.get_or_insert_with(|| Box::new(err));
+    }
+
+    /// Runs user code `f` on the series, containing a panic: it is caught and
+    /// logged once, and the series ends with [`Error::Panic`] (its remaining
+    /// tasks are dropped; `on_done` still runs). Every built-in task runs its
+    /// callback this way; a custom [`Task`] should too.
+    ///
+    /// ```
+    /// use taskweave::{Error, FnTask, Series, WaitGroup};
+    ///
+    /// let wg = WaitGroup::new(1);
+    /// let done = wg.clone();
+    /// Series::new(FnTask(|_: &mut Series| panic!("oops")))
+    ///     .on_done(move |s| {
+    ///         assert!(matches!(s.error(), Some(Error::Panic(_))));
+    ///         done.done();
+    ///     })
+    ///     .start();
+    /// wg.wait();
+    /// ```
+    pub fn guard(&mut self, f: impl FnOnce(&mut Series)) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+            let msg = crate::poller::panic_message(&*payload).to_owned();
+            log::error!("taskweave: a callback panicked: {msg}; its series ends");
+            self.fail(Error::Panic(msg));
+        }
     }
 
     /// Starts the series on this thread: tasks that finish at once run here.
@@ -215,7 +262,11 @@ impl Series {
     /// Gives an ended series' box back to this thread's cache (a server
     /// starts a series per request; reusing the box saves an allocation).
     pub(crate) fn recycle(mut self: Box<Self>) {
-        if !self.is_empty() || self.context.is_some() || self.on_done.is_some() {
+        if !self.is_empty()
+            || self.context.is_some()
+            || self.on_done.is_some()
+            || self.error.is_some()
+        {
             return; // not a plain ended series: just drop it
         }
         self.finisher = None;
@@ -249,7 +300,7 @@ impl Series {
 
     fn end(mut self: Box<Self>) {
         if let Some(f) = self.on_done.take() {
-            f(&mut self);
+            self.guard(f);
             if !self.is_empty() {
                 // on_done pushed more work: keep going.
                 return Series::resume(self);
@@ -303,7 +354,7 @@ pub struct FnTask<F>(pub F);
 
 impl<F: FnOnce(&mut Series) + Send + 'static> Task for FnTask<F> {
     fn run(self: Box<Self>, mut series: Box<Series>) -> Step {
-        (self.0)(&mut series);
+        series.guard(self.0);
         Step::Next(series)
     }
 }

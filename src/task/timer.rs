@@ -60,7 +60,7 @@ impl TimerTask {
     fn complete(mut self: Box<Self>, series: &mut Series, cancelled: bool) {
         self.cancelled = cancelled;
         if let Some(cb) = self.callback.take() {
-            cb(&mut self, series);
+            series.guard(|s| cb(&mut self, s));
         }
     }
 }
@@ -89,7 +89,7 @@ impl Task for TimerTask {
         }
         let at = Instant::now() + self.duration;
         let fire_slot = slot.clone();
-        let fire = Box::new(move |cancelled: bool| {
+        let fire = Box::new(move |_: &mut crate::poller::Core, cancelled: bool| {
             *fire_slot.lock().unwrap_or_else(|e| e.into_inner()) = Slot::Done;
             deliver(series, move |s| self.complete(s, cancelled));
         });

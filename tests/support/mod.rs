@@ -9,8 +9,8 @@ use taskweave::metrics::{CloseReason, ConnStats, MemoryLog};
 
 /// Raises the soft descriptor limit to the hard one (tests open thousands).
 pub fn raise_fd_limit() {
-    if let Ok((_, hard)) = taskweave::sys::nofile_limit() {
-        let _ = taskweave::sys::set_nofile_limit(hard);
+    if let Ok((_, hard)) = taskweave::os::nofile_limit() {
+        let _ = taskweave::os::set_nofile_limit(hard);
     }
 }
 

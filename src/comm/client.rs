@@ -1,0 +1,685 @@
+//! The client connection engine: connect, write requests, match replies in
+//! order, route pushes, and fail exactly what a broken connection carried.
+//!
+//! A connection carries a FIFO of requests in flight, as many as the
+//! protocol's `max_in_flight` allows (pipelining); replies are matched to
+//! requests in order, several per read if they arrived together. A message
+//! the protocol calls a push goes to the connection's push handler, never to
+//! a request. When a connection fails or times out, every request in flight
+//! on it fails with that error; none is sent again unless the protocol says
+//! it may be (`Protocol::may_retry`), the connection was an idle pooled one,
+//! and no byte arrived on it since: the peer closed it as we picked it.
+
+use super::conn::{Conn, Done, SendError, SendState};
+use super::dns;
+use super::pool::{self, PoolKey};
+use super::server::ReadState;
+use super::service::{Job, PushHandler};
+use super::transport::Transport;
+use super::ClientConfig;
+use crate::error::Error;
+use crate::metrics::{CloseReason, ConnStats, Side};
+use crate::poller::{self, Core, Flow, Handler, QueueKey, Ready};
+use crate::protocol::{Message, Progress, Protocol};
+use bytes::Bytes;
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a client request goes: a host (a name or an IP address) and a port.
+///
+/// ```
+/// use taskweave::comm::Target;
+///
+/// let t: Target = "localhost:6379".parse()?;
+/// assert_eq!((t.host(), t.port()), ("localhost", 6379));
+/// let t: Target = "[::1]:80".parse()?;
+/// assert_eq!(t.host(), "::1");
+/// let t = Target::from(([127, 0, 0, 1], 8080));
+/// assert_eq!(t.to_string(), "127.0.0.1:8080");
+/// # Ok::<(), taskweave::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    host: Arc<str>,
+    port: u16,
+}
+
+impl Target {
+    /// `host` (a name, or an IP address without brackets) and `port`.
+    pub fn new(host: &str, port: u16) -> Target {
+        Target {
+            host: host.trim_start_matches('[').trim_end_matches(']').into(),
+            port,
+        }
+    }
+    /// The host, as given.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = Error;
+    /// `host:port`, with an IPv6 host in brackets.
+    fn from_str(s: &str) -> Result<Target, Error> {
+        let bad = || Error::InvalidRequest(format!("not a host:port target: {s:?}"));
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
+        if host.is_empty() || (host.contains(':') && !host.starts_with('[')) {
+            return Err(bad());
+        }
+        Ok(Target::new(host, port))
+    }
+}
+
+impl From<SocketAddr> for Target {
+    fn from(addr: SocketAddr) -> Target {
+        Target::new(&addr.ip().to_string(), addr.port())
+    }
+}
+
+impl From<(std::net::IpAddr, u16)> for Target {
+    fn from((ip, port): (std::net::IpAddr, u16)) -> Target {
+        Target::from(SocketAddr::new(ip, port))
+    }
+}
+
+impl From<([u8; 4], u16)> for Target {
+    fn from((ip, port): ([u8; 4], u16)) -> Target {
+        Target::from(SocketAddr::from((ip, port)))
+    }
+}
+
+impl From<(&str, u16)> for Target {
+    fn from((host, port): (&str, u16)) -> Target {
+        Target::new(host, port)
+    }
+}
+
+impl From<(String, u16)> for Target {
+    fn from((host, port): (String, u16)) -> Target {
+        Target::new(&host, port)
+    }
+}
+
+/// Where a client request's time went, like curl's `-w` phases. Every phase is
+/// measured from the moment the request was submitted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Name resolution; `None` when no lookup was made (an address, a cached
+    /// name, or a pooled connection).
+    pub dns: Option<Duration>,
+    /// The TCP connect itself; `None` on a reused connection.
+    pub connect: Option<Duration>,
+    /// Until the first byte of the reply arrived.
+    pub first_byte: Option<Duration>,
+    /// Until the reply was complete or the request failed.
+    pub total: Duration,
+}
+
+/// What a request's connection reports with its outcome.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct JobInfo {
+    pub timings: Timings,
+    /// It went out on a connection that had served an earlier request.
+    pub reused: bool,
+    /// How many times it was sent again on a new connection.
+    pub retries: u32,
+    /// The address it went to.
+    pub peer: Option<SocketAddr>,
+}
+
+/// A request on its way: the job, its protocol and what is known of it.
+pub(super) struct InFlight<P: Protocol> {
+    job: Box<dyn Job<P>>,
+    proto: Arc<P>,
+    started: Instant,
+    info: JobInfo,
+    /// Handed to a connection that sat idle in the pool.
+    from_idle: bool,
+}
+
+impl<P: Protocol> InFlight<P> {
+    pub(super) fn new(job: Box<dyn Job<P>>, proto: Arc<P>, started: Instant) -> Self {
+        InFlight {
+            job,
+            proto,
+            started,
+            info: JobInfo::default(),
+            from_idle: false,
+        }
+    }
+
+    /// Marks whether it was handed to a pooled idle connection.
+    pub(super) fn reused(mut self, from_idle: bool) -> Self {
+        self.from_idle = from_idle;
+        self
+    }
+
+    fn finish(mut self, result: Result<P::Response, Error>) {
+        self.info.timings.total = self.started.elapsed();
+        let info = self.info;
+        let job = self.job;
+        poller::contain("a client task's completion", move || {
+            job.complete(result, info)
+        });
+    }
+
+    /// Ends the request with `err`.
+    pub(super) fn fail(self, err: Error) {
+        self.finish(Err(err));
+    }
+}
+
+const KIND_CONNECT: u8 = 4;
+const KIND_SEND: u8 = 5;
+const KIND_RECEIVE: u8 = 6;
+const KIND_IDLE: u8 = 7;
+
+/// The deadline queue for a client wait: shared by every client connection
+/// with the same timeout, whatever its config or pool.
+fn key(config: &ClientConfig, kind: u8) -> QueueKey {
+    let c = &config.conn;
+    let dur = match kind {
+        KIND_CONNECT => c.connect_timeout,
+        KIND_SEND => c.send_timeout,
+        KIND_RECEIVE => c.receive_timeout,
+        _ => c.keep_alive_timeout,
+    };
+    QueueKey {
+        dur,
+        group: 0,
+        kind,
+    }
+}
+
+/// Resolves the target and connects, with `owner` as the first request.
+pub(super) fn open<P: Protocol>(
+    core: &mut Core,
+    key: PoolKey,
+    owner: InFlight<P>,
+    proto: Arc<P>,
+    config: Arc<ClientConfig>,
+    target: Target,
+) {
+    let timeout = config.conn.dns_timeout;
+    dns::resolve(
+        core,
+        target.host(),
+        target.port(),
+        timeout,
+        Box::new(move |core, res, took| match res {
+            Ok(addr) => connect(core, key, owner, proto, config, addr, took),
+            Err(e) => {
+                let mut owner = owner;
+                owner.info.timings.dns = took;
+                owner.fail(e);
+                pool::attempt_failed::<P>(core, &key);
+            }
+        }),
+    );
+}
+
+fn connect<P: Protocol>(
+    core: &mut Core,
+    key: PoolKey,
+    mut owner: InFlight<P>,
+    proto: Arc<P>,
+    config: Arc<ClientConfig>,
+    addr: SocketAddr,
+    dns: Option<Duration>,
+) {
+    owner.info.timings.dns = dns;
+    owner.info.peer = Some(addr);
+    let stream = match crate::sys::socket::start_connect(addr) {
+        Ok(s) => mio::net::TcpStream::from_std(s),
+        Err(e) => {
+            owner.fail(Error::Connect(e.kind()));
+            pool::attempt_failed::<P>(core, &key);
+            return;
+        }
+    };
+    let id = poller::next_id();
+    let mut stats = ConnStats::new(id, Side::Client, proto.name(), addr);
+    if let Some(d) = dns {
+        stats.dns(d);
+    }
+    let index = core.index();
+    let mut owner = Some(owner);
+    let res = core.insert(id, |token, registry| {
+        let io = Transport::tcp(stream);
+        registry.register(
+            &mut SourceFd(&io.raw_fd()),
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let conn = Arc::new(Conn::new(io, index, token, id, stats, &config.conn));
+        Ok(Box::new(ClientConn {
+            conn,
+            key: key.clone(),
+            proto,
+            config: config.clone(),
+            phase: Phase::Connecting,
+            fifo: owner.take().into_iter().collect(),
+            written: 0,
+            parser: None,
+            got_bytes: false,
+            read: ReadState::Ready,
+            wait: 0,
+            push: None,
+            served: 0,
+        }))
+    });
+    match res {
+        Ok(token) => {
+            config.log.opened();
+            pool::joined::<P>(&key, token, id);
+            core.arm(token, self::key(&config, KIND_CONNECT));
+        }
+        Err(e) => {
+            if let Some(owner) = owner {
+                owner.fail(Error::Connect(e.kind()));
+            }
+            pool::attempt_failed::<P>(core, &key);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The TCP connect is in progress.
+    Connecting,
+    /// Connected: requests go out, replies come in.
+    Open,
+    /// Closed and accounted for.
+    Closed,
+}
+
+/// The poller side of one client connection.
+struct ClientConn<P: Protocol> {
+    conn: Arc<Conn>,
+    key: PoolKey,
+    /// The pool's protocol: pushes, unsolicited messages, the name.
+    proto: Arc<P>,
+    config: Arc<ClientConfig>,
+    phase: Phase,
+    /// Requests in flight, oldest first: the first `written` are on the wire
+    /// (or queued), the rest wait for the connect.
+    fifo: VecDeque<InFlight<P>>,
+    written: usize,
+    /// The message being parsed (the oldest request's reply, or a push).
+    parser: Option<P::Response>,
+    /// A byte arrived since the connection was last idle.
+    got_bytes: bool,
+    read: ReadState,
+    /// The kind of the armed deadline (`KIND_*`), or 0 for none.
+    wait: u8,
+    push: Option<PushHandler<P>>,
+    /// Replies received (the connection is "reused" after the first).
+    served: u32,
+}
+
+impl<P: Protocol> ClientConn<P> {
+    fn set_wait(&mut self, token: usize, core: &mut Core, kind: u8, restart: bool) {
+        if self.wait != kind || restart {
+            self.wait = kind;
+            if kind == 0 {
+                core.disarm(token);
+            } else {
+                core.arm(token, key(&self.config, kind));
+            }
+        }
+    }
+
+    /// Arms the deadline the connection's state calls for.
+    fn update_wait(&mut self, token: usize, core: &mut Core, restart: bool) {
+        let kind = match self.phase {
+            Phase::Closed => return,
+            Phase::Connecting => KIND_CONNECT,
+            Phase::Open if self.conn.queued() > 0 => KIND_SEND,
+            Phase::Open if !self.fifo.is_empty() => KIND_RECEIVE,
+            Phase::Open => KIND_IDLE,
+        };
+        self.set_wait(token, core, kind, restart);
+    }
+
+    /// Takes the requests the pool assigned to this connection.
+    fn take_assigned(&mut self) {
+        for mut item in pool::take_inbox::<P>(&self.key, self.conn.token as usize) {
+            if let Some(push) = item.job.take_push_handler() {
+                self.push = Some(push);
+            }
+            if self.fifo.is_empty() && item.from_idle {
+                self.got_bytes = false;
+            }
+            self.fifo.push_back(item);
+        }
+    }
+
+    /// Writes every request not yet written. `Some` when the connection is
+    /// done for.
+    fn write_pending(&mut self, core: &mut Core) -> Option<Flow> {
+        while self.phase == Phase::Open && self.written < self.fifo.len() {
+            let item = &mut self.fifo[self.written];
+            let req = item.job.request_mut();
+            let mut chunks: Vec<Bytes> = Vec::new();
+            req.encode(&mut chunks);
+            let sizes = req.sizes().unwrap_or_default();
+            let done = Done::Request {
+                head: sizes.head,
+                body: sizes.body,
+            };
+            item.info.reused = self.served > 0;
+            match self.conn.send(&mut chunks, Some(done)) {
+                Ok(SendState::Written | SendState::Queued | SendState::AboveHigh) => {
+                    self.written += 1;
+                }
+                Err(SendError::Full) => {
+                    // Only this request is refused; the others stay in flight.
+                    if let Some(item) = self.fifo.remove(self.written) {
+                        item.fail(Error::LimitExceeded("client send queue full"));
+                        pool::finished_one::<P>(core, &self.key, self.conn.token as usize);
+                    }
+                }
+                Err(SendError::Closed) => {
+                    return Some(self.fail_all(core, Error::Reset, CloseReason::Reset))
+                }
+            }
+        }
+        None
+    }
+
+    /// Fails (or re-sends) every request in flight, then closes.
+    fn fail_all(&mut self, core: &mut Core, err: Error, reason: CloseReason) -> Flow {
+        let stale = !self.got_bytes;
+        let retryable = matches!(err, Error::Reset | Error::PeerClosed);
+        let mut failed = Vec::new();
+        let mut again = Vec::new();
+        for mut item in self.fifo.drain(..) {
+            let retry = retryable
+                && stale
+                && item.from_idle
+                && item.info.retries < self.config.retry_max
+                && item.proto.may_retry(item.job.request());
+            if retry {
+                item.info.retries += 1;
+                item.from_idle = false;
+                again.push(item);
+            } else {
+                failed.push(item);
+            }
+        }
+        self.written = 0;
+        // Re-sent requests keep their place at the head of the queue; the
+        // close frees this connection's slot and lets the pool go on.
+        for item in again.into_iter().rev() {
+            pool::requeue(&self.key, item);
+        }
+        let flow = self.close(core, reason);
+        for item in failed {
+            item.fail(err.clone());
+        }
+        flow
+    }
+
+    fn close(&mut self, core: &mut Core, reason: CloseReason) -> Flow {
+        if self.phase == Phase::Closed {
+            return Flow::Remove;
+        }
+        self.phase = Phase::Closed;
+        let _ = core
+            .registry()
+            .deregister(&mut SourceFd(&self.conn.raw_fd()));
+        let (stats, _) = self.conn.close(reason, 0);
+        self.config.log.record(&stats);
+        let (token, id) = (self.conn.token as usize, self.conn.id);
+        pool::left::<P>(core, &self.key, token, id);
+        Flow::Remove
+    }
+
+    /// The oldest request's reply is complete.
+    fn reply_complete(&mut self, core: &mut Core, resp: P::Response) -> Option<Flow> {
+        let item = self.fifo.pop_front()?;
+        self.written = self.written.saturating_sub(1);
+        self.served += 1;
+        let keep = item.proto.keep_alive(item.job.request(), &resp);
+        let sizes = resp.sizes().unwrap_or_default();
+        let status = resp.status();
+        self.conn.with_stats(|s| {
+            s.response_complete(Instant::now(), sizes.head, sizes.body, status);
+            s.request_done();
+        });
+        item.finish(Ok(resp));
+        pool::finished_one::<P>(core, &self.key, self.conn.token as usize);
+        if !keep {
+            return Some(self.fail_all(core, Error::PeerClosed, CloseReason::Local));
+        }
+        None
+    }
+
+    fn pump(&mut self, token: usize, core: &mut Core) -> Flow {
+        let served = self.served;
+        let mut scratch = core.take_scratch();
+        let flow = self.pump_with(core, &mut scratch);
+        core.put_scratch(scratch);
+        if flow == Flow::Keep {
+            // Requests the pool handed over meanwhile, this connection's own
+            // completions included (it could not be woken while running).
+            self.take_assigned();
+            if let Some(flow) = self.write_pending(core) {
+                return flow;
+            }
+            // A reply restarts the receive timeout for the next one.
+            self.update_wait(token, core, self.served != served);
+        }
+        flow
+    }
+
+    fn pump_with(&mut self, core: &mut Core, scratch: &mut [u8]) -> Flow {
+        loop {
+            if self.read == ReadState::Drained || self.phase != Phase::Open {
+                return Flow::Keep;
+            }
+            match self.conn.recv(scratch) {
+                Ok(0) => return self.end_of_stream(core),
+                Ok(n) => {
+                    self.read.after_read(n, scratch.len());
+                    self.conn.with_stats(|s| s.add_in(n));
+                    if let Some(flow) = self.feed(core, &scratch[..n]) {
+                        return flow;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read = ReadState::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.fail_all(core, Error::Reset, CloseReason::Reset),
+            }
+        }
+    }
+
+    /// The peer closed: a reply that runs to the close is complete; anything
+    /// else in flight fails.
+    fn end_of_stream(&mut self, core: &mut Core) -> Flow {
+        let complete = self.parser.as_mut().is_some_and(|r| r.end_of_stream());
+        if complete {
+            if let Some(resp) = self.parser.take() {
+                if let Some(flow) = self.reply_complete(core, resp) {
+                    return flow;
+                }
+            }
+        }
+        if self.fifo.is_empty() && self.parser.is_none() {
+            return self.close(core, CloseReason::PeerClosed);
+        }
+        self.fail_all(core, Error::PeerClosed, CloseReason::PeerClosed)
+    }
+
+    /// Parses what arrived: replies in order, pushes aside. `Some` when the
+    /// connection's fate is decided.
+    fn feed(&mut self, core: &mut Core, data: &[u8]) -> Option<Flow> {
+        let mut off = 0;
+        while off < data.len() {
+            if self.parser.is_none() {
+                let fresh = match self.fifo.front_mut() {
+                    Some(front) => {
+                        let now = Instant::now();
+                        front.info.timings.first_byte = Some(now - front.started);
+                        self.conn.with_stats(|s| s.first_byte(now));
+                        Some(front.proto.new_response(front.job.request()))
+                    }
+                    None => self.proto.new_unsolicited(),
+                };
+                let Some(parser) = fresh else {
+                    // Bytes nobody asked for.
+                    return Some(self.close(core, CloseReason::ProtocolError));
+                };
+                self.parser = Some(parser);
+            }
+            self.got_bytes = true;
+            let parser = self.parser.as_mut()?;
+            let rest = &data[off..];
+            match parser.append(rest) {
+                Ok(Progress::Complete(n)) => {
+                    off += n.clamp(1, rest.len());
+                    let msg = self.parser.take()?;
+                    if self.proto.is_push(&msg) {
+                        match self.push.as_mut() {
+                            Some(push) => {
+                                poller::contain("a push handler", || push(msg));
+                            }
+                            None => log::debug!("taskweave: a push with no handler dropped"),
+                        }
+                        continue;
+                    }
+                    if self.fifo.is_empty() {
+                        return Some(self.close(core, CloseReason::ProtocolError));
+                    }
+                    if let Some(flow) = self.reply_complete(core, msg) {
+                        return Some(flow);
+                    }
+                }
+                Ok(Progress::NeedMore(n)) => {
+                    if n == 0 {
+                        let err = Error::Protocol(crate::protocol::ProtocolError::new(
+                            502,
+                            "parser made no progress",
+                        ));
+                        return Some(self.fail_all(core, err, CloseReason::ProtocolError));
+                    }
+                    off += n.min(rest.len());
+                }
+                Err(e) => {
+                    return Some(self.fail_all(
+                        core,
+                        Error::Protocol(e),
+                        CloseReason::ProtocolError,
+                    ))
+                }
+            }
+        }
+        None
+    }
+
+    fn on_connected(&mut self, core: &mut Core) -> Option<Flow> {
+        if let Ok(Some(e)) | Err(e) = self.conn.take_error() {
+            return Some(self.fail_all(core, Error::Connect(e.kind()), CloseReason::Reset));
+        }
+        match self.conn.peer_addr() {
+            Ok(_) => {
+                self.phase = Phase::Open;
+                pool::opened::<P>(&self.key, self.conn.token as usize);
+                let now = Instant::now();
+                let connect = self.conn.with_stats(|s| {
+                    s.connected(now);
+                    s.connect_time()
+                });
+                for item in self.fifo.iter_mut() {
+                    item.info.timings.connect = connect;
+                }
+                None
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
+            Err(e) => Some(self.fail_all(core, Error::Connect(e.kind()), CloseReason::Reset)),
+        }
+    }
+}
+
+impl<P: Protocol> Handler for ClientConn<P> {
+    fn ready(&mut self, token: usize, core: &mut Core, ready: Ready) -> Flow {
+        self.read.on_ready(ready);
+        if self.phase == Phase::Connecting {
+            if let Some(flow) = self.on_connected(core) {
+                return flow;
+            }
+        }
+        if ready.writable && self.phase == Phase::Open {
+            let flushed = self.conn.flush();
+            if flushed.progressed && flushed.queued > 0 {
+                // Progress restarts the send timeout.
+                self.set_wait(token, core, KIND_SEND, true);
+            }
+            // Only this poller writes to a client connection: a failed
+            // flush is the one way it can break behind our back.
+            if let Err(reason) = self.conn.sync(0) {
+                return self.fail_all(core, Error::Reset, reason);
+            }
+        }
+        self.pump(token, core)
+    }
+
+    fn timeout(&mut self, _token: usize, core: &mut Core) -> Flow {
+        match self.wait {
+            KIND_CONNECT => self.fail_all(core, Error::ConnectTimeout, CloseReason::ConnectTimeout),
+            KIND_SEND => self.fail_all(core, Error::SendTimeout, CloseReason::SendTimeout),
+            KIND_RECEIVE => self.fail_all(core, Error::ReceiveTimeout, CloseReason::ReceiveTimeout),
+            KIND_IDLE => self.close(core, CloseReason::KeepAliveTimeout),
+            _ => Flow::Keep,
+        }
+    }
+
+    /// Woken by the pool: requests were assigned to it.
+    fn wake(&mut self, token: usize, core: &mut Core) -> Flow {
+        self.pump(token, core)
+    }
+
+    fn cancel(&mut self, _token: usize, core: &mut Core) -> Flow {
+        if self.fifo.is_empty() {
+            return self.close(core, CloseReason::Evicted);
+        }
+        Flow::Keep
+    }
+}
+
+impl<P: Protocol> Drop for ClientConn<P> {
+    /// A connection dropped without closing (a panic escaped its handler):
+    /// its requests fail and its record is written.
+    fn drop(&mut self) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.phase = Phase::Closed;
+        let (stats, _) = self.conn.close(CloseReason::InternalError, 0);
+        self.config.log.record(&stats);
+        for item in self.fifo.drain(..) {
+            item.fail(Error::Reset);
+        }
+    }
+}

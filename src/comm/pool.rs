@@ -1,0 +1,408 @@
+//! Client connection pools: one per target, protocol and `ClientConfig`, on
+//! one poller.
+//!
+//! All requests to one target (host, port, protocol and config) go to the same
+//! poller, chosen by hashing the target, so its pool lives on one thread and
+//! needs no lock: an exact `max_per_target`, reuse of the most recently used
+//! idle connection first (it is the least likely to have been closed by the
+//! peer), pipelining onto busy connections up to the protocol's
+//! `max_in_flight` once every connection is open, and a bounded queue of
+//! requests waiting for capacity, each with a deadline. A pool with no
+//! connection and nothing waiting is removed, so configs and targets that come
+//! and go leave nothing behind.
+
+use super::client::{self, InFlight};
+use super::service::Job;
+use super::{ClientConfig, Target};
+use crate::error::Error;
+use crate::poller::{self, Core, TimerKey};
+use crate::protocol::Protocol;
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Identifies a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct PoolKey {
+    proto: TypeId,
+    target: Target,
+    /// The config's identity (its `Arc`'s address; the pool holds the `Arc`,
+    /// so the address is not reused while the pool exists).
+    config: usize,
+}
+
+/// A connection of the pool, as the pool sees it.
+struct Member<P: Protocol> {
+    token: usize,
+    id: u64,
+    /// Requests assigned to it and not finished.
+    in_flight: usize,
+    /// Connected (not still connecting).
+    open: bool,
+    /// Requests assigned but not yet taken by the connection.
+    inbox: Vec<InFlight<P>>,
+}
+
+struct Waiting<P: Protocol> {
+    id: u64,
+    item: InFlight<P>,
+    timer: Option<TimerKey>,
+}
+
+struct Pool<P: Protocol> {
+    proto: Arc<P>,
+    config: Arc<ClientConfig>,
+    target: Target,
+    /// Open or connecting connections, most recently used last.
+    members: Vec<Member<P>>,
+    /// Connection attempts still resolving the name.
+    resolving: usize,
+    waiting: VecDeque<Waiting<P>>,
+    next_wait: u64,
+}
+
+impl<P: Protocol> Pool<P> {
+    fn total(&self) -> usize {
+        self.members.len() + self.resolving
+    }
+}
+
+thread_local! {
+    /// This poller thread's pools (a pool is only touched on its poller).
+    /// Typed `Any` because a thread serves pools of many protocols.
+    static POOLS: RefCell<HashMap<PoolKey, Box<dyn Any>>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `f` on the pool for `key`, if it exists. The borrow ends before
+/// anything else runs, so `f` must not call out of the pool.
+fn with_pool<P: Protocol, R>(key: &PoolKey, f: impl FnOnce(&mut Pool<P>) -> R) -> Option<R> {
+    POOLS.with(|pools| {
+        let mut pools = pools.borrow_mut();
+        let pool = pools.get_mut(key)?.downcast_mut::<Pool<P>>()?;
+        Some(f(pool))
+    })
+}
+
+/// Removes the pool for `key` if it holds nothing.
+fn forget_if_empty<P: Protocol>(key: &PoolKey) {
+    POOLS.with(|pools| {
+        let mut pools = pools.borrow_mut();
+        let empty = pools
+            .get(key)
+            .and_then(|p| p.downcast_ref::<Pool<P>>())
+            .is_some_and(|p| p.total() == 0 && p.waiting.is_empty());
+        if empty {
+            pools.remove(key);
+        }
+    });
+}
+
+/// The poller that serves `target`.
+fn poller_for(target: &Target) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    target.hash(&mut h);
+    (h.finish() as usize) % poller::count()
+}
+
+/// Sends `job` to `target` over the pool for (`proto`'s type, `target`,
+/// `config`), from any thread. Its outcome comes through [`Job::complete`]
+/// on the pool's poller thread.
+pub(crate) fn submit<P: Protocol>(
+    proto: Arc<P>,
+    target: Target,
+    config: Arc<ClientConfig>,
+    job: Box<dyn Job<P>>,
+) {
+    let item = InFlight::new(job, proto.clone(), Instant::now());
+    poller::run_on(poller_for(&target), move |core| {
+        let key = PoolKey {
+            proto: TypeId::of::<P>(),
+            target: target.clone(),
+            config: Arc::as_ptr(&config) as *const () as usize,
+        };
+        POOLS.with(|pools| {
+            pools.borrow_mut().entry(key.clone()).or_insert_with(|| {
+                Box::new(Pool {
+                    proto,
+                    config,
+                    target,
+                    members: Vec::new(),
+                    resolving: 0,
+                    waiting: VecDeque::new(),
+                    next_wait: 0,
+                })
+            });
+        });
+        enqueue(core, &key, item, false);
+    });
+}
+
+/// Queues `item` for a connection (at the front for a retry, which keeps its
+/// place), then lets the pool hand out what it can.
+pub(super) fn enqueue<P: Protocol>(core: &mut Core, key: &PoolKey, item: InFlight<P>, front: bool) {
+    let mut item = Some(item);
+    let queued = with_pool::<P, _>(key, |pool| {
+        if !front && pool.waiting.len() >= pool.config.max_waiting {
+            return false;
+        }
+        pool.next_wait += 1;
+        let Some(item) = item.take() else {
+            return false;
+        };
+        let waiting = Waiting {
+            id: pool.next_wait,
+            item,
+            timer: None,
+        };
+        if front {
+            pool.waiting.push_front(waiting);
+        } else {
+            pool.waiting.push_back(waiting);
+        }
+        true
+    });
+    match (queued, item) {
+        (Some(true), _) => {
+            dispatch::<P>(core, key);
+            arm_wait_timers::<P>(core, key);
+        }
+        (Some(false), Some(item)) => item.fail(Error::LimitExceeded(
+            "too many requests waiting for a connection",
+        )),
+        (_, Some(item)) => item.fail(Error::Cancelled),
+        (_, None) => {}
+    }
+}
+
+/// Gives a deadline to each waiting request that has none yet.
+fn arm_wait_timers<P: Protocol>(core: &mut Core, key: &PoolKey) {
+    let unarmed = with_pool::<P, _>(key, |pool| {
+        let deadline = Instant::now() + pool.config.wait_timeout;
+        pool.waiting
+            .iter()
+            .filter(|w| w.timer.is_none())
+            .map(|w| (w.id, deadline))
+            .collect::<Vec<_>>()
+    })
+    .unwrap_or_default();
+    for (id, at) in unarmed {
+        let expired_key = key.clone();
+        let timer = core.add_timer(
+            at,
+            Box::new(move |core, cancelled| {
+                if !cancelled {
+                    wait_expired::<P>(core, &expired_key, id);
+                }
+            }),
+        );
+        with_pool::<P, _>(key, |pool| {
+            if let Some(w) = pool.waiting.iter_mut().find(|w| w.id == id) {
+                w.timer = Some(timer);
+            }
+        });
+    }
+}
+
+/// A request waited for a connection past its deadline.
+fn wait_expired<P: Protocol>(_core: &mut Core, key: &PoolKey, id: u64) {
+    let expired = with_pool::<P, _>(key, |pool| {
+        let at = pool.waiting.iter().position(|w| w.id == id)?;
+        pool.waiting.remove(at)
+    })
+    .flatten();
+    if let Some(w) = expired {
+        w.item.fail(Error::WaitTimeout);
+    }
+    forget_if_empty::<P>(key);
+}
+
+/// What the pool decided for the request at the head of the queue.
+enum Step<P: Protocol> {
+    /// Handed to the connection at this token and id (woken to take it).
+    Assigned(usize, u64),
+    /// A new connection is to be opened for it.
+    Open(InFlight<P>, Arc<P>, Arc<ClientConfig>, Target),
+    /// Nothing can take it now.
+    Wait,
+}
+
+/// Hands waiting requests to connections with room, opening new ones while
+/// under `max_per_target`: an idle open connection first (most recently used),
+/// then a new connection, then pipelining onto the least busy one.
+pub(super) fn dispatch<P: Protocol>(core: &mut Core, key: &PoolKey) {
+    loop {
+        let step = with_pool::<P, _>(key, |pool| {
+            if pool.waiting.is_empty() {
+                return (Step::Wait, None);
+            }
+            let depth = pool.proto.max_in_flight().max(1);
+            let idle = pool
+                .members
+                .iter()
+                .rposition(|m| m.open && m.in_flight == 0);
+            let pipelined = || {
+                pool.members
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| m.in_flight < depth)
+                    .min_by_key(|(_, m)| m.in_flight)
+                    .map(|(i, _)| i)
+            };
+            let target = if idle.is_some() {
+                idle
+            } else if pool.total() < pool.config.max_per_target {
+                None
+            } else {
+                match pipelined() {
+                    Some(i) => Some(i),
+                    None => return (Step::Wait, None),
+                }
+            };
+            let Some(w) = pool.waiting.pop_front() else {
+                return (Step::Wait, None);
+            };
+            match target {
+                Some(i) => {
+                    let m = &mut pool.members[i];
+                    m.in_flight += 1;
+                    m.inbox.push(w.item.reused(m.open && m.in_flight == 1));
+                    (Step::Assigned(m.token, m.id), w.timer)
+                }
+                None => {
+                    pool.resolving += 1;
+                    let open = Step::Open(
+                        w.item,
+                        pool.proto.clone(),
+                        pool.config.clone(),
+                        pool.target.clone(),
+                    );
+                    (open, w.timer)
+                }
+            }
+        });
+        let Some((step, timer)) = step else { return };
+        if let Some(timer) = timer {
+            core.cancel_timer(timer);
+        }
+        match step {
+            Step::Wait => return,
+            Step::Assigned(token, id) if core.id_of(token) == Some(id) => core.wake(token),
+            Step::Assigned(token, id) => {
+                // A connection that went without leaving (a panic escaped
+                // it): drop it and give its requests to another.
+                reclaim::<P>(key, token, id);
+            }
+            Step::Open(item, proto, config, target) => {
+                client::open(core, key.clone(), item, proto, config, target)
+            }
+        }
+    }
+}
+
+/// A connection attempt is registered at `token` (its name resolved).
+pub(super) fn joined<P: Protocol>(key: &PoolKey, token: usize, id: u64) {
+    with_pool::<P, _>(key, |pool| {
+        pool.resolving = pool.resolving.saturating_sub(1);
+        pool.members.push(Member {
+            token,
+            id,
+            in_flight: 1,
+            open: false,
+            inbox: Vec::new(),
+        });
+    });
+}
+
+/// A connection attempt failed before it had a connection.
+pub(super) fn attempt_failed<P: Protocol>(core: &mut Core, key: &PoolKey) {
+    with_pool::<P, _>(key, |pool| {
+        pool.resolving = pool.resolving.saturating_sub(1)
+    });
+    dispatch::<P>(core, key);
+    forget_if_empty::<P>(key);
+}
+
+/// The connection at `token` is connected.
+pub(super) fn opened<P: Protocol>(key: &PoolKey, token: usize) {
+    with_pool::<P, _>(key, |pool| {
+        if let Some(m) = pool.members.iter_mut().find(|m| m.token == token) {
+            m.open = true;
+        }
+    });
+}
+
+/// The requests assigned to the connection at `token` and not yet taken.
+pub(super) fn take_inbox<P: Protocol>(key: &PoolKey, token: usize) -> Vec<InFlight<P>> {
+    with_pool::<P, _>(key, |pool| {
+        pool.members
+            .iter_mut()
+            .find(|m| m.token == token)
+            .map(|m| std::mem::take(&mut m.inbox))
+    })
+    .flatten()
+    .unwrap_or_default()
+}
+
+/// The connection at `token` finished a request; once idle it becomes the
+/// most recently used. Waiting requests may now go to it.
+pub(super) fn finished_one<P: Protocol>(core: &mut Core, key: &PoolKey, token: usize) {
+    with_pool::<P, _>(key, |pool| {
+        let Some(i) = pool.members.iter().position(|m| m.token == token) else {
+            return;
+        };
+        let m = &mut pool.members[i];
+        m.in_flight = m.in_flight.saturating_sub(1);
+        if m.in_flight == 0 {
+            let m = pool.members.remove(i);
+            pool.members.push(m);
+        }
+    });
+    dispatch::<P>(core, key);
+}
+
+/// The connection at `token` (id `id`) closed: it leaves the pool, and what
+/// was assigned to it but never taken goes back to the front of the queue.
+pub(super) fn left<P: Protocol>(core: &mut Core, key: &PoolKey, token: usize, id: u64) {
+    reclaim::<P>(key, token, id);
+    dispatch::<P>(core, key);
+    arm_wait_timers::<P>(core, key);
+    forget_if_empty::<P>(key);
+}
+
+/// Removes a member, queueing what it had not taken yet.
+fn reclaim<P: Protocol>(key: &PoolKey, token: usize, id: u64) {
+    let untaken = with_pool::<P, _>(key, |pool| {
+        let at = pool
+            .members
+            .iter()
+            .position(|m| m.token == token && m.id == id)?;
+        Some(pool.members.remove(at).inbox)
+    })
+    .flatten()
+    .unwrap_or_default();
+    for item in untaken.into_iter().rev() {
+        requeue(key, item);
+    }
+}
+
+/// Puts `item` back at the front of the queue, without dispatching (a retry,
+/// or a request its connection never took).
+pub(super) fn requeue<P: Protocol>(key: &PoolKey, item: InFlight<P>) {
+    let mut item = Some(item);
+    with_pool::<P, _>(key, |pool| {
+        pool.next_wait += 1;
+        if let Some(item) = item.take() {
+            pool.waiting.push_front(Waiting {
+                id: pool.next_wait,
+                item,
+                timer: None,
+            });
+        }
+    });
+    if let Some(item) = item {
+        item.fail(Error::Cancelled);
+    }
+}

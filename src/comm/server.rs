@@ -1,0 +1,839 @@
+//! The server connection engine: accept, read, parse, dispatch, answer, keep
+//! alive, close, for any [`Protocol`].
+//!
+//! Each accepted connection gets a [`ServerConn`] on the poller that accepted
+//! it, a state machine over [`Phase`]. A request is parsed in place into an
+//! exchange the layer above provides at its first byte; once complete it is
+//! dispatched through the [`Service`] and answered through a [`Reply`] from
+//! whichever thread finishes it. One request per connection is dispatched at a
+//! time: pipelined requests wait, already read, and are answered in order.
+//! While a request is with the layer above, or the connection's output is
+//! above the high watermark, the connection does not read, so a peer that
+//! pipelines and never reads cannot grow our memory beyond the watermark plus
+//! one answer.
+
+use super::conn::{dispatch_inline, Arrival, Conn, Done, Writable};
+use super::listener::{Acceptor, Listener};
+use super::reply::{Reply, StreamHost};
+use super::service::{Exchange, Service};
+use super::transport::Transport;
+use super::ConnConfig;
+use crate::metrics::{AccessLog, CloseReason, ConnStats, Side};
+use crate::poller::{self, Core, Flow, Handler, QueueKey, Ready};
+use crate::protocol::{Message, Progress, Protocol, ProtocolError};
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Bytes read but not yet counted in the stats past which they are counted
+/// at once (the count is a u32).
+const UNRECORDED_MAX: u32 = 1 << 30;
+
+/// How long a closing connection keeps reading (and discarding) after its last
+/// answer, so unread input does not turn our close into a reset that destroys
+/// the answer before the peer reads it.
+const LINGER: Duration = Duration::from_secs(1);
+
+static NEXT_GROUP: AtomicU32 = AtomicU32::new(1);
+
+/// A server's limits, as its builder collected them.
+pub(crate) struct ServerSpec {
+    pub config: ConnConfig,
+    pub max_connections: usize,
+    pub backlog: i32,
+    pub log: Arc<dyn AccessLog>,
+}
+
+/// Where a server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum RunState {
+    Running = 0,
+    /// Graceful shutdown: no new connections; answers in flight finish and
+    /// go out whole, then each connection closes.
+    Draining = 1,
+    /// The grace period is over: close everything now.
+    Stopping = 2,
+}
+
+struct Keys {
+    keep_alive: QueueKey,
+    receive: QueueKey,
+    send: QueueKey,
+    linger: QueueKey,
+}
+
+/// What every connection of one server shares.
+pub(crate) struct ServerShared<P: Protocol> {
+    group: u32,
+    keys: Keys,
+    proto: P,
+    service: Box<dyn Service<P>>,
+    config: ConnConfig,
+    max_connections: usize,
+    open: AtomicUsize,
+    state: AtomicU8,
+    closed: (Mutex<()>, Condvar),
+    log: Arc<dyn AccessLog>,
+}
+
+/// Starts serving `proto` on `addr` with one listener per poller; requests go
+/// to `service`.
+pub(crate) fn serve<P: Protocol>(
+    addr: SocketAddr,
+    spec: ServerSpec,
+    proto: P,
+    service: Box<dyn Service<P>>,
+) -> io::Result<ServerHandle> {
+    crate::sys::process::reserve_spare_fd();
+    let group = NEXT_GROUP.fetch_add(1, Ordering::Relaxed);
+    let key = |dur, kind| QueueKey { dur, group, kind };
+    let shared = Arc::new(ServerShared {
+        group,
+        keys: Keys {
+            keep_alive: key(spec.config.keep_alive_timeout, 0),
+            receive: key(spec.config.receive_timeout, 1),
+            send: key(spec.config.send_timeout, 2),
+            linger: key(LINGER, 3),
+        },
+        proto,
+        service,
+        config: spec.config,
+        max_connections: spec.max_connections,
+        open: AtomicUsize::new(0),
+        state: AtomicU8::new(RunState::Running as u8),
+        closed: (Mutex::new(()), Condvar::new()),
+        log: spec.log,
+    });
+    let first = crate::sys::socket::reuseport_listener(addr, spec.backlog)?;
+    let local = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..poller::count() {
+        listeners.push(crate::sys::socket::reuseport_listener(local, spec.backlog)?);
+    }
+    for (index, std_listener) in listeners.into_iter().enumerate() {
+        let acceptor: Arc<dyn Acceptor> = shared.clone();
+        poller::run_on(index, move |core| {
+            let mut listener = mio::net::TcpListener::from_std(std_listener);
+            let res = core.insert(poller::next_id(), |token, registry| {
+                registry.register(&mut listener, Token(token), Interest::READABLE)?;
+                Ok(Box::new(Listener::new(listener, acceptor)))
+            });
+            if let Err(e) = res {
+                log::error!("taskweave: cannot register listener: {e}");
+            }
+        });
+    }
+    Ok(ServerHandle {
+        local,
+        control: shared,
+    })
+}
+
+impl<P: Protocol> ServerShared<P> {
+    pub(super) fn proto(&self) -> &P {
+        &self.proto
+    }
+
+    fn run_state(&self) -> RunState {
+        match self.state.load(Ordering::Acquire) {
+            0 => RunState::Running,
+            1 => RunState::Draining,
+            _ => RunState::Stopping,
+        }
+    }
+
+    /// Shutting down (gracefully or not): answers close their connections.
+    pub(super) fn stopping(&self) -> bool {
+        self.run_state() != RunState::Running
+    }
+
+    fn on_closed(&self, stats: &ConnStats) {
+        self.log.record(stats);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        let _guard = self.closed.0.lock();
+        self.closed.1.notify_all();
+    }
+}
+
+impl<P: Protocol> StreamHost for ServerShared<P> {
+    fn defer(&self, f: Writable) {
+        self.service.defer(f);
+    }
+}
+
+impl<P: Protocol> Acceptor for ServerShared<P> {
+    fn group(&self) -> u32 {
+        self.group
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopping()
+    }
+
+    fn try_admit(&self) -> bool {
+        if self.stopping() {
+            return false;
+        }
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_connections).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn idle_key(&self) -> QueueKey {
+        self.keys.keep_alive
+    }
+
+    fn open(self: Arc<Self>, core: &mut Core, stream: TcpStream, peer: SocketAddr) {
+        crate::sys::socket::prepare_stream(stream.as_fd());
+        let id = poller::next_id();
+        let stats = ConnStats::new(id, Side::Server, self.proto.name(), peer);
+        let index = core.index();
+        let server = self.clone();
+        let res = core.insert(id, move |token, registry| {
+            let io = Transport::tcp(stream);
+            registry.register(
+                &mut SourceFd(&io.raw_fd()),
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            let conn = Arc::new(Conn::new(io, index, token, id, stats, &server.config));
+            Ok(Box::new(ServerConn {
+                conn,
+                server,
+                phase: Phase::Reading { partial: None },
+                read: ReadState::Ready,
+                wait: Wait::None,
+                seen_request: false,
+                served: false,
+                queued: 0,
+                unrecorded_in: 0,
+            }))
+        });
+        match res {
+            Ok(token) => {
+                self.log.opened();
+                core.arm(token, self.keys.receive);
+                core.wake(token);
+            }
+            Err(e) => {
+                log::warn!("taskweave: cannot register connection from {peer}: {e}");
+                let mut stats = ConnStats::new(id, Side::Server, self.proto.name(), peer);
+                stats.close(CloseReason::Reset, None);
+                self.log.opened();
+                self.on_closed(&stats);
+            }
+        }
+    }
+
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr) {
+        let mut stats = ConnStats::new(poller::next_id(), Side::Server, self.proto.name(), peer);
+        stats.close(CloseReason::LimitExceeded, stream.local_addr().ok());
+        self.log.opened();
+        self.log.record(&stats);
+    }
+}
+
+/// What a connection knows about unread input.
+///
+/// Edge-triggered readiness asks for reading until `WouldBlock`, which costs a
+/// `recv` per request that finds nothing. A read that returns less than it
+/// asked for has emptied the receive queue as it stood, and any byte that
+/// arrives later raises a new edge, so the connection stops there instead. The
+/// exception is a peer that has shut its side: its end-of-file raised no edge
+/// of its own after our read, so that connection reads on until it sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReadState {
+    /// Nothing to read until the next readiness event.
+    Drained,
+    /// Read until a short read or `WouldBlock`.
+    Ready,
+    /// The peer shut its side: read until end-of-file or `WouldBlock`.
+    ToEnd,
+}
+
+impl ReadState {
+    /// Takes a readiness event into account.
+    pub(super) fn on_ready(&mut self, ready: Ready) {
+        if ready.read_closed {
+            *self = ReadState::ToEnd;
+        } else if ready.readable && *self == ReadState::Drained {
+            *self = ReadState::Ready;
+        }
+    }
+
+    /// Takes a read of `n` bytes into a buffer of `cap` into account.
+    pub(super) fn after_read(&mut self, n: usize, cap: usize) {
+        if n < cap && *self == ReadState::Ready {
+            *self = ReadState::Drained;
+        }
+    }
+}
+
+/// What the connection's single deadline is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    None,
+    Receive,
+    KeepAlive,
+    Send,
+    Linger,
+}
+
+/// Where a server connection is between its requests and its close.
+enum Phase<P: Protocol> {
+    /// Reading requests; `partial` holds one partly received.
+    Reading {
+        partial: Option<Box<dyn Exchange<P>>>,
+    },
+    /// Not reading: output went above the high watermark, or bytes read past
+    /// the last request (`leftover`) wait until the output has drained enough
+    /// (below the low watermark when `until_low`, else to the high one).
+    Paused {
+        leftover: Option<Box<[u8]>>,
+        until_low: bool,
+    },
+    /// A complete request is with the layer above; its answer (one reply or a
+    /// stream) is not complete. `leftover`: bytes read past it.
+    Dispatched { leftover: Option<Box<[u8]>> },
+    /// The last answer is out or queued; close once output has drained.
+    Draining(CloseReason),
+    /// Write side shut; discarding input until the peer closes or the linger
+    /// deadline passes.
+    Lingering(CloseReason),
+    /// Closed and accounted for.
+    Closed,
+}
+
+/// The poller side of one server connection.
+struct ServerConn<P: Protocol> {
+    conn: Arc<Conn>,
+    server: Arc<ServerShared<P>>,
+    phase: Phase<P>,
+    /// Whether the socket may hold unread bytes.
+    read: ReadState,
+    wait: Wait,
+    /// A request has arrived (before one, the idle wait is the receive
+    /// timeout from accept, not keep-alive).
+    seen_request: bool,
+    /// An answer went out since the deadline was last armed: an inline
+    /// exchange goes idle -> dispatched -> idle within one pump, and the
+    /// keep-alive deadline must still restart.
+    served: bool,
+    /// Bytes queued unwritten when the shared state was last looked at (the
+    /// queue holds at most `max_queued` plus one answer, and is counted in a
+    /// u32 here).
+    queued: u32,
+    /// Bytes read but not yet added to the stats (at most a few reads' worth).
+    unrecorded_in: u32,
+}
+
+impl<P: Protocol> ServerConn<P> {
+    fn close(&mut self, core: &mut Core, reason: CloseReason) -> Flow {
+        let _ = core
+            .registry()
+            .deregister(&mut SourceFd(&self.conn.raw_fd()));
+        self.finish(reason);
+        Flow::Remove
+    }
+
+    /// Closes the connection and hands its record to the log (once).
+    fn finish(&mut self, reason: CloseReason) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.phase = Phase::Closed;
+        let unrecorded = std::mem::take(&mut self.unrecorded_in) as usize;
+        let (stats, writable) = self.conn.close(reason, unrecorded);
+        self.server.on_closed(&stats);
+        if let Some(f) = writable {
+            self.server.service.defer(f);
+        }
+    }
+
+    /// Picks up what writers left in the shared state: a broken connection,
+    /// a finished answer, the bytes still queued.
+    fn sync_shared(&mut self) -> Result<(), CloseReason> {
+        let unrecorded = std::mem::take(&mut self.unrecorded_in) as usize;
+        let synced = self.conn.sync(unrecorded)?;
+        self.queued = synced.queued.min(u32::MAX as usize) as u32;
+        if let Some(f) = synced.writable {
+            self.server.service.defer(f);
+        }
+        if let Some(close) = synced.answered {
+            self.answered(close);
+        }
+        Ok(())
+    }
+
+    /// The answer to the dispatched request is complete (written or queued).
+    fn answered(&mut self, close: Option<CloseReason>) {
+        let Phase::Dispatched { leftover } = &mut self.phase else {
+            return;
+        };
+        let leftover = leftover.take();
+        self.served = true;
+        self.phase = match close {
+            Some(CloseReason::Local) if self.server.stopping() => {
+                Phase::Draining(CloseReason::ServerShutdown)
+            }
+            Some(reason) => Phase::Draining(reason),
+            None => Phase::Paused {
+                leftover,
+                until_low: self.queued as usize > self.conn.high_watermark(),
+            },
+        };
+    }
+
+    /// Runs the connection forward as far as it can go without blocking.
+    /// `stale`: the shared state may have changed since it was last looked at.
+    fn pump(&mut self, token: usize, core: &mut Core, stale: bool) -> Flow {
+        let mut scratch = core.take_scratch();
+        let flow = self.pump_with(core, &mut scratch, stale);
+        core.put_scratch(scratch);
+        if flow == Flow::Keep {
+            self.update_wait(token, core);
+        }
+        flow
+    }
+
+    fn pump_with(&mut self, core: &mut Core, scratch: &mut [u8], stale: bool) -> Flow {
+        // The shared state changes only through a flush (our own, on a
+        // writable event), an answer (ours, inline, which reports back
+        // directly, or another thread's, which wakes us) or a failed write: it
+        // is looked at only then, not on every event or read.
+        let mut stale = stale;
+        loop {
+            if std::mem::take(&mut stale) {
+                if let Err(reason) = self.sync_shared() {
+                    return self.close(core, reason);
+                }
+            }
+            let queued = self.queued as usize;
+            let shutdown = self.server.run_state();
+            if shutdown == RunState::Stopping {
+                return self.close(core, CloseReason::ServerShutdown);
+            }
+            match &mut self.phase {
+                Phase::Closed => return Flow::Remove,
+                Phase::Lingering(reason) => {
+                    let reason = *reason;
+                    return self.discard_input(core, scratch, reason);
+                }
+                Phase::Draining(reason) => {
+                    let reason = *reason;
+                    if queued > 0 {
+                        return Flow::Keep;
+                    }
+                    if matches!(reason, CloseReason::Evicted | CloseReason::KeepAliveTimeout) {
+                        return self.close(core, reason);
+                    }
+                    self.conn.shutdown_write();
+                    self.phase = Phase::Lingering(reason);
+                }
+                Phase::Dispatched { .. } => {
+                    if shutdown == RunState::Draining {
+                        // An open stream ends now; a reply in flight finishes.
+                        self.conn.end_stream_for_shutdown();
+                    }
+                    return Flow::Keep;
+                }
+                Phase::Paused {
+                    leftover,
+                    until_low,
+                } => {
+                    let drained = if *until_low {
+                        queued < self.conn.low_watermark()
+                    } else {
+                        queued <= self.conn.high_watermark()
+                    };
+                    if !drained {
+                        return Flow::Keep;
+                    }
+                    let leftover = leftover.take();
+                    self.phase = Phase::Reading { partial: None };
+                    if let Some(buf) = leftover {
+                        stale = self.feed(&buf, core.now());
+                    }
+                }
+                Phase::Reading { partial } => {
+                    // Above the high watermark stop reading, until below the low one.
+                    if queued > self.conn.high_watermark() {
+                        self.phase = Phase::Paused {
+                            leftover: None,
+                            until_low: true,
+                        };
+                        continue;
+                    }
+                    if partial.is_none() && shutdown == RunState::Draining {
+                        return self.close(core, CloseReason::ServerShutdown);
+                    }
+                    if self.read == ReadState::Drained {
+                        return Flow::Keep;
+                    }
+                    match self.conn.recv(scratch) {
+                        Ok(0) => return self.close(core, CloseReason::PeerClosed),
+                        Ok(n) => {
+                            self.read.after_read(n, scratch.len());
+                            // Counted under the next lock taken anyway (the next
+                            // request's arrival), or, before the count grows
+                            // large, in a look at the shared state.
+                            self.unrecorded_in += n as u32;
+                            stale = self.feed(&scratch[..n], core.now())
+                                || self.unrecorded_in >= UNRECORDED_MAX;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.read = ReadState::Drained
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return self.close(core, CloseReason::Reset),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lingering close: read and drop whatever the peer still sends until it
+    /// closes or the linger deadline passes.
+    fn discard_input(&mut self, core: &mut Core, scratch: &mut [u8], reason: CloseReason) -> Flow {
+        loop {
+            match self.conn.recv(scratch) {
+                Ok(0) => return self.close(core, reason),
+                Ok(n) => self.unrecorded_in = self.unrecorded_in.saturating_add(n as u32),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Keep,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(core, reason),
+            }
+        }
+    }
+
+    /// Parses `data`, dispatching each complete request. Returns whether the
+    /// shared state may have changed since it was last looked at (a request
+    /// was dispatched, or an interim or error reply sent).
+    fn feed(&mut self, data: &[u8], now: Instant) -> bool {
+        let mut off = 0;
+        let mut stale = false;
+        while off < data.len() {
+            let rest = &data[off..];
+            let partial = match &mut self.phase {
+                Phase::Reading { partial } => partial,
+                Phase::Paused {
+                    leftover: None,
+                    until_low: false,
+                } if self.queued as usize <= self.conn.high_watermark() => {
+                    // Answered at once, with room to spare: go on.
+                    self.phase = Phase::Reading { partial: None };
+                    continue;
+                }
+                Phase::Paused { leftover, .. } | Phase::Dispatched { leftover } => {
+                    *leftover = Some(match leftover.take() {
+                        None => rest.into(),
+                        Some(old) => [&old[..], rest].concat().into(),
+                    });
+                    return stale;
+                }
+                // Closing: whatever else the peer sent is dropped.
+                Phase::Draining(_) | Phase::Lingering(_) | Phase::Closed => return stale,
+            };
+            let exchange =
+                partial.get_or_insert_with(|| self.server.service.receive(&self.server.proto));
+            let req = exchange.request_mut();
+            match req.append(rest) {
+                Ok(Progress::Complete(n)) => {
+                    off += n.min(rest.len());
+                    if let Some(exchange) = partial.take() {
+                        stale |= self.dispatch(exchange, now);
+                        // A reply from another thread may be there already: look,
+                        // so pipelined requests in this buffer need no copy.
+                        if stale && off < data.len() && self.sync_shared().is_ok() {
+                            stale = false;
+                        }
+                    }
+                }
+                Ok(Progress::NeedMore(n)) => {
+                    if let Some(bytes) = req.interim() {
+                        let _ = self.conn.send(&mut vec![bytes], None);
+                        stale = true;
+                    }
+                    if n == 0 {
+                        self.reject(ProtocolError::new(500, "parser made no progress"));
+                        return true;
+                    }
+                    off += n.min(rest.len());
+                }
+                Err(err) => {
+                    self.reject(err);
+                    return true;
+                }
+            }
+        }
+        stale
+    }
+
+    /// Answers a request that failed to parse, then closes.
+    fn reject(&mut self, err: ProtocolError) {
+        log::debug!("taskweave: rejecting request: {err}");
+        if let Some(mut resp) = self.server.proto.reject(&err) {
+            let mut chunks = Vec::new();
+            resp.encode(&mut chunks);
+            let sizes = resp.sizes().unwrap_or_default();
+            let done = Done::Rejection {
+                head: sizes.head,
+                body: sizes.body,
+                status: resp.status(),
+            };
+            let _ = self.conn.send(&mut chunks, Some(done));
+        }
+        self.phase = Phase::Draining(CloseReason::ProtocolError);
+    }
+
+    /// Hands a complete request to the layer above: inline, or to run on
+    /// another thread. Returns whether the shared state must be looked at (the
+    /// answer is not known yet).
+    fn dispatch(&mut self, mut exchange: Box<dyn Exchange<P>>, now: Instant) -> bool {
+        self.phase = Phase::Dispatched { leftover: None };
+        self.seen_request = true;
+        let sizes = exchange.request_mut().sizes().unwrap_or_default();
+        let arrival = Arrival {
+            at: now,
+            head: sizes.head,
+            body: sizes.body,
+            bytes_in: std::mem::take(&mut self.unrecorded_in),
+        };
+        let (conn, server) = (self.conn.clone(), self.server.clone());
+        if !self.server.service.inline() {
+            self.conn.record_arrival(&arrival);
+            exchange.run(Reply::new(conn, server, None, now));
+            return true;
+        }
+        // Inline: the answer records the arrival under the one lock it takes.
+        let reply = Reply::new(conn, server, Some(arrival), now);
+        match dispatch_inline(self.conn.id, || exchange.run(reply)) {
+            Some(answer) => {
+                self.queued = answer.queued.min(u32::MAX as usize) as u32;
+                self.answered(answer.close);
+                answer.failed
+            }
+            None => {
+                // The series went asynchronous (or a stream began): record the
+                // arrival now, unless an answer from another thread did.
+                self.conn.record_arrival(&arrival);
+                true
+            }
+        }
+    }
+
+    /// Arms the one deadline the connection's state calls for.
+    fn update_wait(&mut self, token: usize, core: &mut Core) {
+        let want = match &self.phase {
+            Phase::Lingering(_) => Wait::Linger,
+            _ if self.queued > 0 => Wait::Send,
+            Phase::Dispatched { .. } | Phase::Closed => Wait::None,
+            Phase::Reading { partial: Some(_) } => Wait::Receive,
+            _ if !self.seen_request => Wait::Receive,
+            Phase::Reading { partial: None } | Phase::Paused { .. } | Phase::Draining(_) => {
+                Wait::KeepAlive
+            }
+        };
+        let restart = std::mem::take(&mut self.served) && want == Wait::KeepAlive;
+        if want == self.wait && !restart {
+            return;
+        }
+        self.wait = want;
+        let keys = &self.server.keys;
+        match want {
+            Wait::None => core.disarm(token),
+            Wait::Receive => core.arm(token, keys.receive),
+            Wait::KeepAlive => core.arm(token, keys.keep_alive),
+            Wait::Send => core.arm(token, keys.send),
+            Wait::Linger => core.arm(token, keys.linger),
+        }
+    }
+}
+
+impl<P: Protocol> Handler for ServerConn<P> {
+    fn ready(&mut self, token: usize, core: &mut Core, ready: Ready) -> Flow {
+        // Edge-triggered events carry `writable` whenever the socket is; only a
+        // connection with output queued (as last seen) needs a flush.
+        let flushing = ready.writable && self.queued > 0;
+        if flushing {
+            let flushed = self.conn.flush();
+            if flushed.progressed && flushed.queued > 0 {
+                // Progress restarts the send timeout.
+                core.arm(token, self.server.keys.send);
+            }
+            if let Some(f) = flushed.writable {
+                self.server.service.defer(f);
+            }
+        }
+        self.read.on_ready(ready);
+        self.pump(token, core, flushing)
+    }
+
+    fn timeout(&mut self, _token: usize, core: &mut Core) -> Flow {
+        let reason = match (self.wait, &self.phase) {
+            (Wait::None, _) => return Flow::Keep,
+            (Wait::Receive, _) => CloseReason::ReceiveTimeout,
+            (Wait::KeepAlive, _) => CloseReason::KeepAliveTimeout,
+            (Wait::Send, _) => CloseReason::SendTimeout,
+            (Wait::Linger, Phase::Lingering(reason)) => *reason,
+            (Wait::Linger, _) => CloseReason::Local,
+        };
+        self.close(core, reason)
+    }
+
+    fn wake(&mut self, token: usize, core: &mut Core) -> Flow {
+        self.pump(token, core, true)
+    }
+
+    /// Evicted to make room: only an idle keep-alive connection goes.
+    fn cancel(&mut self, _token: usize, core: &mut Core) -> Flow {
+        if self.wait == Wait::KeepAlive && matches!(self.phase, Phase::Reading { partial: None }) {
+            return self.close(core, CloseReason::Evicted);
+        }
+        Flow::Keep
+    }
+
+    fn prefetch(&self) {
+        self.conn.prefetch();
+    }
+}
+
+impl<P: Protocol> Drop for ServerConn<P> {
+    /// A connection dropped without closing (a panic escaped its handler)
+    /// still closes and leaves its record.
+    fn drop(&mut self) {
+        self.finish(CloseReason::InternalError);
+    }
+}
+
+/// Object-safe view of a running server, for its handle.
+trait Control: Send + Sync {
+    fn open(&self) -> usize;
+    fn set_state(&self, state: RunState);
+    fn wait_closed(&self, deadline: Instant) -> bool;
+}
+
+impl<P: Protocol> Control for ServerShared<P> {
+    fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+    fn set_state(&self, state: RunState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+    fn wait_closed(&self, deadline: Instant) -> bool {
+        let mut guard = self.closed.0.lock().unwrap_or_else(|e| e.into_inner());
+        while self.open.load(Ordering::Acquire) > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let step = left.min(Duration::from_millis(50));
+            guard = self
+                .closed
+                .1
+                .wait_timeout(guard, step)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// A running server. Dropping the handle leaves the server running; call
+/// [`shutdown`](ServerHandle::shutdown) to stop it.
+pub struct ServerHandle {
+    local: SocketAddr,
+    control: Arc<dyn Control>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local", &self.local)
+            .field("open", &self.control.open())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The address the server listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.control.open()
+    }
+
+    /// Graceful shutdown: stops accepting, closes idle connections, lets the
+    /// answers in flight finish and go out whole within `grace` (an open
+    /// stream is ended: HTTP sends its last chunk), then closes what is left.
+    /// Returns whether everything finished within `grace`.
+    pub fn shutdown(self, grace: Duration) -> bool {
+        self.control.set_state(RunState::Draining);
+        poller::wake_all();
+        let graceful = self.control.wait_closed(Instant::now() + grace);
+        if !graceful {
+            self.control.set_state(RunState::Stopping);
+            poller::wake_all();
+            self.control
+                .wait_closed(Instant::now() + Duration::from_secs(5));
+        }
+        graceful
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Message, Progress, ProtocolError};
+    use bytes::Bytes;
+
+    /// A protocol of empty messages: what a server connection's size does
+    /// not depend on.
+    struct Nothing;
+
+    impl Message for () {
+        fn append(&mut self, _: &[u8]) -> Result<Progress, ProtocolError> {
+            Ok(Progress::Complete(0))
+        }
+        fn encode(&mut self, _: &mut Vec<Bytes>) {}
+    }
+
+    impl Protocol for Nothing {
+        type Request = ();
+        type Response = ();
+        fn name(&self) -> &'static str {
+            "nothing"
+        }
+        fn new_request(&self) {}
+        fn new_response(&self, _: &()) {}
+    }
+
+    /// Idle connections are budgeted at 0.4 KiB of process memory in all; these
+    /// are the per-connection heap objects (plus a 32-byte slab slot and a
+    /// 24-byte deadline link).
+    #[test]
+    fn per_connection_structures_stay_small() {
+        let conn = std::mem::size_of::<Conn>();
+        let handler = std::mem::size_of::<ServerConn<Nothing>>();
+        eprintln!(
+            "Conn {conn} B, ServerConn {handler} B, ConnStats {} B",
+            std::mem::size_of::<ConnStats>()
+        );
+        // Sizes that keep each allocation in a smaller malloc size class.
+        // glibc rounds (size + 8) up to 16: 216 B is a 224 B chunk, 56 B a 64 B one.
+        assert!(conn + 16 <= 216, "Arc<Conn> is {} bytes", conn + 16);
+        assert!(handler <= 56, "ServerConn is {handler} bytes");
+    }
+}

@@ -1,0 +1,60 @@
+//! The seam between the connection engines and the layer above them.
+//!
+//! `comm` knows connections and bytes; what a request *means* (a series of
+//! tasks, a `process` callback) belongs to `task`. A server connection reaches
+//! it only through [`Service`] and [`Exchange`], and a client connection
+//! through [`Job`], so `comm` never imports the layer above: like hyper's
+//! `Dispatch` between its connection and the user's service.
+
+use super::client::JobInfo;
+use super::reply::Reply;
+use crate::error::Error;
+use crate::protocol::Protocol;
+
+/// What a server needs from the layer above: somewhere to put each request,
+/// and a place to run callbacks.
+pub(crate) trait Service<P: Protocol>: Send + Sync + 'static {
+    /// A new exchange for a request whose first byte just arrived; the request
+    /// is parsed into it in place.
+    fn receive(&self, proto: &P) -> Box<dyn Exchange<P>>;
+
+    /// Whether [`Exchange::run`] runs the request on the calling (poller)
+    /// thread, so that a reply can come back before it returns.
+    fn inline(&self) -> bool;
+
+    /// Runs a user callback (a stream's writable callback) where the layer
+    /// above runs callbacks.
+    fn defer(&self, f: Box<dyn FnOnce() + Send>);
+}
+
+/// One request on its way through the layer above.
+pub(crate) trait Exchange<P: Protocol>: Send {
+    /// The request being parsed.
+    fn request_mut(&mut self) -> &mut P::Request;
+
+    /// The request, complete: run it. It is answered through `reply` (or, if
+    /// the exchange is dropped unanswered, the connection answers 500 and
+    /// closes).
+    fn run(self: Box<Self>, reply: Reply<P>);
+}
+
+/// One client request on its way through a connection.
+pub(crate) trait Job<P: Protocol>: Send + 'static {
+    /// The request.
+    fn request(&self) -> &P::Request;
+
+    /// The request, to encode it.
+    fn request_mut(&mut self) -> &mut P::Request;
+
+    /// Where pushes go from the connection this request is sent on: a
+    /// subscriber's request installs its handler on the connection.
+    fn take_push_handler(&mut self) -> Option<PushHandler<P>> {
+        None
+    }
+
+    /// The request's outcome (on the connection's poller thread).
+    fn complete(self: Box<Self>, result: Result<P::Response, Error>, info: JobInfo);
+}
+
+/// Receives the push messages of a connection (see `Protocol::is_push`).
+pub(crate) type PushHandler<P> = Box<dyn FnMut(<P as Protocol>::Response) + Send>;

@@ -1,0 +1,470 @@
+//! A server for any [`Protocol`]: each request is a [`ServerTask`] at the head
+//! of a new series, answered when the series ends or as a stream.
+//!
+//! The user's `process` runs (on a handler thread, or inline on the poller),
+//! may push more tasks, and the reply is written when the series ends, as in
+//! Workflow: a proxy runs its client task first and fills the response from
+//! its callback. Or `process` (or any later callback) starts a
+//! [`Stream`] and sends the body in pieces from wherever it likes. The
+//! connection engine is `comm`'s; this module is the task side of it.
+
+use super::{handlers_inline, spawn_handler, Finisher, Series, Step, Task};
+use crate::comm::{self, ConnConfig, Exchange, Reply, SendError, ServerHandle, Service, Stream};
+use crate::metrics::{AccessLog, NullLog};
+use crate::protocol::Protocol;
+use std::any::Any;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The user's request handler.
+type Process<P> = dyn Fn(&mut ServerTask<P>, &mut Series) + Send + Sync;
+
+/// Entry point for building servers.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with default limits.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// Limits, timeouts and the access log of a server. Every limit has a
+/// default; see each setter.
+pub struct ServerBuilder {
+    config: ConnConfig,
+    max_connections: usize,
+    backlog: i32,
+    log: Arc<dyn AccessLog>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            config: ConnConfig::default(),
+            max_connections: 10_000,
+            backlog: 1024,
+            log: Arc::new(NullLog),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Most connections open at once; at the limit the oldest idle keep-alive
+    /// connection is evicted, and if there is none the new one is refused.
+    /// Default 10,000.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+    /// How long an idle keep-alive connection stays open. Default 60 s.
+    pub fn keep_alive_timeout(mut self, d: Duration) -> Self {
+        self.config.keep_alive_timeout = d;
+        self
+    }
+    /// How long a request may take to arrive, from its first byte (and from
+    /// accept to the first request): the slowloris bound. Default 30 s.
+    pub fn receive_timeout(mut self, d: Duration) -> Self {
+        self.config.receive_timeout = d;
+        self
+    }
+    /// How long queued output may wait without progress; a peer that stops
+    /// reading is closed with `send_timeout`. Default 30 s.
+    pub fn send_timeout(mut self, d: Duration) -> Self {
+        self.config.send_timeout = d;
+        self
+    }
+    /// Output watermarks in bytes: above `high` the connection stops reading
+    /// and streams are told to slow down; below `low` it reads again and a
+    /// stream's writable callback runs. Defaults 64 KiB / 256 KiB.
+    pub fn watermarks(mut self, low: usize, high: usize) -> Self {
+        self.config.low_watermark = low.min(high);
+        self.config.high_watermark = high;
+        self
+    }
+    /// Queued output past which a stream's sends are refused. Default 16 MiB.
+    pub fn max_queued(mut self, bytes: usize) -> Self {
+        self.config.max_queued = bytes;
+        self
+    }
+    /// Replaces all connection settings at once.
+    pub fn conn_config(mut self, config: ConnConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// The listen backlog. Default 1024.
+    pub fn backlog(mut self, n: i32) -> Self {
+        self.backlog = n;
+        self
+    }
+    /// Where a record goes when each connection closes. Default: nowhere.
+    pub fn access_log(mut self, log: impl AccessLog) -> Self {
+        self.log = Arc::new(log);
+        self
+    }
+    /// The connection settings as configured.
+    pub fn config(&self) -> &ConnConfig {
+        &self.config
+    }
+
+    /// Starts serving `proto` on `addr` (the first address it resolves to),
+    /// one listener per poller. `process` handles each request; the reply is
+    /// written when the task's series ends.
+    ///
+    /// ```no_run
+    /// # #[path = "../../examples/common/echo_proto.rs"] mod echo_proto;
+    /// use echo_proto::Echo;
+    /// use taskweave::task::Server;
+    ///
+    /// let server = Server::builder().serve("127.0.0.1:9000", Echo, |task, _series| {
+    ///     let payload = task.request().payload().clone();
+    ///     task.response().set_payload(payload);
+    /// })?;
+    /// println!("echo on {}", server.local_addr());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn serve<P, F>(
+        self,
+        addr: impl ToSocketAddrs,
+        proto: P,
+        process: F,
+    ) -> io::Result<ServerHandle>
+    where
+        P: Protocol,
+        F: Fn(&mut ServerTask<P>, &mut Series) + Send + Sync + 'static,
+    {
+        let addr: SocketAddr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")
+        })?;
+        let spec = comm::ServerSpec {
+            config: self.config,
+            max_connections: self.max_connections,
+            backlog: self.backlog,
+            log: self.log,
+        };
+        let app = App::<P> {
+            process: Arc::new(process),
+        };
+        comm::serve(addr, spec, proto, Box::new(app))
+    }
+}
+
+/// The task side of a server: what `comm` hands each request to.
+struct App<P: Protocol> {
+    process: Arc<Process<P>>,
+}
+
+impl<P: Protocol> Service<P> for App<P> {
+    fn receive(&self, proto: &P) -> Box<dyn Exchange<P>> {
+        ServerTask::receiving(&self.process, proto)
+    }
+
+    fn inline(&self) -> bool {
+        handlers_inline()
+    }
+
+    fn defer(&self, f: Box<dyn FnOnce() + Send>) {
+        spawn_handler(move || {
+            crate::poller::contain("a stream's writable callback", f);
+        });
+    }
+}
+
+/// One request being served: `process` reads the request and fills the
+/// response, which is written when the task's series ends; or it answers
+/// with a [`Stream`].
+pub struct ServerTask<P: Protocol> {
+    req: P::Request,
+    /// Made ready for the request when it is complete (it may depend on it).
+    resp: P::Response,
+    process: Option<Arc<Process<P>>>,
+    /// The right to answer, from the request's completion until the answer
+    /// is out; a task kept for reuse holds none.
+    reply: Option<Reply<P>>,
+    /// Where the task waits for its series to end once a [`ReplyHandle`]
+    /// exists.
+    handle: Option<Slot<P>>,
+}
+
+type Slot<P> = Arc<Mutex<Option<Box<ServerTask<P>>>>>;
+
+impl<P: Protocol> ServerTask<P> {
+    /// The task for a request whose first byte just arrived: the one this
+    /// thread kept from its last reply, or a new one.
+    fn receiving(process: &Arc<Process<P>>, proto: &P) -> Box<dyn Exchange<P>> {
+        let mut task = match take_spare::<Self>() {
+            Some(mut task) => {
+                proto.reuse_request(&mut task.req);
+                task
+            }
+            None => {
+                let req = proto.new_request();
+                let resp = proto.new_response(&req);
+                Box::new(ServerTask {
+                    req,
+                    resp,
+                    process: None,
+                    reply: None,
+                    handle: None,
+                })
+            }
+        };
+        task.process = Some(process.clone());
+        task
+    }
+
+    /// The request.
+    pub fn request(&self) -> &P::Request {
+        &self.req
+    }
+    /// The request, mutably (to take its body without copying).
+    pub fn request_mut(&mut self) -> &mut P::Request {
+        &mut self.req
+    }
+    /// The response to fill.
+    pub fn response(&mut self) -> &mut P::Response {
+        &mut self.resp
+    }
+    /// The request and the response at once (to build one from the other).
+    pub fn parts(&mut self) -> (&P::Request, &mut P::Response) {
+        (&self.req, &mut self.resp)
+    }
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.reply.as_ref()?.peer_addr()
+    }
+    /// The connection's id, as in its access-log record (0 once answered).
+    pub fn conn_id(&self) -> u64 {
+        self.reply.as_ref().map_or(0, Reply::conn_id)
+    }
+    /// When the request was complete.
+    pub fn received_at(&self) -> Option<Instant> {
+        self.reply.as_ref().map(Reply::received_at)
+    }
+    /// Whether the answer has gone out (or a stream has started).
+    pub fn is_answered(&self) -> bool {
+        self.reply.is_none()
+    }
+
+    /// Answers with a stream: the response's head goes out now (HTTP/1.1:
+    /// chunked; HTTP/1.0: ended by the close; `HEAD`: the head only) and the
+    /// body follows in the pieces sent on the returned [`Stream`], from any
+    /// thread, until [`Stream::finish`]. When the series ends nothing more is
+    /// written. `Err(Closed)` if the task has already answered or the
+    /// connection is gone.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use taskweave::http::{Server, ServerTask};
+    /// use taskweave::{timer, Series};
+    ///
+    /// Server::builder().serve("127.0.0.1:8080", |task: &mut ServerTask, series: &mut Series| {
+    ///     let Ok(stream) = task.stream() else { return };
+    ///     stream.send("tick 1\n").ok();
+    ///     series.push_back(timer(Duration::from_millis(100), move |_, _| {
+    ///         stream.send("tick 2\n").ok();
+    ///         stream.finish();
+    ///     }));
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stream(&mut self) -> Result<Stream, SendError> {
+        let reply = self.reply.take().ok_or(SendError::Closed)?;
+        reply.stream(&self.req, &mut self.resp)
+    }
+
+    /// A handle that reaches this task from any later callback of its
+    /// series, a `Parallel` member's included, until the answer goes out: the
+    /// explicit, typed way for a task run after `process` to fill the
+    /// response or start a stream.
+    ///
+    /// ```no_run
+    /// use taskweave::http::{self, Server, ServerTask};
+    /// use taskweave::{Parallel, Series};
+    ///
+    /// Server::builder().serve("127.0.0.1:8080", |task: &mut ServerTask, series: &mut Series| {
+    ///     let reply = task.reply_handle();
+    ///     let fetch = http::get("http://127.0.0.1:9090/", move |t: &mut http::ClientTask, _: &mut Series| {
+    ///         let body = t.take_response().map(|r| r.body().clone()).unwrap_or_default();
+    ///         reply.with(|task| {
+    ///             task.response().set_body(body);
+    ///         });
+    ///     });
+    ///     series.push_back(Parallel::new(|_, _| {}).with(Series::new(fetch)));
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reply_handle(&mut self) -> ReplyHandle<P> {
+        let slot = self
+            .handle
+            .get_or_insert_with(|| Arc::new(Mutex::new(None)))
+            .clone();
+        ReplyHandle { slot }
+    }
+
+    /// The server task waiting to reply at the end of `series`, for callbacks
+    /// of tasks that `process` pushed onto the same series. `None` in any
+    /// other series (a `Parallel` member's, say) and once a
+    /// [`ReplyHandle`] exists: use [`reply_handle`](Self::reply_handle) there.
+    pub fn of_series(series: &mut Series) -> Option<&mut ServerTask<P>> {
+        series.finisher_mut::<ServerTask<P>>()
+    }
+
+    /// Sends the answer (unless a stream took it), or the protocol's 500 if
+    /// the series failed, and keeps the task for reuse.
+    fn answer(mut self: Box<Self>, failed: bool) {
+        if let Some(reply) = self.reply.take() {
+            if failed {
+                drop(reply); // answers 500 and closes
+            } else {
+                reply.send(&self.req, &mut self.resp);
+            }
+        }
+        self.handle = None;
+        // Inline, the next request on this poller thread takes this task; a
+        // handler thread would only keep it from the poller.
+        if handlers_inline() {
+            keep_spare(self);
+        }
+    }
+}
+
+impl<P: Protocol> Exchange<P> for ServerTask<P> {
+    fn request_mut(&mut self) -> &mut P::Request {
+        &mut self.req
+    }
+
+    fn run(mut self: Box<Self>, reply: Reply<P>) {
+        reply.proto().reuse_response(&self.req, &mut self.resp);
+        self.reply = Some(reply);
+        if handlers_inline() {
+            Series::start_boxed(self);
+        } else {
+            spawn_handler(move || Series::start_boxed(self));
+        }
+    }
+}
+
+impl<P: Protocol> Task for ServerTask<P> {
+    fn run(mut self: Box<Self>, mut series: Box<Series>) -> Step {
+        if let Some(process) = self.process.clone() {
+            series.guard(|s| process(&mut self, s));
+        }
+        match self.handle.clone() {
+            Some(slot) => {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
+                series.set_finisher(Box::new(HandleFinisher { slot }));
+            }
+            None => series.set_finisher(self),
+        }
+        Step::Next(series)
+    }
+}
+
+impl<P: Protocol> Finisher for ServerTask<P> {
+    fn finish(self: Box<Self>, series: Box<Series>) {
+        let failed = series.error().is_some();
+        series.recycle();
+        self.answer(failed);
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// Finishes a task that waits in its reply handle's slot.
+struct HandleFinisher<P: Protocol> {
+    slot: Slot<P>,
+}
+
+impl<P: Protocol> Finisher for HandleFinisher<P> {
+    fn finish(self: Box<Self>, series: Box<Series>) {
+        let failed = series.error().is_some();
+        let task = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            task.answer(failed);
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl<P: Protocol> Drop for HandleFinisher<P> {
+    /// A series dropped before it ended still answers (500), rather than
+    /// leaving the task and its connection waiting in the slot.
+    fn drop(&mut self) {
+        let task = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(task);
+    }
+}
+
+/// Reaches a [`ServerTask`] from any later callback of its series (see
+/// [`ServerTask::reply_handle`]). `Send + Sync + Clone`.
+pub struct ReplyHandle<P: Protocol> {
+    slot: Slot<P>,
+}
+
+impl<P: Protocol> Clone for ReplyHandle<P> {
+    fn clone(&self) -> Self {
+        ReplyHandle {
+            slot: self.slot.clone(),
+        }
+    }
+}
+
+impl<P: Protocol> std::fmt::Debug for ReplyHandle<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyHandle")
+    }
+}
+
+impl<P: Protocol> ReplyHandle<P> {
+    /// Runs `f` with the server task: to fill its response, or to start a
+    /// stream. `None` before `process` has returned (the task is still
+    /// `process`'s own) and after the series has ended (the answer is out).
+    pub fn with<R>(&self, f: impl FnOnce(&mut ServerTask<P>) -> R) -> Option<R> {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_mut().map(|task| f(task))
+    }
+}
+
+thread_local! {
+    /// The last finished task, kept for the next request on this thread: it
+    /// saves allocating, moving and freeing a task of about a kilobyte, and
+    /// its request and response keep their buffers. Typed `Any` because a
+    /// thread may serve several protocols; it holds no connection.
+    static SPARE_TASK: std::cell::RefCell<Option<Box<dyn Any>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps `task` (which holds no reply) for reuse.
+fn keep_spare(task: Box<dyn Any>) {
+    let _ = SPARE_TASK.try_with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut() {
+            *spare = Some(task);
+        }
+    });
+}
+
+/// The task kept by [`keep_spare`], if it is a `T`.
+fn take_spare<T: Any>() -> Option<Box<T>> {
+    let spare = SPARE_TASK
+        .try_with(|spare| spare.try_borrow_mut().ok()?.take())
+        .ok()??;
+    spare.downcast::<T>().ok()
+}
