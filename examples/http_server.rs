@@ -1,15 +1,21 @@
 //! An HTTP/1.1 server: `/` says hello, `/echo` echoes the body, `/delay?ms=N`
-//! answers after a timer task, `/metrics` shows the server's counters in
-//! Prometheus format. Every connection writes an access-log record when it closes.
+//! answers after a timer task, `/stream?n=N&ms=M` streams N chunks M ms
+//! apart, `/file/NAME` serves a file of `--dir DIR` as a stream (read as the
+//! socket drains), `/metrics` shows the server's counters in Prometheus
+//! format. Every connection writes an access-log record when it closes.
 //!
 //! `cargo run --release --example http_server -- --port 8080 [--pollers N]
-//!  [--handler-threads N] [--max-connections N] [--access-log PATH|-|off]`
+//!  [--handler-threads N] [--max-connections N] [--access-log PATH|-|off]
+//!  [--dir DIR]`
 
 #[path = "common/access_log.rs"]
 mod access_log;
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/streams.rs"]
+mod streams;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use taskweave::http::{Server, ServerTask};
@@ -21,6 +27,8 @@ enum Route {
     Hello,
     Echo,
     Delay,
+    Stream,
+    File,
     Metrics,
     NotFound,
 }
@@ -31,20 +39,12 @@ impl Route {
             "/" => Route::Hello,
             "/echo" => Route::Echo,
             "/delay" => Route::Delay,
+            "/stream" => Route::Stream,
             "/metrics" => Route::Metrics,
+            _ if path.starts_with("/file/") => Route::File,
             _ => Route::NotFound,
         }
     }
-}
-
-fn delay_ms(query: Option<&str>) -> u64 {
-    query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("ms="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-        .min(60_000)
 }
 
 fn main() -> std::io::Result<()> {
@@ -58,14 +58,17 @@ fn main() -> std::io::Result<()> {
     let metrics = Arc::new(ServerMetrics::new());
     let log = access_log::access_log(args.raw("access-log"), metrics.clone())?;
     let m = metrics.clone();
+    let dir: Option<PathBuf> = args.raw("dir").map(PathBuf::from);
     let server = Server::builder()
         .max_connections(args.get("max-connections", 10_000))
         .access_log(log)
         .serve(
             ("127.0.0.1", port),
             move |task: &mut ServerTask, series: &mut Series| {
-                let route = Route::of(task.request().path());
-                match route {
+                let query = task.request().query();
+                let param = |key| streams::query_param::<u64>(query, key);
+                let (ms, n) = (param("ms"), param("n"));
+                match Route::of(task.request().path()) {
                     Route::Hello => {
                         task.response()
                             .set_header("Content-Type", "text/plain")
@@ -77,7 +80,7 @@ fn main() -> std::io::Result<()> {
                         task.response().set_body(body);
                     }
                     Route::Delay => {
-                        let ms = delay_ms(task.request().query());
+                        let ms = ms.unwrap_or(0).min(60_000);
                         series.push_back(timer(
                             Duration::from_millis(ms),
                             move |_, s: &mut Series| {
@@ -87,6 +90,20 @@ fn main() -> std::io::Result<()> {
                             },
                         ));
                     }
+                    Route::Stream => {
+                        let n = n.unwrap_or(10).min(100_000) as u32;
+                        streams::serve_ticks(task, series, n, ms.unwrap_or(100).min(60_000));
+                    }
+                    Route::File => match &dir {
+                        Some(dir) => {
+                            let path = task.request().path();
+                            let name = path.trim_start_matches("/file/").to_owned();
+                            streams::serve_file(task, dir, &name);
+                        }
+                        None => {
+                            task.response().set_status(404).set_body("no --dir given\n");
+                        }
+                    },
                     Route::Metrics => {
                         let mut out = String::new();
                         m.render_prometheus("taskweave", &mut out);

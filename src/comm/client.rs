@@ -393,7 +393,7 @@ impl<P: Protocol> ClientConn<P> {
                 Ok(SendState::Written | SendState::Queued | SendState::AboveHigh) => {
                     self.written += 1;
                 }
-                Err(SendError::Full) => {
+                Err(SendError::Full | SendError::Invalid) => {
                     // Only this request is refused; the others stay in flight.
                     if let Some(item) = self.fifo.remove(self.written) {
                         item.fail(Error::LimitExceeded("client send queue full"));

@@ -49,6 +49,9 @@ pub enum SendError {
     /// The connection already holds more than its hard queue limit
     /// (`max_queued`) unwritten: the data was refused, nothing was queued.
     Full,
+    /// The piece would break the message's framing (more bytes than its
+    /// declared length): it was refused.
+    Invalid,
 }
 
 impl std::fmt::Display for SendError {
@@ -56,6 +59,7 @@ impl std::fmt::Display for SendError {
         f.write_str(match self {
             SendError::Closed => "connection closed",
             SendError::Full => "send queue full",
+            SendError::Invalid => "piece does not fit the message's framing",
         })
     }
 }
@@ -126,7 +130,7 @@ enum Outcome {
 /// An open stream: the answer to the current request, sent in pieces.
 struct StreamState {
     id: u64,
-    framer: &'static dyn PieceFramer,
+    framer: Box<dyn PieceFramer>,
     close_after: bool,
     head: u64,
     body: u64,
@@ -392,7 +396,7 @@ impl Conn {
         chunks: &mut Vec<Bytes>,
         (head, body): (u64, u64),
         status: Option<u16>,
-        framer: &'static dyn PieceFramer,
+        framer: Box<dyn PieceFramer>,
         close_after: bool,
         arrival: Option<Arrival>,
     ) -> Result<u64, SendError> {
@@ -428,24 +432,24 @@ impl Conn {
     /// Sends one piece of stream `id`'s body.
     pub fn stream_send(&self, id: u64, piece: Bytes) -> Result<SendState, SendError> {
         let mut st = self.lock();
+        if st.queued > self.max_queued as usize && st.stream(id).is_some() {
+            return Err(SendError::Full);
+        }
         let Some(stream) = st.stream(id) else {
             return Err(SendError::Closed);
         };
-        let framer = stream.framer;
         let len = piece.len() as u64;
         let mut chunks = Vec::with_capacity(3);
-        framer.piece(piece, &mut chunks);
+        if stream.framer.piece(piece, &mut chunks).is_err() {
+            return Err(SendError::Invalid);
+        }
         let framed: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        stream.body += len;
+        stream.head += framed.saturating_sub(len);
         if chunks.is_empty() {
             return Ok(queued_state(st.queued, self.high));
         }
         let res = self.send_locked(&mut st, &[], &mut chunks);
-        if res.is_ok() {
-            if let Some(stream) = st.stream(id) {
-                stream.body += len;
-                stream.head += framed.saturating_sub(len);
-            }
-        }
         let wake = st.pause_unseen || res == Err(SendError::Closed);
         drop(st);
         if wake {
@@ -514,14 +518,14 @@ impl Conn {
     /// Writes the open stream's end and queues its completion (under the
     /// lock); returns whether the connection closes after it.
     fn end_stream(&self, st: &mut State) -> bool {
-        let Some(stream) = st.extra.as_mut().and_then(|e| {
+        let Some(mut stream) = st.extra.as_mut().and_then(|e| {
             e.writable = None;
             e.stream.take()
         }) else {
             return false;
         };
         let mut chunks = Vec::with_capacity(1);
-        stream.framer.end(&mut chunks);
+        let whole = stream.framer.end(&mut chunks);
         let framed: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         let now = clock(&st.stats);
         let res = self.send_locked(st, &[], &mut chunks);
@@ -532,7 +536,7 @@ impl Conn {
         };
         finish_send(st, Some(done), res, now);
         st.stats.request_done();
-        stream.close_after
+        stream.close_after || !whole
     }
 
     /// Records the request's arrival if the dispatcher left that to the

@@ -16,13 +16,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// The right to answer one request on its connection.
+///
+/// Every request's task carries one, so it is kept small (the task must stay
+/// in glibc's per-thread cache): the request's arrival is spread out here
+/// rather than kept as an `Option<Arrival>`.
 pub(crate) struct Reply<P: Protocol> {
     conn: Arc<Conn>,
     server: Arc<ServerShared<P>>,
-    /// The request's arrival, for the answer to record (inline dispatch).
-    arrival: Option<Arrival>,
     /// When the request was complete.
     received: Instant,
+    /// The request's sizes and unrecorded bytes, for the answer to record
+    /// when `record` (inline dispatch).
+    head: u64,
+    body: u64,
+    bytes_in: u32,
+    record: bool,
     answered: bool,
 }
 
@@ -46,16 +54,29 @@ impl<P: Protocol> Reply<P> {
     pub(super) fn new(
         conn: Arc<Conn>,
         server: Arc<ServerShared<P>>,
-        arrival: Option<Arrival>,
-        received: Instant,
+        arrival: Arrival,
+        record: bool,
     ) -> Reply<P> {
         Reply {
             conn,
             server,
-            arrival,
-            received,
+            received: arrival.at,
+            head: arrival.head,
+            body: arrival.body,
+            bytes_in: arrival.bytes_in,
+            record,
             answered: false,
         }
+    }
+
+    /// The arrival for the answer to record, once.
+    fn take_arrival(&mut self) -> Option<Arrival> {
+        std::mem::take(&mut self.record).then_some(Arrival {
+            at: self.received,
+            head: self.head,
+            body: self.body,
+            bytes_in: self.bytes_in,
+        })
     }
 
     /// When the request was complete.
@@ -97,13 +118,14 @@ impl<P: Protocol> Reply<P> {
             chunks.insert(0, Bytes::from(head));
         }
         let sizes = resp.sizes().unwrap_or_default();
+        let arrival = self.take_arrival();
         let id = self.conn.start_stream(
             &mut chunks,
             (sizes.head, sizes.body),
             resp.status(),
             framer,
             !keep_alive,
-            self.arrival.take(),
+            arrival,
         )?;
         Ok(Stream {
             inner: Arc::new(StreamInner {
@@ -128,7 +150,7 @@ impl<P: Protocol> Reply<P> {
             body: sizes.body,
             status: resp.status(),
         };
-        let arrival = self.arrival.take();
+        let arrival = self.take_arrival();
         let _ = self
             .conn
             .reply(&buf.head, &mut buf.chunks, done, close, arrival);

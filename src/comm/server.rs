@@ -611,11 +611,11 @@ impl<P: Protocol> ServerConn<P> {
         let (conn, server) = (self.conn.clone(), self.server.clone());
         if !self.server.service.inline() {
             self.conn.record_arrival(&arrival);
-            exchange.run(Reply::new(conn, server, None, now));
+            exchange.run(Reply::new(conn, server, arrival, false));
             return true;
         }
         // Inline: the answer records the arrival under the one lock it takes.
-        let reply = Reply::new(conn, server, Some(arrival), now);
+        let reply = Reply::new(conn, server, arrival, true);
         match dispatch_inline(self.conn.id, || exchange.run(reply)) {
             Some(answer) => {
                 self.queued = answer.queued.min(u32::MAX as usize) as u32;

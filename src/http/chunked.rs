@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::limits::Limits;
 use super::syntax::{is_field_byte, is_ows, is_tchar};
-use crate::protocol::ProtocolError;
+use crate::protocol::{PieceFramer, ProtocolError};
 
 /// Longest chunk-size accepted, in hex digits (enough for any `u64`).
 const MAX_SIZE_DIGITS: u8 = 16;
@@ -337,9 +337,95 @@ pub fn encode_last_chunk(out: &mut Vec<Bytes>) {
     out.push(Bytes::from_static(LAST_CHUNK));
 }
 
+/// Frames a streamed HTTP/1.1 body: each piece a chunk, the end the last
+/// chunk.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkedPieces;
+
+impl PieceFramer for ChunkedPieces {
+    fn piece(&mut self, piece: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
+        encode_chunk(piece, out);
+        Ok(())
+    }
+    fn end(&mut self, out: &mut Vec<Bytes>) -> bool {
+        encode_last_chunk(out);
+        true
+    }
+}
+
+/// A streamed body that must not be sent (the answer to `HEAD`, a 204 or a
+/// 304): pieces are dropped, and nothing marks the end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NoPieces;
+
+impl PieceFramer for NoPieces {
+    fn piece(&mut self, _piece: Bytes, _out: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
+        Ok(())
+    }
+    fn end(&mut self, _out: &mut Vec<Bytes>) -> bool {
+        true
+    }
+}
+
+/// A streamed body whose length the head declared (`Content-Length`): the
+/// pieces go out as they are, never past the length, and the stream is whole
+/// only if it sent exactly that many bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SizedPieces {
+    /// Bytes still owed.
+    pub(crate) remaining: u64,
+}
+
+impl PieceFramer for SizedPieces {
+    fn piece(&mut self, piece: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
+        let len = piece.len() as u64;
+        if len > self.remaining {
+            return Err(ProtocolError::new(
+                500,
+                "a streamed piece goes past the declared Content-Length",
+            ));
+        }
+        self.remaining -= len;
+        if len > 0 {
+            out.push(piece);
+        }
+        Ok(())
+    }
+    fn end(&mut self, _out: &mut Vec<Bytes>) -> bool {
+        self.remaining == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunked_pieces_frame_and_end_a_body() {
+        let mut out = Vec::new();
+        ChunkedPieces
+            .piece(Bytes::from_static(b"hello"), &mut out)
+            .unwrap();
+        ChunkedPieces.piece(Bytes::new(), &mut out).unwrap();
+        assert!(ChunkedPieces.end(&mut out));
+        assert_eq!(out.concat(), b"5\r\nhello\r\n0\r\n\r\n");
+        let mut none = Vec::new();
+        NoPieces.piece(Bytes::from_static(b"x"), &mut none).unwrap();
+        assert!(NoPieces.end(&mut none));
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn sized_pieces_stop_at_the_declared_length() {
+        let mut sized = SizedPieces { remaining: 5 };
+        let mut out = Vec::new();
+        sized.piece(Bytes::from_static(b"abc"), &mut out).unwrap();
+        assert!(sized.piece(Bytes::from_static(b"def"), &mut out).is_err());
+        assert!(!sized.end(&mut out), "2 bytes short");
+        sized.piece(Bytes::from_static(b"de"), &mut out).unwrap();
+        assert!(sized.end(&mut out));
+        assert_eq!(out.concat(), b"abcde");
+    }
 
     fn decode_all(input: &[u8]) -> Result<(Vec<u8>, usize), ProtocolError> {
         decode_with(input, &Limits::default())

@@ -32,6 +32,10 @@ pub enum Framing {
     /// Responses only: no length at all; the body ends when the server closes
     /// the connection, which it then must.
     Close,
+    /// Responses only (a request treats it as `Length`): `Content-Length` of
+    /// this many bytes, for a body sent as a stream of that exact size (a
+    /// file). A stream that ends short closes the connection.
+    Declared(u64),
 }
 
 /// Where an incoming body ends.

@@ -151,7 +151,7 @@ impl Request {
     }
 
     /// Whether the method is HEAD (without validating UTF-8).
-    pub(crate) fn is_head(&self) -> bool {
+    pub fn is_head(&self) -> bool {
         self.method.as_bytes(self.headers.raw()) == b"HEAD"
     }
 

@@ -18,7 +18,9 @@ use std::mem::MaybeUninit;
 use bytes::{BufMut, Bytes};
 
 use super::body::BodyReader;
-use super::chunked::{put_chunk_size, CHUNK_END_AFTER_DATA, LAST_CHUNK};
+use super::chunked::{
+    put_chunk_size, ChunkedPieces, NoPieces, SizedPieces, CHUNK_END_AFTER_DATA, LAST_CHUNK,
+};
 use super::date::{date_line, DATE_LINE_LEN};
 use super::framing::{upstream, BodyKind, Framing, FramingFields};
 use super::head::{check_line_endings, leading_empty_lines, HeadReader};
@@ -28,7 +30,7 @@ use super::request::{check_not_framing, Request, STACK_SLOTS};
 use super::status::{has_no_body, reason_phrase, status_line};
 use super::syntax::{is_field_byte, list_contains};
 use super::version::Version;
-use crate::protocol::{Message, MessageSizes, Progress, ProtocolError};
+use crate::protocol::{Message, MessageSizes, PieceFramer, Progress, ProtocolError, RawPieces};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
@@ -530,8 +532,12 @@ impl Message for Response {
             b""
         };
         let mut len_buf = itoa::Buffer::new();
-        let length =
-            (!bodiless_status && framing == Framing::Length).then(|| len_buf.format(body.len()));
+        let length = match framing {
+            _ if bodiless_status => None,
+            Framing::Length => Some(len_buf.format(body.len())),
+            Framing::Declared(n) => Some(len_buf.format(n)),
+            Framing::Chunked | Framing::Streaming | Framing::Close => None,
+        };
 
         let cap = 13
             + reason.len()
@@ -641,6 +647,29 @@ impl Message for Response {
 
     fn status(&self) -> Option<u16> {
         Some(self.status)
+    }
+
+    /// A streamed response: chunked to an HTTP/1.1 client, ended by closing
+    /// the connection to an HTTP/1.0 one (or when asked for with
+    /// [`Framing::Close`]), and with no body at all when it has none on the
+    /// wire (the answer to `HEAD`, a 1xx, 204 or 304).
+    fn start_stream(&mut self) -> Box<dyn PieceFramer> {
+        if self.request_head || has_no_body(self.status) {
+            return Box::new(NoPieces);
+        }
+        if let Framing::Declared(n) = self.framing {
+            let first = self.body.len() as u64;
+            return Box::new(SizedPieces {
+                remaining: n.saturating_sub(first),
+            });
+        }
+        if self.framing != Framing::Close {
+            self.framing = Framing::Streaming;
+        }
+        match self.framing() {
+            Framing::Close => Box::new(RawPieces),
+            _ => Box::new(ChunkedPieces),
+        }
     }
 }
 

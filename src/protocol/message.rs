@@ -103,21 +103,25 @@ pub trait Message: Send + 'static {
 
     /// Makes this message the head of a stream whose body follows in pieces
     /// (a server answering with a stream calls it before encoding the head),
-    /// and says how the pieces are framed. The default sends the message as
+    /// and returns what frames the pieces. The default sends the message as
     /// it encodes, then each piece as it is.
-    fn start_stream(&mut self) -> &'static dyn PieceFramer {
-        &RawPieces
+    fn start_stream(&mut self) -> Box<dyn PieceFramer> {
+        Box::new(RawPieces)
     }
 }
 
 /// Frames the pieces of a streamed message and its end: HTTP/1.1 wraps each
-/// piece in a chunk and ends with the last chunk; HTTP/1.0 sends them as
-/// they are and ends by closing; an answer to `HEAD` sends none.
+/// piece in a chunk and ends with the last chunk; a body of a declared length
+/// goes out as it is, and no further; HTTP/1.0 sends the pieces as they are
+/// and ends by closing; an answer to `HEAD` sends none.
 pub trait PieceFramer: Send + Sync + 'static {
-    /// Appends `piece`, framed, to `out`.
-    fn piece(&self, piece: Bytes, out: &mut Vec<Bytes>);
-    /// Appends what ends the stream.
-    fn end(&self, out: &mut Vec<Bytes>);
+    /// Appends `piece`, framed, to `out`, or refuses it when it would break
+    /// the message's framing (more than a declared length).
+    fn piece(&mut self, piece: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProtocolError>;
+    /// Appends what ends the stream. Returns whether the message is whole:
+    /// `false` (fewer bytes than declared) closes the connection after it,
+    /// so the peer cannot take a cut message for a complete one.
+    fn end(&mut self, out: &mut Vec<Bytes>) -> bool;
 }
 
 /// Pieces go out as they are, and nothing marks the end.
@@ -125,12 +129,15 @@ pub trait PieceFramer: Send + Sync + 'static {
 pub struct RawPieces;
 
 impl PieceFramer for RawPieces {
-    fn piece(&self, piece: Bytes, out: &mut Vec<Bytes>) {
+    fn piece(&mut self, piece: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
         if !piece.is_empty() {
             out.push(piece);
         }
+        Ok(())
     }
-    fn end(&self, _out: &mut Vec<Bytes>) {}
+    fn end(&mut self, _out: &mut Vec<Bytes>) -> bool {
+        true
+    }
 }
 
 /// A request/response protocol: the types and the decisions `comm` leaves to it.

@@ -1,0 +1,141 @@
+//! Streamed answers for `http_server` (and its tests): files from a directory,
+//! read in pieces as the socket drains, and timed chunks from poller timers.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use taskweave::comm::{SendState, Stream};
+use taskweave::http::{Framing, ServerTask};
+use taskweave::{timer, Series};
+
+/// Bytes read from a file per piece.
+pub const FILE_PIECE: usize = 64 * 1024;
+
+/// Percent-decodes a path segment; `None` when it is malformed or decodes to
+/// something no file name holds (a NUL).
+pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    (!out.contains(&0)).then_some(out)
+}
+
+/// The file under `dir` that `name` (the rest of `/file/NAME`, still
+/// percent-encoded) names, if it is a regular file inside `dir` once every
+/// `..` and symlink is resolved. Anything else (absolute paths, `..` that
+/// climbs out, encoded or not, symlinks that lead out, directories) is `None`.
+pub fn resolve(dir: &Path, name: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let decoded = percent_decode(name)?;
+    let rel = Path::new(std::ffi::OsStr::from_bytes(&decoded));
+    if rel.is_absolute() || decoded.is_empty() {
+        return None;
+    }
+    let root = dir.canonicalize().ok()?;
+    let path = root.join(rel).canonicalize().ok()?;
+    (path.starts_with(&root) && path.is_file()).then_some(path)
+}
+
+/// Answers `GET`/`HEAD /file/NAME` from `dir`: `Content-Length` from the
+/// file's size, the body streamed in pieces of [`FILE_PIECE`] as the socket
+/// drains, never the whole file in memory; 404 for anything outside `dir`.
+pub fn serve_file(task: &mut ServerTask, dir: &Path, name: &str) {
+    let opened = resolve(dir, name).and_then(|p| {
+        let file = File::open(p).ok()?;
+        let len = file.metadata().ok()?.len();
+        Some((file, len))
+    });
+    let Some((file, len)) = opened else {
+        task.response().set_status(404).set_body("not found\n");
+        return;
+    };
+    task.response()
+        .set_header("Content-Type", "application/octet-stream")
+        .ok();
+    task.response().set_framing(Framing::Declared(len));
+    let Ok(stream) = task.stream() else { return };
+    if task.request().is_head() {
+        stream.finish();
+        return;
+    }
+    pump_file(stream, file);
+}
+
+/// Sends pieces of `file` until the connection's output goes above its high
+/// watermark, then waits for it to drain below the low one.
+fn pump_file(stream: Stream, mut file: File) {
+    loop {
+        let mut piece = vec![0; FILE_PIECE];
+        let n = match file.read(&mut piece) {
+            Ok(0) => {
+                stream.finish();
+                return;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("file read failed: {e}");
+                return; // dropping the stream aborts it: the peer sees a cut
+            }
+        };
+        piece.truncate(n);
+        match stream.send(piece) {
+            Ok(SendState::Written | SendState::Queued) => {}
+            Ok(SendState::AboveHigh) => {
+                let next = stream.clone();
+                stream.on_writable(move || pump_file(next, file));
+                return;
+            }
+            Err(_) => return, // the peer is gone
+        }
+    }
+}
+
+/// Answers `/stream?n=N&ms=M`: `N` chunks (`chunk i`), `M` ms apart, from
+/// timer tasks in the request's series.
+pub fn serve_ticks(task: &mut ServerTask, series: &mut Series, n: u32, ms: u64) {
+    task.response()
+        .set_header("Content-Type", "text/plain")
+        .ok();
+    let Ok(stream) = task.stream() else { return };
+    if n == 0 {
+        stream.finish();
+        return;
+    }
+    series.push_back(tick(stream, 1, n, Duration::from_millis(ms)));
+}
+
+fn tick(stream: Stream, i: u32, n: u32, every: Duration) -> taskweave::TimerTask {
+    timer(every, move |_, s: &mut Series| {
+        if stream.send(format!("chunk {i}\n")).is_err() {
+            return; // the peer is gone
+        }
+        if i >= n {
+            stream.finish();
+        } else {
+            s.push_back(tick(stream, i + 1, n, every));
+        }
+    })
+}
+
+/// The value of `key` in a query string, parsed.
+pub fn query_param<T: std::str::FromStr>(query: Option<&str>, key: &str) -> Option<T> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
