@@ -65,9 +65,9 @@ fn main() -> std::io::Result<()> {
         .serve(
             ("127.0.0.1", port),
             move |task: &mut ServerTask, series: &mut Series| {
-                let query = task.request().query();
-                let param = |key| streams::query_param::<u64>(query, key);
-                let (ms, n) = (param("ms"), param("n"));
+                let param = |task: &ServerTask, key| {
+                    streams::query_param::<u64>(task.request().query(), key)
+                };
                 match Route::of(task.request().path()) {
                     Route::Hello => {
                         task.response()
@@ -80,7 +80,7 @@ fn main() -> std::io::Result<()> {
                         task.response().set_body(body);
                     }
                     Route::Delay => {
-                        let ms = ms.unwrap_or(0).min(60_000);
+                        let ms = param(task, "ms").unwrap_or(0).min(60_000);
                         series.push_back(timer(
                             Duration::from_millis(ms),
                             move |_, s: &mut Series| {
@@ -91,8 +91,9 @@ fn main() -> std::io::Result<()> {
                         ));
                     }
                     Route::Stream => {
-                        let n = n.unwrap_or(10).min(100_000) as u32;
-                        streams::serve_ticks(task, series, n, ms.unwrap_or(100).min(60_000));
+                        let n = param(task, "n").unwrap_or(10).min(100_000) as u32;
+                        let ms = param(task, "ms").unwrap_or(100).min(60_000);
+                        streams::serve_ticks(task, series, n, ms);
                     }
                     Route::File => match &dir {
                         Some(dir) => {

@@ -541,6 +541,7 @@ impl Conn {
 
     /// Records the request's arrival if the dispatcher left that to the
     /// answer, and returns the lock.
+    #[inline(always)]
     fn begin_answer(&self, arrival: Option<Arrival>) -> MutexGuard<'_, State> {
         let mut st = self.lock();
         if let Some(a) = arrival {
@@ -556,6 +557,7 @@ impl Conn {
     /// The exchange's answer is complete: tell the poller, directly when it is
     /// dispatching inline on this thread, else through the shared state and a
     /// wake-up.
+    #[inline(always)]
     fn answered(&self, mut st: MutexGuard<'_, State>, close: Option<CloseReason>) {
         let close = close.or(st.broken);
         st.request_recorded = false;
@@ -804,6 +806,7 @@ pub(crate) fn dispatch_inline(id: u64, f: impl FnOnce()) -> Option<InlineReply> 
 
 /// The instant for an output event: after the first exchange the events only
 /// count, so any instant will do and the clock is not read.
+#[inline]
 fn clock(stats: &ConnStats) -> Instant {
     if stats.wants_clock() {
         Instant::now()
@@ -812,6 +815,7 @@ fn clock(stats: &ConnStats) -> Instant {
     }
 }
 
+#[inline]
 fn queued_state(queued: usize, high: u32) -> SendState {
     if queued == 0 {
         SendState::Written
@@ -823,6 +827,7 @@ fn queued_state(queued: usize, high: u32) -> SendState {
 }
 
 /// Times `done` now if everything went out, or when the queue drains.
+#[inline]
 fn finish_send(
     st: &mut State,
     done: Option<Done>,
@@ -837,6 +842,7 @@ fn finish_send(
 }
 
 /// Times the end of a reply or request whose last byte just left.
+#[inline]
 fn complete(st: &mut State, done: Done, now: Instant) {
     match done {
         Done::Reply { head, body, status } | Done::Rejection { head, body, status } => {

@@ -70,6 +70,7 @@ impl<P: Protocol> Reply<P> {
     }
 
     /// The arrival for the answer to record, once.
+    #[inline]
     fn take_arrival(&mut self) -> Option<Arrival> {
         std::mem::take(&mut self.record).then_some(Arrival {
             at: self.received,

@@ -75,6 +75,8 @@ pub(crate) struct ServerShared<P: Protocol> {
     keys: Keys,
     proto: P,
     service: Box<dyn Service<P>>,
+    /// `service.inline()`, asked once.
+    inline: bool,
     config: ConnConfig,
     max_connections: usize,
     open: AtomicUsize,
@@ -103,6 +105,7 @@ pub(crate) fn serve<P: Protocol>(
             linger: key(LINGER, 3),
         },
         proto,
+        inline: service.inline(),
         service,
         config: spec.config,
         max_connections: spec.max_connections,
@@ -375,6 +378,7 @@ impl<P: Protocol> ServerConn<P> {
     }
 
     /// The answer to the dispatched request is complete (written or queued).
+    #[inline(always)]
     fn answered(&mut self, close: Option<CloseReason>) {
         let Phase::Dispatched { leftover } = &mut self.phase else {
             return;
@@ -609,7 +613,7 @@ impl<P: Protocol> ServerConn<P> {
             bytes_in: std::mem::take(&mut self.unrecorded_in),
         };
         let (conn, server) = (self.conn.clone(), self.server.clone());
-        if !self.server.service.inline() {
+        if !self.server.inline {
             self.conn.record_arrival(&arrival);
             exchange.run(Reply::new(conn, server, arrival, false));
             return true;

@@ -222,7 +222,15 @@ impl<P: Protocol> ServerTask<P> {
                 })
             }
         };
-        task.process = Some(process.clone());
+        // A task kept inline still holds its server's handler: no reference
+        // count to touch per request.
+        if !task
+            .process
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, process))
+        {
+            task.process = Some(process.clone());
+        }
         task
     }
 
