@@ -1,8 +1,14 @@
 //! Sends frames to an echo server with client tasks and checks every reply.
 //!
-//! `cargo run --release --example echo_client -- --port 9000 --conns 50 --requests 10000`
-//! Runs `--conns` series side by side in a parallel; each sends `--requests /
-//! --conns` frames one after another over the pooled connections.
+//! `cargo run --release --example echo_client -- --port 9000 --conns 50 --requests 10000
+//!  [--pipeline N]`
+//!
+//! Runs `--conns × --pipeline` series side by side in a parallel, each sending
+//! its share of `--requests` frames one after another, every payload unique.
+//! The pool holds at most `--conns` connections to the server, so with
+//! `--pipeline N` each connection carries up to N requests at once (the echo
+//! protocol pipelines; replies are matched in order). Prints throughput and
+//! latency percentiles; exits 1 if any reply is missing or wrong.
 
 #[path = "common/args.rs"]
 mod args;
@@ -10,57 +16,82 @@ mod args;
 mod echo_proto;
 
 use echo_proto::{Echo, Frame};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use taskweave::comm::ClientConfig;
 use taskweave::task::ClientTask;
 use taskweave::{Parallel, Series, WaitGroup};
 
-fn send_next(
+/// What every series shares: the target, and the outcome of each request.
+struct Run {
     proto: Arc<Echo>,
     config: Arc<ClientConfig>,
-    addr: std::net::SocketAddr,
-    left: u64,
-    ok: Arc<AtomicU64>,
-) -> ClientTask<Echo> {
-    let payload = format!("frame-{left}");
+    addr: SocketAddr,
+    latencies: Mutex<Vec<Duration>>,
+    failures: Mutex<Vec<String>>,
+}
+
+/// Sends request `i` of series `s`, then the next one from its callback.
+fn send(run: Arc<Run>, s: u64, i: u64, per: u64) -> ClientTask<Echo> {
+    let payload = format!("series-{s}-frame-{i}");
+    let started = Instant::now();
+    let (proto, config, addr) = (run.proto.clone(), run.config.clone(), run.addr);
     ClientTask::new(
-        proto.clone(),
+        proto,
         addr,
         Frame::new(payload.clone()),
-        move |t, s: &mut Series| {
+        move |t, series: &mut Series| {
             match t.result() {
                 Ok(resp) if resp.payload() == payload.as_bytes() => {
-                    ok.fetch_add(1, Ordering::Relaxed);
+                    run.latencies.lock().unwrap().push(started.elapsed());
                 }
-                Ok(_) => eprintln!("mismatched echo"),
-                Err(e) => eprintln!("request failed: {e}"),
+                Ok(resp) => run.failures.lock().unwrap().push(format!(
+                    "{payload}: got {:?}",
+                    String::from_utf8_lossy(resp.payload())
+                )),
+                Err(e) => run.failures.lock().unwrap().push(format!("{payload}: {e}")),
             }
-            if left > 1 {
-                s.push_back(
-                    send_next(proto, config.clone(), addr, left - 1, ok).with_config(config),
-                );
+            if i + 1 < per {
+                series.push_back(send(run, s, i + 1, per));
             }
         },
     )
+    .with_config(config)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn main() {
     let args = args::Args::parse();
     let port: u16 = args.get("port", 9000);
-    let conns: u64 = args.get("conns", 50);
+    let conns: u64 = args.get("conns", 50).max(1);
+    let pipeline: u64 = args
+        .get("pipeline", 1)
+        .clamp(1, echo_proto::PIPELINE_MAX as u64);
     let requests: u64 = args.get("requests", 10_000);
-    let addr = ([127, 0, 0, 1], port).into();
-    let proto = Arc::new(Echo);
-    let config = Arc::new(ClientConfig::default().max_per_target(conns as usize));
-    let ok = Arc::new(AtomicU64::new(0));
-    let per = (requests / conns).max(1);
+    let series = conns * pipeline;
+    let per = (requests / series).max(1);
+    let run = Arc::new(Run {
+        proto: Arc::new(Echo),
+        config: Arc::new(
+            ClientConfig::default()
+                .max_per_target(conns as usize)
+                .max_waiting(series as usize),
+        ),
+        addr: ([127, 0, 0, 1], port).into(),
+        latencies: Mutex::new(Vec::new()),
+        failures: Mutex::new(Vec::new()),
+    });
 
     let mut par = Parallel::new(|_, _| {});
-    for _ in 0..conns {
-        let task = send_next(proto.clone(), config.clone(), addr, per, ok.clone());
-        par.add(Series::new(task.with_config(config.clone())));
+    for s in 0..series {
+        par.add(Series::new(send(run.clone(), s, 0, per)));
     }
     let wg = WaitGroup::new(1);
     let done = wg.clone();
@@ -68,13 +99,25 @@ fn main() {
     Series::new(par).on_done(move |_| done.done()).start();
     wg.wait();
     let secs = start.elapsed().as_secs_f64();
-    let n = ok.load(Ordering::Relaxed);
+
+    let mut lat = run.latencies.lock().unwrap().clone();
+    lat.sort();
+    let failures = run.failures.lock().unwrap();
+    let ok = lat.len() as u64;
     println!(
-        "{n}/{} echoes ok in {secs:.2}s ({:.0} req/s)",
-        per * conns,
-        n as f64 / secs
+        "{ok}/{} echoes ok over {conns} connections, {pipeline} in flight each, in {secs:.2}s \
+         ({:.0} req/s); latency p50 {:?} p90 {:?} p99 {:?} max {:?}",
+        per * series,
+        ok as f64 / secs,
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.90),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or_default(),
     );
-    if n != per * conns {
+    for f in failures.iter().take(5) {
+        eprintln!("failed: {f}");
+    }
+    if ok != per * series {
         std::process::exit(1);
     }
 }

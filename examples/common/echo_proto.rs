@@ -2,6 +2,11 @@
 //! taskweave without touching its core. A frame is a 4-byte big-endian length
 //! followed by that many bytes.
 //!
+//! A client pipelines up to [`PIPELINE_MAX`] requests per connection (replies
+//! come back in order), may send a request again after a stale pooled
+//! connection (an echo is harmless to repeat), and treats a frame whose
+//! payload starts with `push:` as a push from the server, not a reply.
+//!
 //! Shared by the echo examples, tests and benches; each uses part of it.
 #![allow(dead_code)]
 
@@ -10,6 +15,12 @@ use taskweave::protocol::{Message, MessageSizes, Progress, Protocol, ProtocolErr
 
 /// Largest frame accepted; a bigger length prefix is a protocol error.
 pub const MAX_FRAME: usize = 1 << 20;
+
+/// Most requests in flight on one client connection.
+pub const PIPELINE_MAX: usize = 1024;
+
+/// What starts the payload of a push frame.
+pub const PUSH_PREFIX: &[u8] = b"push:";
 
 /// One frame, parsed incrementally.
 #[derive(Debug, Default, Clone)]
@@ -106,5 +117,21 @@ impl Protocol for Echo {
 
     fn new_response(&self, _req: &Frame) -> Frame {
         Frame::default()
+    }
+
+    fn max_in_flight(&self) -> usize {
+        PIPELINE_MAX
+    }
+
+    fn is_push(&self, msg: &Frame) -> bool {
+        msg.payload().starts_with(PUSH_PREFIX)
+    }
+
+    fn new_unsolicited(&self) -> Option<Frame> {
+        Some(Frame::default())
+    }
+
+    fn may_retry(&self, _req: &Frame) -> bool {
+        true
     }
 }

@@ -264,6 +264,7 @@ fn connect<P: Protocol>(
         stats.dns(d);
     }
     let index = core.index();
+    let push = owner.job.take_push_handler();
     let mut owner = Some(owner);
     let res = core.insert(id, |token, registry| {
         let io = Transport::tcp(stream);
@@ -285,7 +286,7 @@ fn connect<P: Protocol>(
             got_bytes: false,
             read: ReadState::Ready,
             wait: 0,
-            push: None,
+            push,
             served: 0,
         }))
     });
