@@ -51,10 +51,9 @@ fn main() -> std::io::Result<()> {
                         (Some(b), None) => {
                             resp.set_status(b.status());
                             if let Some(ct) = b.header("content-type") {
-                                resp.set_header("Content-Type", ct).ok();
+                                resp.set_header("Content-Type", ct);
                             }
-                            resp.set_header("X-Backend-Time-Us", took.as_micros().to_string())
-                                .ok();
+                            resp.set_header("X-Backend-Time-Us", took.as_micros().to_string());
                             resp.set_body(b.body().clone());
                         }
                         (_, e) => {

@@ -70,9 +70,7 @@ fn main() -> std::io::Result<()> {
                 };
                 match Route::of(task.request().path()) {
                     Route::Hello => {
-                        task.response()
-                            .set_header("Content-Type", "text/plain")
-                            .ok();
+                        task.response().set_header("Content-Type", "text/plain");
                         task.response().set_body("Hello, World!");
                     }
                     Route::Echo => {
@@ -109,8 +107,7 @@ fn main() -> std::io::Result<()> {
                         let mut out = String::new();
                         m.render_prometheus("taskweave", &mut out);
                         task.response()
-                            .set_header("Content-Type", "text/plain; version=0.0.4")
-                            .ok();
+                            .set_header("Content-Type", "text/plain; version=0.0.4");
                         task.response().set_body(out);
                     }
                     Route::NotFound => {

@@ -51,10 +51,7 @@ fn server() -> &'static Fixture {
                         task.response().set_body(body);
                     }
                     "/redirect" => {
-                        task.response()
-                            .set_status(302)
-                            .set_header("Location", "/")
-                            .ok();
+                        task.response().set_status(302).set_header("Location", "/");
                     }
                     "/delay" => {
                         series.push_back(timer(Duration::from_millis(100), |_, s: &mut Series| {

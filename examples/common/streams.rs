@@ -65,8 +65,7 @@ pub fn serve_file(task: &mut ServerTask, dir: &Path, name: &str) {
         return;
     };
     task.response()
-        .set_header("Content-Type", "application/octet-stream")
-        .ok();
+        .set_header("Content-Type", "application/octet-stream");
     task.response().set_framing(Framing::Declared(len));
     let Ok(stream) = task.stream() else { return };
     if task.request().is_head() {
@@ -108,9 +107,7 @@ fn pump_file(stream: Stream, mut file: File) {
 /// Answers `/stream?n=N&ms=M`: `N` chunks (`chunk i`), `M` ms apart, from
 /// timer tasks in the request's series.
 pub fn serve_ticks(task: &mut ServerTask, series: &mut Series, n: u32, ms: u64) {
-    task.response()
-        .set_header("Content-Type", "text/plain")
-        .ok();
+    task.response().set_header("Content-Type", "text/plain");
     let Ok(stream) = task.stream() else { return };
     if n == 0 {
         stream.finish();

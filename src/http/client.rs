@@ -181,9 +181,9 @@ impl ClientTask {
     fn build(&self, url: &Url) -> Result<Request, Error> {
         let bad = |e: super::BuildError| Error::InvalidRequest(e.to_string());
         let mut req = Request::new(&self.method, url.target()).map_err(bad)?;
-        req.set_header("Host", url.authority()).map_err(bad)?;
+        req.try_set_header("Host", url.authority()).map_err(bad)?;
         for (name, value) in &self.headers {
-            req.append_header(name, value).map_err(bad)?;
+            req.try_append_header(name, value).map_err(bad)?;
         }
         req.set_body(self.body.clone());
         Ok(req)

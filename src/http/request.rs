@@ -275,11 +275,31 @@ impl Request {
     }
 
     /// Replaces every field called `name` with one holding `value`.
-    /// `Content-Length` and `Transfer-Encoding` are refused: [`encode`] derives
-    /// them from the body and [`set_framing`](Self::set_framing).
+    /// A field that cannot be sent is refused, logged and left out: a name
+    /// that is not a token, a value with CR, LF or NUL, or `Content-Length`
+    /// and `Transfer-Encoding` ([`encode`] derives them from the body and
+    /// [`set_framing`](Self::set_framing)). Use
+    /// [`try_set_header`](Self::try_set_header) to handle the error.
     ///
     /// [`encode`]: Message::encode
-    pub fn set_header(
+    pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        if let Err(e) = self.try_set_header(name, value) {
+            log::warn!("taskweave: request field {name:?} refused ({e}); left out");
+        }
+        self
+    }
+
+    /// Adds a field after the existing ones (same rules as
+    /// [`set_header`](Self::set_header)).
+    pub fn append_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        if let Err(e) = self.try_append_header(name, value) {
+            log::warn!("taskweave: request field {name:?} refused ({e}); left out");
+        }
+        self
+    }
+
+    /// [`set_header`](Self::set_header), with the error returned instead.
+    pub fn try_set_header(
         &mut self,
         name: &str,
         value: impl AsRef<[u8]>,
@@ -290,9 +310,8 @@ impl Request {
         Ok(self)
     }
 
-    /// Adds a field after the existing ones (same rules as
-    /// [`set_header`](Self::set_header)).
-    pub fn append_header(
+    /// [`append_header`](Self::append_header), with the error returned instead.
+    pub fn try_append_header(
         &mut self,
         name: &str,
         value: impl AsRef<[u8]>,
@@ -1054,14 +1073,14 @@ mod tests {
     #[test]
     fn client_requests_are_always_framed() {
         let mut r = Request::new("GET", "/x").unwrap();
-        r.set_header("Host", "h").unwrap();
+        r.set_header("Host", "h");
         assert!(r.keep_alive());
         assert_eq!(r.sizes(), None);
         assert_eq!(encoded(&mut r), b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(r.sizes(), Some(MessageSizes { head: 28, body: 0 }));
 
         let mut r = Request::new("POST", "/x").unwrap();
-        r.set_header("Host", "h").unwrap();
+        r.set_header("Host", "h");
         assert_eq!(
             encoded(&mut r),
             b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
@@ -1110,10 +1129,10 @@ mod tests {
         assert!(Request::new("GET", "").is_err());
         assert!(Request::new("GET", "/#frag").is_err());
         let mut r = Request::new("GET", "/").unwrap();
-        assert!(r.set_header("Content-Length", "5").is_err());
-        assert!(r.set_header("transfer-encoding", "chunked").is_err());
-        assert!(r.set_header("X", "a\r\nb").is_err());
-        r.set_header("Connection", "close").unwrap();
+        assert!(r.try_set_header("Content-Length", "5").is_err());
+        assert!(r.try_set_header("transfer-encoding", "chunked").is_err());
+        assert!(r.try_set_header("X", "a\r\nb").is_err());
+        r.set_header("Connection", "close");
         assert!(!r.keep_alive());
         assert_eq!(r.append(b"anything").unwrap(), Progress::Complete(0));
     }
@@ -1122,7 +1141,7 @@ mod tests {
     fn a_parsed_request_can_be_edited_and_forwarded() {
         let (mut r, _) =
             parse(b"POST /f HTTP/1.0\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nhi").unwrap();
-        r.set_header("X-B", "2").unwrap();
+        r.set_header("X-B", "2");
         r.remove_header("x-a");
         assert_eq!(r.method(), "POST");
         assert_eq!(r.target(), "/f");

@@ -94,6 +94,9 @@ pub struct Response {
     /// Client: the parsed response allows persistence.
     keep_alive: bool,
     parsed: bool,
+    /// A field was refused by [`set_header`](Self::set_header) or
+    /// [`append_header`](Self::append_header): the response goes out as a 500.
+    bad_field: bool,
     sizes: Option<MessageSizes>,
     /// Client-side parsing state; a server's response never allocates it.
     parser: Option<Box<Parser>>,
@@ -114,6 +117,7 @@ impl Response {
             request_version: Version::Http11,
             keep_alive: true,
             parsed: false,
+            bad_field: false,
             sizes: None,
             parser: None,
         }
@@ -158,6 +162,7 @@ impl Response {
             request_version,
             keep_alive,
             parsed,
+            bad_field,
             sizes,
             parser,
         } = self;
@@ -171,6 +176,7 @@ impl Response {
         *request_version = Version::Http11;
         *keep_alive = true;
         *parsed = false;
+        *bad_field = false;
         *sizes = None;
         *parser = None;
         self.answer(req);
@@ -304,10 +310,42 @@ impl Response {
     }
 
     /// Replaces every field called `name` with one holding `value`.
-    /// `Content-Length` and `Transfer-Encoding` are refused: the encoder derives
-    /// them from the body and [`set_framing`](Self::set_framing). A `Date` set
-    /// here replaces the automatic one.
-    pub fn set_header(
+    ///
+    /// A field that cannot be sent is refused: a name that is not a token, a
+    /// value with CR, LF or NUL (response splitting), or `Content-Length` /
+    /// `Transfer-Encoding` (the encoder derives them from the body and
+    /// [`set_framing`](Self::set_framing)). A refused field is logged and
+    /// turns the response into a `500 Internal Server Error`, so a bug
+    /// shows instead of a reply missing a field; use
+    /// [`try_set_header`](Self::try_set_header) to handle the error yourself.
+    /// A `Date` set here replaces the automatic one.
+    ///
+    /// ```
+    /// use taskweave::http::Response;
+    ///
+    /// let mut resp = Response::new();
+    /// resp.set_header("Content-Type", "text/plain").set_body("hello");
+    /// assert_eq!(resp.header("content-type"), Some(&b"text/plain"[..]));
+    /// assert!(resp.try_set_header("X-Bad", "a\r\nInjected: 1").is_err());
+    /// ```
+    pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        if let Err(e) = self.try_set_header(name, value) {
+            self.refuse_field(name, &e);
+        }
+        self
+    }
+
+    /// Adds a field after the existing ones (same rules as
+    /// [`set_header`](Self::set_header)).
+    pub fn append_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        if let Err(e) = self.try_append_header(name, value) {
+            self.refuse_field(name, &e);
+        }
+        self
+    }
+
+    /// [`set_header`](Self::set_header), with the error returned instead.
+    pub fn try_set_header(
         &mut self,
         name: &str,
         value: impl AsRef<[u8]>,
@@ -318,9 +356,8 @@ impl Response {
         Ok(self)
     }
 
-    /// Adds a field after the existing ones (same rules as
-    /// [`set_header`](Self::set_header)).
-    pub fn append_header(
+    /// [`append_header`](Self::append_header), with the error returned instead.
+    pub fn try_append_header(
         &mut self,
         name: &str,
         value: impl AsRef<[u8]>,
@@ -329,6 +366,11 @@ impl Response {
         self.detach_reason();
         self.headers.append(name, value)?;
         Ok(self)
+    }
+
+    fn refuse_field(&mut self, name: &str, err: &BuildError) {
+        log::warn!("taskweave: response field {name:?} refused ({err}): answering 500");
+        self.bad_field = true;
     }
 
     /// Removes every field called `name`; returns how many were removed.
@@ -492,6 +534,12 @@ impl Message for Response {
     }
 
     fn encode_with_head(&mut self, head: &mut Vec<u8>, out: &mut Vec<Bytes>) {
+        if self.bad_field {
+            let mut error = Response::error(500);
+            error.request_head = self.request_head;
+            error.request_version = self.request_version;
+            *self = error;
+        }
         let status = if (100..=999).contains(&self.status) {
             self.status
         } else {
@@ -803,7 +851,7 @@ mod tests {
     #[test]
     fn hello_world_is_one_chunk_and_a_large_body_is_not_copied() {
         let mut r = Response::new();
-        r.set_header("Content-Type", "text/plain").unwrap();
+        r.set_header("Content-Type", "text/plain");
         r.set_body(Bytes::from_static(b"Hello, world!"));
         let (chunks, flat) = wire(&mut r);
         assert_eq!(chunks.len(), 1, "a small body rides in the head buffer");
@@ -838,14 +886,14 @@ mod tests {
             .set_framing(Framing::Chunked)
             .set_keep_alive(false);
         r.set_reason("Odd").unwrap();
-        r.set_header("Date", "yesterday").unwrap();
-        r.set_header("X-Many", "a".repeat(100)).unwrap();
+        r.set_header("Date", "yesterday");
+        r.set_header("X-Many", "a".repeat(100));
         r.set_body("a body");
         wire(&mut r);
         r.reuse_for(&get);
         let mut fresh = Response::for_request(&get);
         for resp in [&mut r, &mut fresh] {
-            resp.set_header("Content-Type", "text/plain").unwrap();
+            resp.set_header("Content-Type", "text/plain");
             resp.set_body("hello");
         }
         assert_eq!(fixed_date(&wire(&mut r).1), fixed_date(&wire(&mut fresh).1));
@@ -869,7 +917,7 @@ mod tests {
                     r.set_status(status).set_framing(framing).set_body(body);
                     r.set_reason("A Much Longer Reason Phrase Than Usual")
                         .unwrap();
-                    r.set_header("X-Long", "v".repeat(300)).unwrap();
+                    r.set_header("X-Long", "v".repeat(300));
                     let (chunks, _) = wire(&mut r);
                     assert!(!chunks.is_empty());
                     let mut r = Response::error(413);
@@ -952,7 +1000,7 @@ mod tests {
         assert!(fixed_date(&wire(&mut r).1).contains("Connection: close\r\n"));
 
         let mut r = Response::new();
-        r.set_header("Connection", "close").unwrap();
+        r.set_header("Connection", "close");
         assert!(!r.keep_alive());
         let text = fixed_date(&wire(&mut r).1);
         assert_eq!(text.matches("Connection").count(), 1, "{text}");
@@ -980,13 +1028,27 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_field_turns_the_response_into_a_500() {
+        let mut r = Response::new();
+        r.set_header("X-Ok", "1")
+            .set_header("X-Split", "a\r\nSet-Cookie: x=1")
+            .set_body("secret");
+        let text = fixed_date(&wire(&mut r).1);
+        assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
+        assert!(
+            !text.contains("Set-Cookie") && !text.contains("secret"),
+            "{text}"
+        );
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+    }
+
+    #[test]
     fn custom_reason_status_and_date() {
         let mut r = Response::with_status(299);
         r.set_reason("Fine Indeed").unwrap();
         assert!(r.set_reason("bad\r\n").is_err());
-        r.set_header("Date", "Thu, 01 Jan 1970 00:00:00 GMT")
-            .unwrap();
-        assert!(r.set_header("Content-Length", "1").is_err());
+        r.set_header("Date", "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert!(r.try_set_header("Content-Length", "1").is_err());
         let text = String::from_utf8(wire(&mut r).1).unwrap();
         assert!(text.starts_with("HTTP/1.1 299 Fine Indeed\r\n"));
         assert_eq!(text.matches("Date:").count(), 1);
@@ -1130,7 +1192,7 @@ mod tests {
     #[test]
     fn encoded_responses_parse_back() {
         let mut r = Response::with_status(201);
-        r.set_header("X-A", "1").unwrap().set_body("payload");
+        r.set_header("X-A", "1").set_body("payload");
         let (_, flat) = wire(&mut r);
         let (p, n) = parse_one("GET", &flat).unwrap();
         assert_eq!(
