@@ -16,7 +16,7 @@ use support::*;
 use taskweave::comm::ClientConfig;
 use taskweave::http::{self, Server, ServerTask};
 use taskweave::metrics::{CloseReason, MemoryLog};
-use taskweave::{timer, Error, Series, Settings, WaitGroup};
+use taskweave::{timer, Error, Parallel, Series, Settings, WaitGroup};
 
 struct Fixture {
     addr: SocketAddr,
@@ -60,6 +60,21 @@ fn server() -> &'static Fixture {
                             }
                         }));
                     }
+                    "/parallel" => {
+                        // A Parallel member's callback reaches the reply
+                        // through the handle (of_series could not).
+                        let reply = task.reply_handle();
+                        let member = timer(Duration::from_millis(10), move |_, s: &mut Series| {
+                            assert!(ServerTask::of_series(s).is_none());
+                            reply.with(|t| {
+                                let (req, resp) = t.parts();
+                                let body = format!("from a member, for {}", req.path());
+                                resp.set_body(body);
+                            });
+                        });
+                        series.push_back(Parallel::new(|_, _| {}).with(Series::new(member)));
+                    }
+                    "/panic" => panic!("process panicked on purpose"),
                     _ => {
                         task.response().set_status(404);
                     }
@@ -428,4 +443,50 @@ fn client_reads_chunked_and_close_delimited_responses() {
     let bad = raw_peer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!");
     let (res, _, _) = fetch(&format!("http://{bad}/"), 0);
     assert!(matches!(res, Err(Error::Protocol(_))), "{res:?}");
+}
+
+/// A `Parallel` member's callback fills the response through the reply
+/// handle: the answer waits for the parallel, and carries what it set.
+#[test]
+fn a_parallel_member_answers_through_the_reply_handle() {
+    let out = curl(&[&url("/parallel")]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "from a member, for /parallel"
+    );
+}
+
+/// A `process` that panics answers 500 and closes its connection; the same
+/// connection's earlier request was served, and the server goes on serving.
+#[test]
+fn a_panicking_process_answers_500_and_the_server_lives_on() {
+    let mut s = connect(server().addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /panic HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let text = String::from_utf8_lossy(&read_all(&mut s)).to_string();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert_eq!(
+        text.matches("HTTP/1.1 500 Internal Server Error\r\n")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("HTTP/1.1 ").count(),
+        2,
+        "nothing after the 500: {text}"
+    );
+    let port = s.local_addr().unwrap().port();
+    let record = (0..200)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            record_for(port)
+        })
+        .expect("access-log record");
+    assert_eq!(record.close_reason(), Some(CloseReason::InternalError));
+    assert_eq!(record.status_5xx(), Some(1));
+    for _ in 0..8 {
+        let out = curl(&[&url("/")]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, World!");
+    }
 }

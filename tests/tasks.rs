@@ -261,3 +261,49 @@ fn named_counters_are_counted_oldest_first() {
     assert!(wg.wait_timeout(WAIT));
     assert_eq!(count_by_name("tw-test-n", 1), 0);
 }
+
+/// A panic in any kind of callback ends its series with `Error::Panic`; the
+/// tasks after it are dropped, `on_done` still runs, and the runtime lives on
+/// to run the next series.
+#[test]
+fn a_panicking_callback_ends_its_series_and_on_done_still_runs() {
+    use taskweave::Error;
+    let after = Arc::new(AtomicUsize::new(0));
+    let makers: Vec<Box<dyn Fn() -> Series>> = vec![
+        Box::new(|| Series::new(FnTask(|_: &mut Series| panic!("fn task")))),
+        Box::new(|| Series::new(timer(Duration::from_millis(1), |_, _| panic!("timer")))),
+        Box::new(|| Series::new(go(|| 1, |_, _: &mut Series| panic!("go callback")))),
+        Box::new(|| {
+            let c = counter(1, |_, _: &mut Series| panic!("counter"));
+            c.handle().count();
+            Series::new(c)
+        }),
+        Box::new(|| Series::new(Parallel::new(|_, _: &mut Series| panic!("parallel")))),
+    ];
+    for make in makers {
+        let mut series = make();
+        let a = after.clone();
+        series.push_back(FnTask(move |_: &mut Series| {
+            a.fetch_add(1, Ordering::SeqCst);
+        }));
+        let ended = run(series);
+        let ended = ended.lock().unwrap().take().expect("on_done ran");
+        assert!(
+            matches!(ended.error(), Some(Error::Panic(_))),
+            "{:?}",
+            ended.error()
+        );
+    }
+    assert_eq!(
+        after.load(Ordering::SeqCst),
+        0,
+        "tasks after a panic never ran"
+    );
+    // The runtime is whole: a timer still fires.
+    let fired = Arc::new(AtomicUsize::new(0));
+    let f = fired.clone();
+    run(Series::new(timer(Duration::from_millis(1), move |_, _| {
+        f.fetch_add(1, Ordering::SeqCst);
+    })));
+    assert_eq!(fired.load(Ordering::SeqCst), 1);
+}
