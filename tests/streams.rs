@@ -111,6 +111,15 @@ fn stream_server(builder: ServerBuilder, dir: PathBuf) -> ServerHandle {
         .unwrap()
 }
 
+/// A connection with a 4 KiB receive buffer, so that output backs up in the
+/// server as soon as this side stops reading.
+fn slow_reader(addr: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    sock.into()
+}
+
 fn curl(args: &[&str]) -> std::process::Output {
     let out = Command::new("curl").args(args).output();
     match out {
@@ -176,10 +185,7 @@ fn a_client_that_never_reads_a_file_is_closed_at_the_send_timeout() {
     );
     let before = rss_kib();
     let watch = RssWatch::start();
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&server.local_addr().into()).unwrap();
-    let mut s: TcpStream = sock.into();
+    let mut s = slow_reader(server.local_addr());
     s.write_all(b"GET /file/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let record = &records(&log, 1)[0];
@@ -342,10 +348,7 @@ fn the_writable_callback_fires_after_a_slow_reader_drains() {
             },
         )
         .unwrap();
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&server.local_addr().into()).unwrap();
-    let mut s: TcpStream = sock.into();
+    let mut s = slow_reader(server.local_addr());
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));

@@ -22,8 +22,6 @@ use crate::metrics::{CloseReason, ConnStats, Side};
 use crate::poller::{self, Core, Flow, Handler, QueueKey, Ready};
 use crate::protocol::{Message, Progress, Protocol};
 use bytes::Bytes;
-use mio::unix::SourceFd;
-use mio::{Interest, Token};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -251,7 +249,7 @@ fn connect<P: Protocol>(
     owner.info.timings.dns = dns;
     owner.info.peer = Some(addr);
     let stream = match crate::sys::socket::start_connect(addr) {
-        Ok(s) => mio::net::TcpStream::from_std(s),
+        Ok(s) => s,
         Err(e) => {
             owner.fail(Error::Connect(e.kind()));
             pool::attempt_failed::<P>(core, &key);
@@ -267,13 +265,8 @@ fn connect<P: Protocol>(
     let push = owner.job.take_push_handler();
     let mut owner = Some(owner);
     let res = core.insert(id, |token, registry| {
-        let io = Transport::tcp(stream);
-        registry.register(
-            &mut SourceFd(&io.raw_fd()),
-            Token(token),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        let conn = Arc::new(Conn::new(io, index, token, id, stats, &config.conn));
+        let io = Transport::Tcp(stream);
+        let conn = Conn::register(io, registry, (index, token), id, stats, &config.conn)?;
         Ok(Box::new(ClientConn {
             conn,
             key: key.clone(),
@@ -447,9 +440,7 @@ impl<P: Protocol> ClientConn<P> {
             return Flow::Remove;
         }
         self.phase = Phase::Closed;
-        let _ = core
-            .registry()
-            .deregister(&mut SourceFd(&self.conn.raw_fd()));
+        self.conn.deregister(core.registry());
         let (stats, _) = self.conn.close(reason, 0);
         self.config.log.record(&stats);
         let (token, id) = (self.conn.token as usize, self.conn.id);

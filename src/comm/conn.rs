@@ -245,7 +245,7 @@ pub(crate) struct InlineReply {
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
 impl Conn {
-    pub fn new(
+    fn new(
         io: Transport,
         poller: usize,
         token: usize,
@@ -276,6 +276,30 @@ impl Conn {
         }
     }
 
+    /// A connection over `io`, registered edge-triggered for reading and
+    /// writing at `token` on the poller `registry` belongs to (once: pausing
+    /// and resuming writes needs no `epoll_ctl`).
+    pub fn register(
+        io: Transport,
+        registry: &mio::Registry,
+        (poller, token): (usize, usize),
+        id: u64,
+        stats: ConnStats,
+        config: &ConnConfig,
+    ) -> io::Result<Arc<Conn>> {
+        registry.register(
+            &mut mio::unix::SourceFd(&io.raw_fd()),
+            mio::Token(token),
+            mio::Interest::READABLE | mio::Interest::WRITABLE,
+        )?;
+        Ok(Arc::new(Conn::new(io, poller, token, id, stats, config)))
+    }
+
+    /// Removes the connection from its poller.
+    pub fn deregister(&self, registry: &mio::Registry) {
+        let _ = registry.deregister(&mut mio::unix::SourceFd(&self.io.raw_fd()));
+    }
+
     /// Prefetches the whole connection (its reference counts, lock, queue
     /// and stats), an event before its handler runs.
     pub fn prefetch(self: &Arc<Self>) {
@@ -291,11 +315,6 @@ impl Conn {
     /// ours spans a panic).
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The descriptor, for registering with the poller.
-    pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        self.io.raw_fd()
     }
 
     /// The peer's address.

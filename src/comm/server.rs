@@ -22,7 +22,6 @@ use crate::metrics::{AccessLog, CloseReason, ConnStats, Side};
 use crate::poller::{self, Core, Flow, Handler, QueueKey, Ready};
 use crate::protocol::{Message, Progress, Protocol, ProtocolError};
 use mio::net::TcpStream;
-use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use std::io;
 use std::net::SocketAddr;
@@ -203,12 +202,7 @@ impl<P: Protocol> Acceptor for ServerShared<P> {
         let server = self.clone();
         let res = core.insert(id, move |token, registry| {
             let io = Transport::tcp(stream);
-            registry.register(
-                &mut SourceFd(&io.raw_fd()),
-                Token(token),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            let conn = Arc::new(Conn::new(io, index, token, id, stats, &server.config));
+            let conn = Conn::register(io, registry, (index, token), id, stats, &server.config)?;
             Ok(Box::new(ServerConn {
                 conn,
                 server,
@@ -341,9 +335,7 @@ struct ServerConn<P: Protocol> {
 
 impl<P: Protocol> ServerConn<P> {
     fn close(&mut self, core: &mut Core, reason: CloseReason) -> Flow {
-        let _ = core
-            .registry()
-            .deregister(&mut SourceFd(&self.conn.raw_fd()));
+        self.conn.deregister(core.registry());
         self.finish(reason);
         Flow::Remove
     }
