@@ -1,0 +1,367 @@
+//! Regression tests for the defects found in review, with the default settings
+//! (several pollers, `process` and callbacks on handler threads). Each test
+//! asserts the documented behaviour and names its defect when it fails. The
+//! inline-mode cases are in `defects_inline.rs`.
+
+mod support;
+
+use bytes::Bytes;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::raw_http;
+use support::*;
+
+// The public API these tests use; paths that may move are imported here only.
+use taskweave::comm::ConnConfig;
+use taskweave::http::{self, Server, ServerHandle, ServerTask};
+use taskweave::metrics::{CloseReason, MemoryLog};
+use taskweave::{count_by_name, named_counter, Series, WaitGroup};
+
+const MIB: usize = 1 << 20;
+
+/// An HTTP server on 127.0.0.1 with default limits and `process`.
+fn serve(process: impl Fn(&mut ServerTask, &mut Series) + Send + Sync + 'static) -> ServerHandle {
+    Server::builder()
+        .serve("127.0.0.1:0", process)
+        .expect("serve")
+}
+
+/// A tiny xorshift generator: reproducible pauses without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Defect 1: lost wake-up on the handler-thread write path.
+
+/// Reads replies of `body` bytes on a keep-alive connection to `addr`, in
+/// bursts of 1 MiB with a random 5-50 ms pause after each, until `stop`. A
+/// read that gets nothing for `stall` is a stall: it stops the run, and the
+/// reader returns what it saw.
+fn bursty_reader(
+    conn: usize,
+    addr: SocketAddr,
+    body: usize,
+    stall: Duration,
+    stop: &AtomicBool,
+    replies: &AtomicUsize,
+) -> Result<(), String> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((conn as u64 + 1) << 17));
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut s = connect(addr);
+    s.set_read_timeout(Some(stall)).unwrap();
+    let mut reply = 0;
+    while !stop.load(Ordering::Relaxed) {
+        reply += 1;
+        s.write_all(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut read = |buf: &mut [u8], got: usize| {
+            let failed = |what: String| {
+                stop.store(true, Ordering::Relaxed);
+                format!("connection {conn} reply {reply}: {got} of {body} body bytes, then {what}")
+            };
+            match s.read(buf) {
+                Ok(0) => Err(failed("the server closed the connection".into())),
+                Ok(n) => Ok(n),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    Err(failed(format!("nothing for {stall:?}")))
+                }
+                Err(e) => Err(failed(e.to_string())),
+            }
+        };
+        // The head, and whatever part of the body came with it.
+        let mut head = Vec::new();
+        let mut got = loop {
+            let n = read(&mut buf, 0)?;
+            head.extend_from_slice(&buf[..n]);
+            if let Some(p) = raw_http::find(&head, b"\r\n\r\n") {
+                break head.len() - (p + 4);
+            }
+        };
+        let mut burst = got;
+        while got < body {
+            let n = read(&mut buf, got)?;
+            got += n;
+            burst += n;
+            if burst >= MIB {
+                burst = 0;
+                std::thread::sleep(Duration::from_millis(5 + rng.below(46)));
+            }
+        }
+        replies.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Defect 1: a multi-megabyte reply written from a handler thread, to readers
+/// that take it in bursts, must never stall: the writable edge that arrives
+/// before the poller learns of the queued rest must not be lost. Eight
+/// keep-alive connections for about 9 s; a read that waits 3 s is a stall.
+#[test]
+fn large_replies_from_handler_threads_never_stall() {
+    let _serial = exclusive();
+    let conns = 8;
+    let body_len = 8 * MIB;
+    let run = Duration::from_secs(9);
+    let stall = Duration::from_secs(3);
+    let body = Bytes::from(vec![b'w'; body_len]);
+    let server = serve(move |task, _| {
+        task.response().set_body(body.clone());
+    });
+    let addr = server.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let replies = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let readers: Vec<_> = (0..conns)
+        .map(|conn| {
+            let (stop, replies) = (stop.clone(), replies.clone());
+            std::thread::spawn(move || bursty_reader(conn, addr, body_len, stall, &stop, &replies))
+        })
+        .collect();
+    while start.elapsed() < run && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let stalls: Vec<String> = readers
+        .into_iter()
+        .filter_map(|r| r.join().unwrap().err())
+        .collect();
+    let replies = replies.load(Ordering::Relaxed);
+    assert!(
+        stalls.is_empty(),
+        "defect 1 (lost wake-up on the handler-thread write path): after {replies} whole \
+         replies of {body_len} B in {:?}, {} stalled:\n{}",
+        start.elapsed(),
+        stalls.len(),
+        stalls.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Defect 2: `count_by_name` runs a completed counter's callback while it holds
+// the registry lock. Each case runs on a thread of its own with a deadline: a
+// deadlock leaves that thread (and the registry) stuck, not the test.
+
+/// Defect 2: a named counter's callback may count another name; counting
+/// from a plain thread completes the counter and returns.
+#[test]
+fn a_named_counter_callback_may_count_by_name() {
+    let done = with_deadline(Duration::from_secs(5), || {
+        let counted = Arc::new(AtomicUsize::new(0));
+        let c = counted.clone();
+        Series::new(named_counter("d2-first", 1, move |_, _| {
+            c.fetch_add(count_by_name("d2-other", 1) as usize + 1, Ordering::SeqCst);
+        }))
+        .start();
+        let used = count_by_name("d2-first", 1);
+        // The callback may run here or on another thread.
+        wait_until(Duration::from_secs(2), || {
+            counted.load(Ordering::SeqCst) > 0
+        });
+        (used, counted.load(Ordering::SeqCst))
+    });
+    assert_eq!(
+        done,
+        Some((1, 1)),
+        "defect 2 (count_by_name deadlock): count_by_name(\"d2-first\") did not return within \
+         5 s; its counter's callback called count_by_name(\"d2-other\") under the registry lock"
+    );
+}
+
+/// Defect 2: a named counter's callback may create the next named counter
+/// (chaining steps of a workflow), and that one can be counted in turn.
+#[test]
+fn a_named_counter_callback_may_create_a_named_counter() {
+    let done = with_deadline(Duration::from_secs(5), || {
+        let wg = WaitGroup::new(1);
+        let finished = wg.clone();
+        Series::new(named_counter("d2-step-1", 1, |_, s: &mut Series| {
+            s.push_back(named_counter("d2-step-2", 1, |_, _| {}));
+        }))
+        .on_done(move |_| finished.done())
+        .start();
+        let first = count_by_name("d2-step-1", 1);
+        // The callback may run here or on another thread: count the second
+        // step once it exists.
+        let second = wait_until(Duration::from_secs(2), || {
+            count_by_name("d2-step-2", 1) == 1
+        });
+        (first, second, wg.wait_timeout(Duration::from_secs(2)))
+    });
+    assert_eq!(
+        done,
+        Some((1, true, true)),
+        "defect 2 (count_by_name deadlock): a callback that calls named_counter while \
+         count_by_name completes its counter did not finish within 5 s (None: deadlocked)"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Defect 3: `max_queued` is checked against a whole reply before any of it is
+// written, so a reply larger than the limit is never sent (and logged `local`).
+
+/// An HTTP server whose replies are `body` bytes, with `config`.
+fn serve_bytes(config: ConnConfig, body: usize, log: &MemoryLog) -> ServerHandle {
+    let body = Bytes::from(vec![b'q'; body]);
+    Server::builder()
+        .conn_config(config)
+        .access_log(log.clone())
+        .serve(
+            "127.0.0.1:0",
+            move |task: &mut ServerTask, _: &mut Series| {
+                task.response().set_body(body.clone());
+            },
+        )
+        .expect("serve")
+}
+
+/// Defect 3: `max_queued` bounds what waits in the queue, not the size of a
+/// reply: a 4 MiB reply from a server with `max_queued` 1 MiB reaches a
+/// reader that keeps up, whole.
+#[test]
+fn a_reply_larger_than_max_queued_reaches_a_fast_reader_whole() {
+    let log = MemoryLog::new();
+    let config = ConnConfig {
+        max_queued: MIB,
+        ..ConnConfig::default()
+    };
+    let server = serve_bytes(config, 4 * MIB, &log);
+    let reply = raw_http::get_new(server.local_addr(), "/", Duration::from_secs(5));
+    assert!(
+        reply.is(200) && reply.body == 4 * MIB,
+        "defect 3 (replies larger than max_queued are never sent): a 4 MiB reply with \
+         max_queued 1 MiB to a fast reader got status {:?}, {} body bytes, ended {:?} (server \
+         record: {:?})",
+        reply.status,
+        reply.body,
+        reply.end,
+        records(&log, 1)[0].close_reason()
+    );
+}
+
+/// Defect 3: a reply the server gives up on is logged for what happened: it
+/// was refused (`limit_exceeded`) or never read (`send_timeout`), not closed
+/// deliberately (`local`). The peer never reads an 8 MiB reply; `max_queued`
+/// is 1 MiB.
+#[test]
+fn a_reply_that_cannot_be_queued_is_not_logged_as_local() {
+    let log = MemoryLog::new();
+    let config = ConnConfig {
+        max_queued: MIB,
+        send_timeout: Duration::from_secs(1),
+        ..ConnConfig::default()
+    };
+    let server = serve_bytes(config, 8 * MIB, &log);
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&server.local_addr().into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let reason = records(&log, 1)[0].close_reason();
+    assert!(
+        matches!(
+            reason,
+            Some(CloseReason::LimitExceeded | CloseReason::SendTimeout)
+        ),
+        "defect 3 (refused reply logged as local): an 8 MiB reply to a peer that never reads, \
+         with max_queued 1 MiB, was logged as {reason:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Defect 4: a `process` or callback that panics loses its series: nothing
+// answers the request or closes its connection, and `on_done` never runs.
+
+/// An HTTP server whose `process` panics on `/panic` and answers `ok` else.
+fn serve_panicking(max_connections: usize) -> ServerHandle {
+    Server::builder()
+        .max_connections(max_connections)
+        .serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
+            if task.request().path() == "/panic" {
+                panic!("process panics on purpose (defect 4 test)");
+            }
+            task.response().set_body("ok");
+        })
+        .expect("serve")
+}
+
+/// Defect 4: when `process` panics on a handler thread the client gets a 500
+/// (or at least a prompt close), and the server goes on serving.
+#[test]
+fn a_panicking_process_gets_a_500_and_the_server_keeps_serving() {
+    let server = serve_panicking(16);
+    let mut s = connect(server.local_addr());
+    let control = raw_http::get(&mut s, "/", Duration::from_secs(5));
+    assert!(control.is(200), "control request: {control:?}");
+    let reply = raw_http::get(&mut s, "/panic", Duration::from_secs(5));
+    assert!(
+        reply.is_500_or_closed(),
+        "defect 4 (panicking process): expected a 500 or a close; got status {:?}, ended {:?} \
+         after {:?} (the connection hangs with its series lost)",
+        reply.status,
+        reply.end,
+        reply.elapsed
+    );
+    let after = raw_http::get_new(server.local_addr(), "/", Duration::from_secs(5));
+    assert!(
+        after.is(200),
+        "defect 4: the server stopped serving: {after:?}"
+    );
+}
+
+/// Defect 4: connections whose `process` panicked are released: more panics
+/// than `max_connections` (4) leave the server accepting new clients.
+#[test]
+fn panics_do_not_use_up_max_connections() {
+    let server = serve_panicking(4);
+    let addr = server.local_addr();
+    for _ in 0..6 {
+        // The client gives up after a second either way and closes.
+        let _ = raw_http::get_new(addr, "/panic", Duration::from_secs(1));
+    }
+    let mut last = None;
+    let served = wait_until(Duration::from_secs(4), || {
+        let r = raw_http::get_new(addr, "/", Duration::from_secs(1));
+        let ok = r.is(200);
+        last = Some(r);
+        ok
+    });
+    assert!(
+        served,
+        "defect 4 (panicking process leaks its connection): after 6 panics with \
+         max_connections 4, a new client is not served ({:?}); the server reports {} open \
+         connections",
+        last.map(|r| (r.status, r.end)),
+        server.open_connections()
+    );
+}
+
+/// Defect 4: a client task whose callback panics still ends its series, so
+/// `on_done` runs and a `WaitGroup` waiting on it is released.
+#[test]
+fn a_panicking_client_callback_still_ends_its_series() {
+    let server = serve(|task, _| {
+        task.response().set_body("ok");
+    });
+    let wg = WaitGroup::new(1);
+    let done = wg.clone();
+    let task = http::get(&format!("http://{}/", server.local_addr()), |_, _| {
+        panic!("a client callback panics on purpose (defect 4 test)");
+    });
+    Series::new(task).on_done(move |_| done.done()).start();
+    assert!(
+        wg.wait_timeout(Duration::from_secs(5)),
+        "defect 4 (lost series): the client callback panicked and the series' on_done never \
+         ran: WaitGroup::wait would hang"
+    );
+}
