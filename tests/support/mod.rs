@@ -1,11 +1,14 @@
 //! Helpers shared by the integration tests: raw frame I/O over std sockets and
-//! bounded waiting.
+//! bounded waiting; raw HTTP in [`raw_http`], child processes in [`child`].
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use taskweave::metrics::{CloseReason, ConnStats, MemoryLog};
+
+pub mod child;
+pub mod raw_http;
 
 /// Raises the soft descriptor limit to the hard one (tests open thousands).
 pub fn raise_fd_limit() {
@@ -88,4 +91,61 @@ pub fn closed_by_peer(s: &mut TcpStream, timeout: Duration) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// Serializes the tests of one binary that measure time or memory, or load
+/// the machine, so they do not disturb each other. Survives a poisoned lock
+/// (a failed test).
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `f` on a thread of its own and waits at most `limit` for its result;
+/// `None` if it has not returned by then (the thread is left behind).
+pub fn with_deadline<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+/// This process's resident set size in KiB (Linux), or 0 if unknown.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The most a server with the default watermarks may queue for one client of
+/// [`pipelined_peak_queued`]: the high watermark (256 KiB) plus one 64 KiB
+/// reply and its head.
+pub const WATERMARK_BOUND: u64 = 256 * 1024 + 64 * 1024 + 1024;
+
+/// One client pipelines 1,000 `GET /` requests to the HTTP server at `addr` in
+/// a single write and never reads; after a while it resets the connection.
+/// Returns the server's peak queued bytes for it, from its record in `log`
+/// (the server's only connection).
+pub fn pipelined_peak_queued(addr: SocketAddr, log: &MemoryLog) -> u64 {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    let requests = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    s.write_all(&requests).unwrap();
+    // Give the server time to answer all it will (it should stop at the
+    // watermark); this is not a measure of speed.
+    std::thread::sleep(Duration::from_millis(1500));
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+    records(log, 1)[0].peak_queued_bytes()
 }
