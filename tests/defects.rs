@@ -18,7 +18,7 @@ use support::*;
 use taskweave::comm::ConnConfig;
 use taskweave::http::{self, Server, ServerHandle, ServerTask};
 use taskweave::metrics::{CloseReason, MemoryLog};
-use taskweave::protocol::ClientConfig;
+use taskweave::comm::ClientConfig;
 use taskweave::{count_by_name, named_counter, Series, WaitGroup};
 
 const MIB: usize = 1 << 20;

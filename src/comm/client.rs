@@ -219,7 +219,8 @@ pub(super) fn open<P: Protocol>(
     config: Arc<ClientConfig>,
     target: Target,
 ) {
-    let timeout = config.conn.dns_timeout;
+    // A lookup is part of connecting: it waits no longer than either bound.
+    let timeout = config.conn.dns_timeout.min(config.conn.connect_timeout);
     dns::resolve(
         core,
         target.host(),

@@ -9,7 +9,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnConfig {
     /// How long a name lookup may take before the request fails (the lookup
-    /// itself goes on and its answer is cached). Default 5 s.
+    /// itself goes on and its answer is cached); never longer than
+    /// `connect_timeout`, since a lookup is part of connecting. Default 5 s.
     pub dns_timeout: Duration,
     /// How long a connect may take. Default 10 s.
     pub connect_timeout: Duration,
