@@ -15,10 +15,10 @@ use support::raw_http;
 use support::*;
 
 // The public API these tests use; paths that may move are imported here only.
+use taskweave::comm::ClientConfig;
 use taskweave::comm::ConnConfig;
 use taskweave::http::{self, Server, ServerHandle, ServerTask};
 use taskweave::metrics::{CloseReason, MemoryLog};
-use taskweave::comm::ClientConfig;
 use taskweave::{count_by_name, named_counter, Series, WaitGroup};
 
 const MIB: usize = 1 << 20;
