@@ -611,7 +611,9 @@ impl Conn {
     }
 
     /// Writes `head` (when `chunks` is empty) or `chunks` as one message,
-    /// queuing the rest.
+    /// queuing the rest. The common case, everything written at once, stays
+    /// on a short path; queuing and failures are kept out of line, so the hot
+    /// code of a request stays small in the instruction cache.
     fn send_locked(
         &self,
         st: &mut State,
@@ -619,12 +621,10 @@ impl Conn {
         chunks: &mut Vec<Bytes>,
     ) -> Result<SendState, SendError> {
         if st.closed || st.broken.is_some() {
-            chunks.clear();
-            return Err(SendError::Closed);
+            return refuse(chunks, SendError::Closed);
         }
         if st.queued > self.max_queued as usize {
-            chunks.clear();
-            return Err(SendError::Full);
+            return refuse(chunks, SendError::Full);
         }
         let mut head = head;
         if st.out.is_empty() {
@@ -633,21 +633,15 @@ impl Conn {
             } else {
                 write_one(&self.io, head)
             };
-            match written {
-                Ok(n) => {
-                    st.stats.add_out(n);
-                    if head.is_empty() {
-                        advance(chunks, n);
-                    } else {
-                        head = head.get(n..).unwrap_or_default();
-                    }
-                }
-                Err(e) => {
-                    st.broken = Some(CloseReason::Reset);
-                    chunks.clear();
-                    log::debug!("taskweave: write failed: {e}");
-                    return Err(SendError::Closed);
-                }
+            let n = match written {
+                Ok(n) => n,
+                Err(e) => return write_failed(st, chunks, &e),
+            };
+            st.stats.add_out(n);
+            if head.is_empty() {
+                advance(chunks, n);
+            } else {
+                head = head.get(n..).unwrap_or_default();
             }
             if head.is_empty() && chunks.is_empty() {
                 return Ok(SendState::Written);
@@ -655,6 +649,13 @@ impl Conn {
             st.stats.pause(Instant::now());
             st.pause_unseen = true;
         }
+        Ok(self.queue(st, head, chunks))
+    }
+
+    /// Queues what the socket did not take, as one message.
+    #[cold]
+    #[inline(never)]
+    fn queue(&self, st: &mut State, head: &[u8], chunks: &mut Vec<Bytes>) -> SendState {
         if !head.is_empty() {
             st.queued += head.len();
             st.out.push_back(Chunk {
@@ -674,7 +675,7 @@ impl Conn {
         }
         let queued = st.queued;
         st.stats.queued(queued);
-        Ok(queued_state(queued, self.high))
+        queued_state(queued, self.high)
     }
 
     /// Looks at what writers left (poller side): counts `unrecorded_in` bytes
@@ -843,6 +844,26 @@ fn queued_state(queued: usize, high: u32) -> SendState {
     } else {
         SendState::Queued
     }
+}
+
+/// A send that cannot be taken: nothing of it is queued.
+#[cold]
+fn refuse(chunks: &mut Vec<Bytes>, err: SendError) -> Result<SendState, SendError> {
+    chunks.clear();
+    Err(err)
+}
+
+/// A write failed: the connection is broken, and the poller closes it.
+#[cold]
+#[inline(never)]
+fn write_failed(
+    st: &mut State,
+    chunks: &mut Vec<Bytes>,
+    err: &io::Error,
+) -> Result<SendState, SendError> {
+    st.broken = Some(CloseReason::Reset);
+    log::debug!("taskweave: write failed: {err}");
+    refuse(chunks, SendError::Closed)
 }
 
 /// Times `done` now if everything went out, or when the queue drains.

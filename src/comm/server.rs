@@ -334,6 +334,8 @@ struct ServerConn<P: Protocol> {
 }
 
 impl<P: Protocol> ServerConn<P> {
+    #[cold]
+    #[inline(never)]
     fn close(&mut self, core: &mut Core, reason: CloseReason) -> Flow {
         self.conn.deregister(core.registry());
         self.finish(reason);
@@ -499,6 +501,8 @@ impl<P: Protocol> ServerConn<P> {
 
     /// Lingering close: read and drop whatever the peer still sends until it
     /// closes or the linger deadline passes.
+    #[cold]
+    #[inline(never)]
     fn discard_input(&mut self, core: &mut Core, scratch: &mut [u8], reason: CloseReason) -> Flow {
         loop {
             match self.conn.recv(scratch) {
@@ -575,6 +579,8 @@ impl<P: Protocol> ServerConn<P> {
     }
 
     /// Answers a request that failed to parse, then closes.
+    #[cold]
+    #[inline(never)]
     fn reject(&mut self, err: ProtocolError) {
         log::debug!("taskweave: rejecting request: {err}");
         if let Some(mut resp) = self.server.proto.reject(&err) {
