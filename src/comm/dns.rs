@@ -7,8 +7,8 @@
 //! Every answer goes back to the poller that asked, on that poller's thread,
 //! and a waiter whose lookup outlives its deadline fails there with
 //! [`Error::DnsTimeout`] while the lookup goes on (its answer is still
-//! cached). Results are kept for [`DNS_TTL`]: the system resolver does not
-//! report record TTLs.
+//! cached). Results are kept for [`DNS_TTL`] (the system resolver does not
+//! report record TTLs), at most 4,096 names.
 
 use crate::error::Error;
 use crate::poller::{self, Core, TimerKey};
@@ -22,6 +22,9 @@ pub const DNS_TTL: Duration = Duration::from_secs(60);
 
 /// Most resolver threads at once.
 const MAX_RESOLVERS: usize = 16;
+
+/// Most names cached; past it expired entries go first, then all.
+const CACHE_MAX: usize = 4096;
 
 /// How long an idle resolver thread waits for work before it exits.
 const RESOLVER_IDLE: Duration = Duration::from_secs(60);
@@ -138,13 +141,20 @@ fn start_resolver(n: usize) {
             let job = jobs().1.recv_timeout(RESOLVER_IDLE);
             let mut st = lock();
             st.idle -= 1;
-            let Ok((host, port)) = job else {
-                st.threads -= 1;
-                return;
-            };
-            drop(st);
-            let res = lookup(&host, port);
-            finish((host, port), res);
+            match job {
+                Ok((host, port)) => {
+                    drop(st);
+                    let res = lookup(&host, port);
+                    finish((host, port), res);
+                }
+                // A name queued as we timed out (`resolve` counted us idle
+                // and sent it under the lock we now hold): stay for it.
+                Err(_) if !jobs().1.is_empty() => {}
+                Err(_) => {
+                    st.threads -= 1;
+                    return;
+                }
+            }
         });
     if let Err(e) = spawned {
         log::error!("taskweave: cannot start a resolver thread: {e}");
@@ -166,8 +176,14 @@ fn finish(name: Name, res: Result<SocketAddr, Error>) {
     let waiters = {
         let mut st = lock();
         if let Ok(addr) = &res {
-            st.cache
-                .insert(name.clone(), (*addr, Instant::now() + DNS_TTL));
+            let now = Instant::now();
+            if st.cache.len() >= CACHE_MAX {
+                st.cache.retain(|_, &mut (_, expires)| expires > now);
+                if st.cache.len() >= CACHE_MAX {
+                    st.cache.clear();
+                }
+            }
+            st.cache.insert(name.clone(), (*addr, now + DNS_TTL));
         }
         st.in_flight.remove(&name).unwrap_or_default()
     };
