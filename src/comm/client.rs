@@ -22,9 +22,10 @@ use crate::metrics::{CloseReason, ConnStats, Side};
 use crate::poller::{self, Core, Flow, Handler, QueueKey, Ready};
 use crate::protocol::{Message, Progress, Protocol};
 use bytes::Bytes;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 /// use taskweave::comm::Target;
 ///
 /// let t: Target = "localhost:6379".parse()?;
-/// assert_eq!((t.host(), t.port()), ("localhost", 6379));
+/// assert_eq!((t.host().as_ref(), t.port()), ("localhost", 6379));
 /// let t: Target = "[::1]:80".parse()?;
 /// assert_eq!(t.host(), "::1");
 /// let t = Target::from(([127, 0, 0, 1], 8080));
@@ -43,21 +44,41 @@ use std::time::{Duration, Instant};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
-    host: Arc<str>,
+    host: Host,
     port: u16,
 }
 
+/// A target's host: an address needs no lookup (and no formatting to build).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Host {
+    Ip(IpAddr),
+    Name(Arc<str>),
+}
+
 impl Target {
-    /// `host` (a name, or an IP address without brackets) and `port`.
+    /// `host` (a name, or an IP address, with or without IPv6 brackets) and
+    /// `port`.
     pub fn new(host: &str, port: u16) -> Target {
-        Target {
-            host: host.trim_start_matches('[').trim_end_matches(']').into(),
-            port,
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let host = match bare.parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            Err(_) => Host::Name(bare.into()),
+        };
+        Target { host, port }
+    }
+    /// The host: the name, or the address written out.
+    pub fn host(&self) -> Cow<'_, str> {
+        match &self.host {
+            Host::Ip(ip) => Cow::Owned(ip.to_string()),
+            Host::Name(name) => Cow::Borrowed(name),
         }
     }
-    /// The host, as given.
-    pub fn host(&self) -> &str {
-        &self.host
+    /// The address, when the host is one (no lookup needed).
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self.host {
+            Host::Ip(ip) => Some(ip),
+            Host::Name(_) => None,
+        }
     }
     /// The port.
     pub fn port(&self) -> u16 {
@@ -67,10 +88,10 @@ impl Target {
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
+        match &self.host {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            Host::Ip(ip) => write!(f, "{ip}:{}", self.port),
+            Host::Name(name) => write!(f, "{name}:{}", self.port),
         }
     }
 }
@@ -91,12 +112,15 @@ impl std::str::FromStr for Target {
 
 impl From<SocketAddr> for Target {
     fn from(addr: SocketAddr) -> Target {
-        Target::new(&addr.ip().to_string(), addr.port())
+        Target {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        }
     }
 }
 
-impl From<(std::net::IpAddr, u16)> for Target {
-    fn from((ip, port): (std::net::IpAddr, u16)) -> Target {
+impl From<(IpAddr, u16)> for Target {
+    fn from((ip, port): (IpAddr, u16)) -> Target {
         Target::from(SocketAddr::new(ip, port))
     }
 }
@@ -146,23 +170,21 @@ pub(crate) struct JobInfo {
     pub peer: Option<SocketAddr>,
 }
 
-/// A request on its way: the job, its protocol and what is known of it.
+/// A request on its way: the job (which carries its own protocol and
+/// info), when it was submitted, and whether it went to an idle pooled
+/// connection. Small, since the pool and the connection move it around.
 pub(super) struct InFlight<P: Protocol> {
     job: Box<dyn Job<P>>,
-    proto: Arc<P>,
     started: Instant,
-    info: JobInfo,
     /// Handed to a connection that sat idle in the pool.
     from_idle: bool,
 }
 
 impl<P: Protocol> InFlight<P> {
-    pub(super) fn new(job: Box<dyn Job<P>>, proto: Arc<P>, started: Instant) -> Self {
+    pub(super) fn new(job: Box<dyn Job<P>>, started: Instant) -> Self {
         InFlight {
             job,
-            proto,
             started,
-            info: JobInfo::default(),
             from_idle: false,
         }
     }
@@ -173,13 +195,14 @@ impl<P: Protocol> InFlight<P> {
         self
     }
 
+    fn info(&mut self) -> &mut JobInfo {
+        self.job.info_mut()
+    }
+
     fn finish(mut self, result: Result<P::Response, Error>) {
-        self.info.timings.total = self.started.elapsed();
-        let info = self.info;
+        self.info().timings.total = self.started.elapsed();
         let job = self.job;
-        poller::contain("a client task's completion", move || {
-            job.complete(result, info)
-        });
+        poller::contain("a client task's completion", move || job.complete(result));
     }
 
     /// Ends the request with `err`.
@@ -219,18 +242,22 @@ pub(super) fn open<P: Protocol>(
     config: Arc<ClientConfig>,
     target: Target,
 ) {
+    if let Some(ip) = target.ip() {
+        let addr = SocketAddr::new(ip, target.port());
+        return connect(core, key, owner, proto, config, addr, None);
+    }
     // A lookup is part of connecting: it waits no longer than either bound.
     let timeout = config.conn.dns_timeout.min(config.conn.connect_timeout);
     dns::resolve(
         core,
-        target.host(),
+        &target.host(),
         target.port(),
         timeout,
         Box::new(move |core, res, took| match res {
             Ok(addr) => connect(core, key, owner, proto, config, addr, took),
             Err(e) => {
                 let mut owner = owner;
-                owner.info.timings.dns = took;
+                owner.info().timings.dns = took;
                 owner.fail(e);
                 pool::attempt_failed::<P>(core, &key);
             }
@@ -247,8 +274,8 @@ fn connect<P: Protocol>(
     addr: SocketAddr,
     dns: Option<Duration>,
 ) {
-    owner.info.timings.dns = dns;
-    owner.info.peer = Some(addr);
+    owner.info().timings.dns = dns;
+    owner.info().peer = Some(addr);
     let stream = match crate::sys::socket::start_connect(addr) {
         Ok(s) => s,
         Err(e) => {
@@ -268,15 +295,18 @@ fn connect<P: Protocol>(
     let res = core.insert(id, |token, registry| {
         let io = Transport::Tcp(stream);
         let conn = Conn::register(io, registry, (index, token), id, stats, &config.conn)?;
+        let seat = pool::joined::<P>(&key, token, id);
         Ok(Box::new(ClientConn {
             conn,
             key: key.clone(),
+            seat,
             proto,
             config: config.clone(),
             phase: Phase::Connecting,
             fifo: owner.take().into_iter().collect(),
             written: 0,
             parser: None,
+            chunks: Vec::new(),
             got_bytes: false,
             read: ReadState::Ready,
             wait: 0,
@@ -287,7 +317,6 @@ fn connect<P: Protocol>(
     match res {
         Ok(token) => {
             config.log.opened();
-            pool::joined::<P>(&key, token, id);
             core.arm(token, self::key(&config, KIND_CONNECT));
         }
         Err(e) => {
@@ -313,6 +342,8 @@ enum Phase {
 struct ClientConn<P: Protocol> {
     conn: Arc<Conn>,
     key: PoolKey,
+    /// Its seat in the pool.
+    seat: usize,
     /// The pool's protocol: pushes, unsolicited messages, the name.
     proto: Arc<P>,
     config: Arc<ClientConfig>,
@@ -323,6 +354,8 @@ struct ClientConn<P: Protocol> {
     written: usize,
     /// The message being parsed (the oldest request's reply, or a push).
     parser: Option<P::Response>,
+    /// Kept empty between requests: encoding reuses its capacity.
+    chunks: Vec<Bytes>,
     /// A byte arrived since the connection was last idle.
     got_bytes: bool,
     read: ReadState,
@@ -359,15 +392,16 @@ impl<P: Protocol> ClientConn<P> {
 
     /// Takes the requests the pool assigned to this connection.
     fn take_assigned(&mut self) {
-        for mut item in pool::take_inbox::<P>(&self.key, self.conn.token as usize) {
-            if let Some(push) = item.job.take_push_handler() {
-                self.push = Some(push);
+        let (fifo, push, got_bytes) = (&mut self.fifo, &mut self.push, &mut self.got_bytes);
+        pool::take_inbox::<P>(&self.key, self.seat, |mut item| {
+            if let Some(handler) = item.job.take_push_handler() {
+                *push = Some(handler);
             }
-            if self.fifo.is_empty() && item.from_idle {
-                self.got_bytes = false;
+            if fifo.is_empty() && item.from_idle {
+                *got_bytes = false;
             }
-            self.fifo.push_back(item);
-        }
+            fifo.push_back(item);
+        });
     }
 
     /// Writes every request not yet written. `Some` when the connection is
@@ -376,15 +410,15 @@ impl<P: Protocol> ClientConn<P> {
         while self.phase == Phase::Open && self.written < self.fifo.len() {
             let item = &mut self.fifo[self.written];
             let req = item.job.request_mut();
-            let mut chunks: Vec<Bytes> = Vec::new();
-            req.encode(&mut chunks);
+            let chunks = &mut self.chunks;
+            req.encode(chunks);
             let sizes = req.sizes().unwrap_or_default();
             let done = Done::Request {
                 head: sizes.head,
                 body: sizes.body,
             };
-            item.info.reused = self.served > 0;
-            match self.conn.send(&mut chunks, Some(done)) {
+            item.info().reused = self.served > 0;
+            match self.conn.send(chunks, Some(done)) {
                 Ok(SendState::Written | SendState::Queued | SendState::AboveHigh) => {
                     self.written += 1;
                 }
@@ -392,7 +426,7 @@ impl<P: Protocol> ClientConn<P> {
                     // Only this request is refused; the others stay in flight.
                     if let Some(item) = self.fifo.remove(self.written) {
                         item.fail(Error::LimitExceeded("client send queue full"));
-                        pool::finished_one::<P>(core, &self.key, self.conn.token as usize);
+                        pool::finished_one::<P>(core, &self.key, self.seat);
                     }
                 }
                 Err(SendError::Closed) => {
@@ -413,10 +447,10 @@ impl<P: Protocol> ClientConn<P> {
             let retry = retryable
                 && stale
                 && item.from_idle
-                && item.info.retries < self.config.retry_max
-                && item.proto.may_retry(item.job.request());
+                && item.job.info_mut().retries < self.config.retry_max
+                && item.job.proto().may_retry(item.job.request());
             if retry {
-                item.info.retries += 1;
+                item.info().retries += 1;
                 item.from_idle = false;
                 again.push(item);
             } else {
@@ -445,7 +479,7 @@ impl<P: Protocol> ClientConn<P> {
         let (stats, _) = self.conn.close(reason, 0);
         self.config.log.record(&stats);
         let (token, id) = (self.conn.token as usize, self.conn.id);
-        pool::left::<P>(core, &self.key, token, id);
+        pool::left::<P>(core, &self.key, self.seat, token, id);
         Flow::Remove
     }
 
@@ -454,7 +488,7 @@ impl<P: Protocol> ClientConn<P> {
         let item = self.fifo.pop_front()?;
         self.written = self.written.saturating_sub(1);
         self.served += 1;
-        let keep = item.proto.keep_alive(item.job.request(), &resp);
+        let keep = item.job.proto().keep_alive(item.job.request(), &resp);
         let sizes = resp.sizes().unwrap_or_default();
         let status = resp.status();
         self.conn.with_stats(|s| {
@@ -462,7 +496,7 @@ impl<P: Protocol> ClientConn<P> {
             s.request_done();
         });
         item.finish(Ok(resp));
-        pool::finished_one::<P>(core, &self.key, self.conn.token as usize);
+        pool::finished_one::<P>(core, &self.key, self.seat);
         if !keep {
             return Some(self.fail_all(core, Error::PeerClosed, CloseReason::Local));
         }
@@ -534,9 +568,10 @@ impl<P: Protocol> ClientConn<P> {
                 let fresh = match self.fifo.front_mut() {
                     Some(front) => {
                         let now = Instant::now();
-                        front.info.timings.first_byte = Some(now - front.started);
+                        let since = now - front.started;
+                        front.info().timings.first_byte = Some(since);
                         self.conn.with_stats(|s| s.first_byte(now));
-                        Some(front.proto.new_response(front.job.request()))
+                        Some(front.job.proto().new_response(front.job.request()))
                     }
                     None => self.proto.new_unsolicited(),
                 };
@@ -598,14 +633,14 @@ impl<P: Protocol> ClientConn<P> {
         match self.conn.peer_addr() {
             Ok(_) => {
                 self.phase = Phase::Open;
-                pool::opened::<P>(&self.key, self.conn.token as usize);
+                pool::opened::<P>(&self.key, self.seat);
                 let now = Instant::now();
                 let connect = self.conn.with_stats(|s| {
                     s.connected(now);
                     s.connect_time()
                 });
                 for item in self.fifo.iter_mut() {
-                    item.info.timings.connect = connect;
+                    item.info().timings.connect = connect;
                 }
                 None
             }

@@ -17,16 +17,21 @@ use super::{ClientConfig, Target};
 use crate::error::Error;
 use crate::poller::{self, Core, TimerKey};
 use crate::protocol::Protocol;
+use slab::Slab;
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Identifies a pool.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Identifies a pool. Its hash is computed once, when the request is
+/// submitted, and the pool map passes it through: a request looks its pool
+/// up several times on its way, and SipHash over a host name each time cost
+/// more than the rest of the client's bookkeeping.
+#[derive(Debug, Clone)]
 pub(super) struct PoolKey {
+    hash: u64,
     proto: TypeId,
     target: Target,
     /// The config's identity (its `Arc`'s address; the pool holds the `Arc`,
@@ -34,8 +39,82 @@ pub(super) struct PoolKey {
     config: usize,
 }
 
+impl PoolKey {
+    fn new(proto: TypeId, target: Target, config: usize) -> PoolKey {
+        // FNV-1a: the few pools of a process need no flood resistance, and
+        // this runs once per request.
+        let mut h = FnvHasher::default();
+        (proto, &target, config).hash(&mut h);
+        PoolKey {
+            hash: h.finish(),
+            proto,
+            target,
+            config,
+        }
+    }
+}
+
+impl PartialEq for PoolKey {
+    fn eq(&self, other: &PoolKey) -> bool {
+        self.hash == other.hash
+            && self.proto == other.proto
+            && self.config == other.config
+            && self.target == other.target
+    }
+}
+
+impl Eq for PoolKey {}
+
+impl Hash for PoolKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// A hasher that passes a [`PoolKey`]'s precomputed hash through.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in, to stay correct.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// FNV-1a, for [`PoolKey::new`].
+struct FnvHasher(u64);
+
+impl Default for FnvHasher {
+    fn default() -> Self {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type Pools = HashMap<PoolKey, Box<dyn Any>, BuildHasherDefault<PassThrough>>;
+
 /// A connection of the pool, as the pool sees it.
 struct Member<P: Protocol> {
+    /// The connection's poller token and id (a token alone may be reused).
     token: usize,
     id: u64,
     /// Requests assigned to it and not finished.
@@ -56,11 +135,16 @@ struct Pool<P: Protocol> {
     proto: Arc<P>,
     config: Arc<ClientConfig>,
     target: Target,
-    /// Open or connecting connections, most recently used last.
-    members: Vec<Member<P>>,
+    /// Open or connecting connections; a connection knows its seat here.
+    members: Slab<Member<P>>,
+    /// The seats of open connections with nothing in flight, most recently
+    /// used last: a request takes the last one in O(1).
+    idle: Vec<usize>,
     /// Connection attempts still resolving the name.
     resolving: usize,
     waiting: VecDeque<Waiting<P>>,
+    /// Waiting requests with no deadline armed yet.
+    unarmed: usize,
     next_wait: u64,
 }
 
@@ -73,7 +157,7 @@ impl<P: Protocol> Pool<P> {
 thread_local! {
     /// This poller thread's pools (a pool is only touched on its poller).
     /// Typed `Any` because a thread serves pools of many protocols.
-    static POOLS: RefCell<HashMap<PoolKey, Box<dyn Any>>> = RefCell::new(HashMap::new());
+    static POOLS: RefCell<Pools> = RefCell::new(Pools::default());
 }
 
 /// Runs `f` on the pool for `key`, if it exists. The borrow ends before
@@ -100,11 +184,9 @@ fn forget_if_empty<P: Protocol>(key: &PoolKey) {
     });
 }
 
-/// The poller that serves `target`.
-fn poller_for(target: &Target) -> usize {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    target.hash(&mut h);
-    (h.finish() as usize) % poller::count()
+/// The poller that serves a pool.
+fn poller_for(key: &PoolKey) -> usize {
+    (key.hash as usize) % poller::count()
 }
 
 /// Sends `job` to `target` over the pool for (`proto`'s type, `target`,
@@ -116,22 +198,21 @@ pub(crate) fn submit<P: Protocol>(
     config: Arc<ClientConfig>,
     job: Box<dyn Job<P>>,
 ) {
-    let item = InFlight::new(job, proto.clone(), Instant::now());
-    poller::run_on(poller_for(&target), move |core| {
-        let key = PoolKey {
-            proto: TypeId::of::<P>(),
-            target: target.clone(),
-            config: Arc::as_ptr(&config) as *const () as usize,
-        };
+    let item = InFlight::new(job, Instant::now());
+    let config_id = Arc::as_ptr(&config) as *const () as usize;
+    let key = PoolKey::new(TypeId::of::<P>(), target.clone(), config_id);
+    poller::run_on(poller_for(&key), move |core| {
         POOLS.with(|pools| {
             pools.borrow_mut().entry(key.clone()).or_insert_with(|| {
                 Box::new(Pool {
                     proto,
                     config,
                     target,
-                    members: Vec::new(),
+                    members: Slab::new(),
+                    idle: Vec::new(),
                     resolving: 0,
                     waiting: VecDeque::new(),
+                    unarmed: 0,
                     next_wait: 0,
                 })
             });
@@ -162,13 +243,11 @@ pub(super) fn enqueue<P: Protocol>(core: &mut Core, key: &PoolKey, item: InFligh
         } else {
             pool.waiting.push_back(waiting);
         }
+        pool.unarmed += 1;
         true
     });
     match (queued, item) {
-        (Some(true), _) => {
-            dispatch::<P>(core, key);
-            arm_wait_timers::<P>(core, key);
-        }
+        (Some(true), _) => dispatch::<P>(core, key),
         (Some(false), Some(item)) => item.fail(Error::LimitExceeded(
             "too many requests waiting for a connection",
         )),
@@ -177,32 +256,25 @@ pub(super) fn enqueue<P: Protocol>(core: &mut Core, key: &PoolKey, item: InFligh
     }
 }
 
-/// Gives a deadline to each waiting request that has none yet.
-fn arm_wait_timers<P: Protocol>(core: &mut Core, key: &PoolKey) {
-    let unarmed = with_pool::<P, _>(key, |pool| {
-        let deadline = Instant::now() + pool.config.wait_timeout;
-        pool.waiting
-            .iter()
-            .filter(|w| w.timer.is_none())
-            .map(|w| (w.id, deadline))
-            .collect::<Vec<_>>()
-    })
-    .unwrap_or_default();
-    for (id, at) in unarmed {
-        let expired_key = key.clone();
-        let timer = core.add_timer(
-            at,
+/// Gives a deadline to each waiting request that has none yet (called when
+/// dispatching stops with requests still waiting: most never wait, and
+/// never cost a timer).
+fn arm_wait_timers<P: Protocol>(core: &mut Core, key: &PoolKey, pool: &mut Pool<P>) {
+    if pool.unarmed == 0 {
+        return;
+    }
+    pool.unarmed = 0;
+    let deadline = Instant::now() + pool.config.wait_timeout;
+    for w in pool.waiting.iter_mut().filter(|w| w.timer.is_none()) {
+        let (expired_key, id) = (key.clone(), w.id);
+        w.timer = Some(core.add_timer(
+            deadline,
             Box::new(move |core, cancelled| {
                 if !cancelled {
                     wait_expired::<P>(core, &expired_key, id);
                 }
             }),
-        );
-        with_pool::<P, _>(key, |pool| {
-            if let Some(w) = pool.waiting.iter_mut().find(|w| w.id == id) {
-                w.timer = Some(timer);
-            }
-        });
+        ));
     }
 }
 
@@ -238,35 +310,33 @@ pub(super) fn dispatch<P: Protocol>(core: &mut Core, key: &PoolKey) {
             if pool.waiting.is_empty() {
                 return (Step::Wait, None);
             }
-            let depth = pool.proto.max_in_flight().max(1);
-            let idle = pool
-                .members
-                .iter()
-                .rposition(|m| m.open && m.in_flight == 0);
-            let pipelined = || {
-                pool.members
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, m)| m.in_flight < depth)
-                    .min_by_key(|(_, m)| m.in_flight)
-                    .map(|(i, _)| i)
-            };
-            let target = if idle.is_some() {
-                idle
-            } else if pool.total() < pool.config.max_per_target {
-                None
-            } else {
-                match pipelined() {
-                    Some(i) => Some(i),
-                    None => return (Step::Wait, None),
+            let seat = match pool.idle.pop() {
+                Some(seat) => Some(seat),
+                None if pool.total() < pool.config.max_per_target => None,
+                None => {
+                    let depth = pool.proto.max_in_flight().max(1);
+                    let busy = pool
+                        .members
+                        .iter()
+                        .filter(|(_, m)| m.in_flight < depth)
+                        .min_by_key(|(_, m)| m.in_flight);
+                    match busy {
+                        Some((seat, _)) => Some(seat),
+                        None => {
+                            arm_wait_timers(core, key, pool);
+                            return (Step::Wait, None);
+                        }
+                    }
                 }
             };
             let Some(w) = pool.waiting.pop_front() else {
                 return (Step::Wait, None);
             };
-            match target {
-                Some(i) => {
-                    let m = &mut pool.members[i];
+            if w.timer.is_none() {
+                pool.unarmed = pool.unarmed.saturating_sub(1);
+            }
+            match seat.and_then(|seat| pool.members.get_mut(seat)) {
+                Some(m) => {
                     m.in_flight += 1;
                     m.inbox.push(w.item.reused(m.open && m.in_flight == 1));
                     (Step::Assigned(m.token, m.id), w.timer)
@@ -302,18 +372,20 @@ pub(super) fn dispatch<P: Protocol>(core: &mut Core, key: &PoolKey) {
     }
 }
 
-/// A connection attempt is registered at `token` (its name resolved).
-pub(super) fn joined<P: Protocol>(key: &PoolKey, token: usize, id: u64) {
+/// A connection attempt is registered at `token` (its name resolved), with
+/// its first request in flight; returns its seat in the pool.
+pub(super) fn joined<P: Protocol>(key: &PoolKey, token: usize, id: u64) -> usize {
     with_pool::<P, _>(key, |pool| {
         pool.resolving = pool.resolving.saturating_sub(1);
-        pool.members.push(Member {
+        pool.members.insert(Member {
             token,
             id,
             in_flight: 1,
             open: false,
             inbox: Vec::new(),
-        });
-    });
+        })
+    })
+    .unwrap_or(usize::MAX)
 }
 
 /// A connection attempt failed before it had a connection.
@@ -325,61 +397,71 @@ pub(super) fn attempt_failed<P: Protocol>(core: &mut Core, key: &PoolKey) {
     forget_if_empty::<P>(key);
 }
 
-/// The connection at `token` is connected.
-pub(super) fn opened<P: Protocol>(key: &PoolKey, token: usize) {
+/// The connection at `seat` is connected.
+pub(super) fn opened<P: Protocol>(key: &PoolKey, seat: usize) {
     with_pool::<P, _>(key, |pool| {
-        if let Some(m) = pool.members.iter_mut().find(|m| m.token == token) {
+        if let Some(m) = pool.members.get_mut(seat) {
             m.open = true;
+            if m.in_flight == 0 {
+                pool.idle.push(seat);
+            }
         }
     });
 }
 
-/// The requests assigned to the connection at `token` and not yet taken.
-pub(super) fn take_inbox<P: Protocol>(key: &PoolKey, token: usize) -> Vec<InFlight<P>> {
+/// Runs `take` on each request assigned to the connection at `seat` and
+/// not yet taken, in order (the member's buffer keeps its capacity).
+pub(super) fn take_inbox<P: Protocol>(key: &PoolKey, seat: usize, take: impl FnMut(InFlight<P>)) {
     with_pool::<P, _>(key, |pool| {
-        pool.members
-            .iter_mut()
-            .find(|m| m.token == token)
-            .map(|m| std::mem::take(&mut m.inbox))
-    })
-    .flatten()
-    .unwrap_or_default()
+        if let Some(m) = pool.members.get_mut(seat) {
+            m.inbox.drain(..).for_each(take);
+        }
+    });
 }
 
-/// The connection at `token` finished a request; once idle it becomes the
+/// The connection at `seat` finished a request; once idle it becomes the
 /// most recently used. Waiting requests may now go to it.
-pub(super) fn finished_one<P: Protocol>(core: &mut Core, key: &PoolKey, token: usize) {
+pub(super) fn finished_one<P: Protocol>(core: &mut Core, key: &PoolKey, seat: usize) {
     with_pool::<P, _>(key, |pool| {
-        let Some(i) = pool.members.iter().position(|m| m.token == token) else {
-            return;
-        };
-        let m = &mut pool.members[i];
-        m.in_flight = m.in_flight.saturating_sub(1);
-        if m.in_flight == 0 {
-            let m = pool.members.remove(i);
-            pool.members.push(m);
+        if let Some(m) = pool.members.get_mut(seat) {
+            m.in_flight = m.in_flight.saturating_sub(1);
+            if m.in_flight == 0 && m.open {
+                pool.idle.push(seat);
+            }
         }
     });
     dispatch::<P>(core, key);
 }
 
-/// The connection at `token` (id `id`) closed: it leaves the pool, and what
-/// was assigned to it but never taken goes back to the front of the queue.
-pub(super) fn left<P: Protocol>(core: &mut Core, key: &PoolKey, token: usize, id: u64) {
-    reclaim::<P>(key, token, id);
+/// The connection at `seat` closed: it leaves the pool, and what was
+/// assigned to it but never taken goes back to the front of the queue.
+pub(super) fn left<P: Protocol>(
+    core: &mut Core,
+    key: &PoolKey,
+    seat: usize,
+    token: usize,
+    id: u64,
+) {
+    if with_pool::<P, _>(key, |pool| pool.members.get(seat).map(|m| (m.token, m.id))).flatten()
+        == Some((token, id))
+    {
+        reclaim::<P>(key, token, id);
+    }
     dispatch::<P>(core, key);
-    arm_wait_timers::<P>(core, key);
     forget_if_empty::<P>(key);
 }
 
-/// Removes a member, queueing what it had not taken yet.
+/// Removes the member for connection (`token`, `id`), queueing what it had
+/// not taken yet.
 fn reclaim<P: Protocol>(key: &PoolKey, token: usize, id: u64) {
     let untaken = with_pool::<P, _>(key, |pool| {
-        let at = pool
+        let seat = pool
             .members
             .iter()
-            .position(|m| m.token == token && m.id == id)?;
-        Some(pool.members.remove(at).inbox)
+            .find(|(_, m)| m.token == token && m.id == id)
+            .map(|(seat, _)| seat)?;
+        pool.idle.retain(|&s| s != seat);
+        Some(pool.members.remove(seat).inbox)
     })
     .flatten()
     .unwrap_or_default();
@@ -400,6 +482,7 @@ pub(super) fn requeue<P: Protocol>(key: &PoolKey, item: InFlight<P>) {
                 item,
                 timer: None,
             });
+            pool.unarmed += 1;
         }
     });
     if let Some(item) = item {

@@ -38,13 +38,21 @@ pub(crate) trait Exchange<P: Protocol>: Send {
     fn run(self: Box<Self>, reply: Reply<P>);
 }
 
-/// One client request on its way through a connection.
+/// One client request on its way through a connection. It carries what the
+/// connection learns of it (its [`JobInfo`]), so that moving a request
+/// between the pool's queue and a connection moves a pointer.
 pub(crate) trait Job<P: Protocol>: Send + 'static {
+    /// The protocol the request was made with (its limits parse the reply).
+    fn proto(&self) -> &P;
+
     /// The request.
     fn request(&self) -> &P::Request;
 
     /// The request, to encode it.
     fn request_mut(&mut self) -> &mut P::Request;
+
+    /// Where the connection notes the request's timings and fate.
+    fn info_mut(&mut self) -> &mut JobInfo;
 
     /// Where pushes go from the connection this request is sent on: a
     /// subscriber's request installs its handler on the connection.
@@ -52,8 +60,9 @@ pub(crate) trait Job<P: Protocol>: Send + 'static {
         None
     }
 
-    /// The request's outcome (on the connection's poller thread).
-    fn complete(self: Box<Self>, result: Result<P::Response, Error>, info: JobInfo);
+    /// The request's outcome (on the connection's poller thread); its
+    /// [`JobInfo`] is final.
+    fn complete(self: Box<Self>, result: Result<P::Response, Error>);
 }
 
 /// Receives the push messages of a connection (see `Protocol::is_push`).

@@ -17,6 +17,7 @@
 //! eviction order) is the order of last activity to within a granule.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 const NIL: u32 = u32::MAX;
@@ -66,12 +67,38 @@ pub(crate) struct Deadlines {
     links: Vec<Link>,
     queues: Vec<Queue>,
     /// Where each key's queue is in `queues`.
-    index: HashMap<QueueKey, u32>,
+    index: HashMap<QueueKey, u32, BuildHasherDefault<KeyHasher>>,
     timers: BTreeMap<(Instant, u64), TimerFn>,
     timer_seq: u64,
     /// The last instant converted to milliseconds, and the result: a poller
     /// turn arms many deadlines with the same `now`.
     memo: (Instant, u64),
+}
+
+/// A multiply-rotate hash for the few, trusted queue keys: a client
+/// connection changes queues (receive, idle) on every request, and SipHash
+/// cost more than the rest of arming a deadline.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
 }
 
 /// What runs on the poller thread when a timer fires (`false`) or is
@@ -95,7 +122,7 @@ impl Deadlines {
             epoch: now,
             links: Vec::new(),
             queues: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             timers: BTreeMap::new(),
             timer_seq: 0,
             memo: (now, 0),

@@ -142,8 +142,16 @@ impl<P: Protocol> Task for ClientTask<P> {
 }
 
 impl<P: Protocol> Job<P> for ClientTask<P> {
+    fn proto(&self) -> &P {
+        &self.proto
+    }
+
     fn request(&self) -> &P::Request {
         &self.req
+    }
+
+    fn info_mut(&mut self) -> &mut JobInfo {
+        &mut self.info
     }
 
     fn request_mut(&mut self) -> &mut P::Request {
@@ -154,8 +162,7 @@ impl<P: Protocol> Job<P> for ClientTask<P> {
         self.push.take()
     }
 
-    fn complete(mut self: Box<Self>, result: Result<P::Response, Error>, info: JobInfo) {
-        self.info = info;
+    fn complete(mut self: Box<Self>, result: Result<P::Response, Error>) {
         match result {
             Ok(resp) => self.resp = Some(resp),
             Err(e) => self.error = Some(e),
