@@ -8,6 +8,7 @@
 
 use super::conn::{Arrival, Conn, Done, SendError, SendState, Writable};
 use super::server::ServerShared;
+use super::service::Service;
 use crate::metrics::CloseReason;
 use crate::protocol::{Message, Protocol, ProtocolError};
 use bytes::Bytes;
@@ -20,9 +21,9 @@ use std::time::Instant;
 /// Every request's task carries one, so it is kept small (the task must stay
 /// in glibc's per-thread cache): the request's arrival is spread out here
 /// rather than kept as an `Option<Arrival>`.
-pub(crate) struct Reply<P: Protocol> {
+pub(crate) struct Reply<P: Protocol, S: Service<P>> {
     conn: Arc<Conn>,
-    server: Arc<ServerShared<P>>,
+    server: Arc<ServerShared<P, S>>,
     /// When the request was complete.
     received: Instant,
     /// The request's sizes and unrecorded bytes, for the answer to record
@@ -50,13 +51,13 @@ thread_local! {
     static REPLY_BUF: std::cell::RefCell<ReplyBuf> = std::cell::RefCell::new(ReplyBuf::default());
 }
 
-impl<P: Protocol> Reply<P> {
+impl<P: Protocol, S: Service<P>> Reply<P, S> {
     pub(super) fn new(
         conn: Arc<Conn>,
-        server: Arc<ServerShared<P>>,
+        server: Arc<ServerShared<P, S>>,
         arrival: Arrival,
         record: bool,
-    ) -> Reply<P> {
+    ) -> Reply<P, S> {
         Reply {
             conn,
             server,
@@ -167,7 +168,7 @@ impl<P: Protocol> Reply<P> {
     }
 }
 
-impl<P: Protocol> Drop for Reply<P> {
+impl<P: Protocol, S: Service<P>> Drop for Reply<P, S> {
     /// An exchange dropped unanswered (its series panicked, or it was lost):
     /// the peer gets the protocol's 500, and the connection closes.
     fn drop(&mut self) {

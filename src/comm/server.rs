@@ -69,11 +69,11 @@ struct Keys {
 }
 
 /// What every connection of one server shares.
-pub(crate) struct ServerShared<P: Protocol> {
+pub(crate) struct ServerShared<P: Protocol, S: Service<P>> {
     group: u32,
     keys: Keys,
     proto: P,
-    service: Box<dyn Service<P>>,
+    service: S,
     /// `service.inline()`, asked once.
     inline: bool,
     config: ConnConfig,
@@ -86,11 +86,11 @@ pub(crate) struct ServerShared<P: Protocol> {
 
 /// Starts serving `proto` on `addr` with one listener per poller; requests go
 /// to `service`.
-pub(crate) fn serve<P: Protocol>(
+pub(crate) fn serve<P: Protocol, S: Service<P>>(
     addr: SocketAddr,
     spec: ServerSpec,
     proto: P,
-    service: Box<dyn Service<P>>,
+    service: S,
 ) -> io::Result<ServerHandle> {
     crate::sys::process::reserve_spare_fd();
     let group = NEXT_GROUP.fetch_add(1, Ordering::Relaxed);
@@ -138,7 +138,7 @@ pub(crate) fn serve<P: Protocol>(
     })
 }
 
-impl<P: Protocol> ServerShared<P> {
+impl<P: Protocol, S: Service<P>> ServerShared<P, S> {
     pub(super) fn proto(&self) -> &P {
         &self.proto
     }
@@ -164,13 +164,13 @@ impl<P: Protocol> ServerShared<P> {
     }
 }
 
-impl<P: Protocol> StreamHost for ServerShared<P> {
+impl<P: Protocol, S: Service<P>> StreamHost for ServerShared<P, S> {
     fn defer(&self, f: Writable) {
         self.service.defer(f);
     }
 }
 
-impl<P: Protocol> Acceptor for ServerShared<P> {
+impl<P: Protocol, S: Service<P>> Acceptor for ServerShared<P, S> {
     fn group(&self) -> u32 {
         self.group
     }
@@ -286,11 +286,9 @@ enum Wait {
 }
 
 /// Where a server connection is between its requests and its close.
-enum Phase<P: Protocol> {
+enum Phase<E> {
     /// Reading requests; `partial` holds one partly received.
-    Reading {
-        partial: Option<Box<dyn Exchange<P>>>,
-    },
+    Reading { partial: Option<Box<E>> },
     /// Not reading: output went above the high watermark, or bytes read past
     /// the last request (`leftover`) wait until the output has drained enough
     /// (below the low watermark when `until_low`, else to the high one).
@@ -311,10 +309,10 @@ enum Phase<P: Protocol> {
 }
 
 /// The poller side of one server connection.
-struct ServerConn<P: Protocol> {
+struct ServerConn<P: Protocol, S: Service<P>> {
     conn: Arc<Conn>,
-    server: Arc<ServerShared<P>>,
-    phase: Phase<P>,
+    server: Arc<ServerShared<P, S>>,
+    phase: Phase<S::Exchange>,
     /// Whether the socket may hold unread bytes.
     read: ReadState,
     wait: Wait,
@@ -333,7 +331,7 @@ struct ServerConn<P: Protocol> {
     unrecorded_in: u32,
 }
 
-impl<P: Protocol> ServerConn<P> {
+impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
     #[cold]
     #[inline(never)]
     fn close(&mut self, core: &mut Core, reason: CloseReason) -> Flow {
@@ -600,7 +598,7 @@ impl<P: Protocol> ServerConn<P> {
     /// Hands a complete request to the layer above: inline, or to run on
     /// another thread. Returns whether the shared state must be looked at (the
     /// answer is not known yet).
-    fn dispatch(&mut self, mut exchange: Box<dyn Exchange<P>>, now: Instant) -> bool {
+    fn dispatch(&mut self, mut exchange: Box<S::Exchange>, now: Instant) -> bool {
         self.phase = Phase::Dispatched { leftover: None };
         self.seen_request = true;
         let sizes = exchange.request_mut().sizes().unwrap_or_default();
@@ -661,7 +659,7 @@ impl<P: Protocol> ServerConn<P> {
     }
 }
 
-impl<P: Protocol> Handler for ServerConn<P> {
+impl<P: Protocol, S: Service<P>> Handler for ServerConn<P, S> {
     fn ready(&mut self, token: usize, core: &mut Core, ready: Ready) -> Flow {
         // Edge-triggered events carry `writable` whenever the socket is; only a
         // connection with output queued (as last seen) needs a flush.
@@ -709,7 +707,7 @@ impl<P: Protocol> Handler for ServerConn<P> {
     }
 }
 
-impl<P: Protocol> Drop for ServerConn<P> {
+impl<P: Protocol, S: Service<P>> Drop for ServerConn<P, S> {
     /// A connection dropped without closing (a panic escaped its handler)
     /// still closes and leaves its record.
     fn drop(&mut self) {
@@ -724,7 +722,7 @@ trait Control: Send + Sync {
     fn wait_closed(&self, deadline: Instant) -> bool;
 }
 
-impl<P: Protocol> Control for ServerShared<P> {
+impl<P: Protocol, S: Service<P>> Control for ServerShared<P, S> {
     fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
@@ -801,9 +799,31 @@ mod tests {
     use crate::protocol::{Message, Progress, ProtocolError};
     use bytes::Bytes;
 
-    /// A protocol of empty messages: what a server connection's size does
-    /// not depend on.
+    /// A protocol of empty messages, and a service that never runs them:
+    /// what a server connection's size does not depend on.
     struct Nothing;
+    struct NoService;
+    struct NoExchange(());
+
+    impl Service<Nothing> for NoService {
+        type Exchange = NoExchange;
+        fn receive(&self, _: &Nothing) -> Box<NoExchange> {
+            Box::new(NoExchange(()))
+        }
+        fn inline(&self) -> bool {
+            true
+        }
+        fn defer(&self, f: Box<dyn FnOnce() + Send>) {
+            f()
+        }
+    }
+
+    impl Exchange<Nothing, NoService> for NoExchange {
+        fn request_mut(&mut self) -> &mut () {
+            &mut self.0
+        }
+        fn run(self: Box<Self>, _: Reply<Nothing, NoService>) {}
+    }
 
     impl Message for () {
         fn append(&mut self, _: &[u8]) -> Result<Progress, ProtocolError> {
@@ -828,7 +848,7 @@ mod tests {
     #[test]
     fn per_connection_structures_stay_small() {
         let conn = std::mem::size_of::<Conn>();
-        let handler = std::mem::size_of::<ServerConn<Nothing>>();
+        let handler = std::mem::size_of::<ServerConn<Nothing, NoService>>();
         eprintln!(
             "Conn {conn} B, ServerConn {handler} B, ConnStats {} B",
             std::mem::size_of::<ConnStats>()

@@ -12,11 +12,15 @@ use crate::error::Error;
 use crate::protocol::Protocol;
 
 /// What a server needs from the layer above: somewhere to put each request,
-/// and a place to run callbacks.
-pub(crate) trait Service<P: Protocol>: Send + Sync + 'static {
+/// and a place to run callbacks. Generic, not a trait object: the exchange is
+/// parsed into on every read, and static calls keep a request's path short.
+pub(crate) trait Service<P: Protocol>: Send + Sync + Sized + 'static {
+    /// What a request is parsed into and run as.
+    type Exchange: Exchange<P, Self>;
+
     /// A new exchange for a request whose first byte just arrived; the request
     /// is parsed into it in place.
-    fn receive(&self, proto: &P) -> Box<dyn Exchange<P>>;
+    fn receive(&self, proto: &P) -> Box<Self::Exchange>;
 
     /// Whether [`Exchange::run`] runs the request on the calling (poller)
     /// thread, so that a reply can come back before it returns.
@@ -28,14 +32,14 @@ pub(crate) trait Service<P: Protocol>: Send + Sync + 'static {
 }
 
 /// One request on its way through the layer above.
-pub(crate) trait Exchange<P: Protocol>: Send {
+pub(crate) trait Exchange<P: Protocol, S: Service<P>>: Send + 'static {
     /// The request being parsed.
     fn request_mut(&mut self) -> &mut P::Request;
 
     /// The request, complete: run it. It is answered through `reply` (or, if
     /// the exchange is dropped unanswered, the connection answers 500 and
     /// closes).
-    fn run(self: Box<Self>, reply: Reply<P>);
+    fn run(self: Box<Self>, reply: Reply<P, S>);
 }
 
 /// One client request on its way through a connection. It carries what the

@@ -158,7 +158,7 @@ impl ServerBuilder {
         let app = App::<P> {
             process: Arc::new(Box::new(process)),
         };
-        comm::serve(addr, spec, proto, Box::new(app))
+        comm::serve(addr, spec, proto, app)
     }
 }
 
@@ -168,7 +168,9 @@ struct App<P: Protocol> {
 }
 
 impl<P: Protocol> Service<P> for App<P> {
-    fn receive(&self, proto: &P) -> Box<dyn Exchange<P>> {
+    type Exchange = ServerTask<P>;
+
+    fn receive(&self, proto: &P) -> Box<ServerTask<P>> {
         ServerTask::receiving(&self.process, proto)
     }
 
@@ -193,7 +195,7 @@ pub struct ServerTask<P: Protocol> {
     process: Option<Arc<Process<P>>>,
     /// The right to answer, from the request's completion until the answer
     /// is out; a task kept for reuse holds none.
-    reply: Option<Reply<P>>,
+    reply: Option<Reply<P, App<P>>>,
     /// Where the task waits for its series to end once a [`ReplyHandle`]
     /// exists.
     handle: Option<Slot<P>>,
@@ -204,7 +206,7 @@ type Slot<P> = Arc<Mutex<Option<Box<ServerTask<P>>>>>;
 impl<P: Protocol> ServerTask<P> {
     /// The task for a request whose first byte just arrived: the one this
     /// thread kept from its last reply, or a new one.
-    fn receiving(process: &Arc<Process<P>>, proto: &P) -> Box<dyn Exchange<P>> {
+    fn receiving(process: &Arc<Process<P>>, proto: &P) -> Box<Self> {
         let mut task = match take_spare::<Self>() {
             Some(mut task) => {
                 proto.reuse_request(&mut task.req);
@@ -350,12 +352,12 @@ impl<P: Protocol> ServerTask<P> {
     }
 }
 
-impl<P: Protocol> Exchange<P> for ServerTask<P> {
+impl<P: Protocol> Exchange<P, App<P>> for ServerTask<P> {
     fn request_mut(&mut self) -> &mut P::Request {
         &mut self.req
     }
 
-    fn run(mut self: Box<Self>, reply: Reply<P>) {
+    fn run(mut self: Box<Self>, reply: Reply<P, App<P>>) {
         reply.proto().reuse_response(&self.req, &mut self.resp);
         self.reply = Some(reply);
         if handlers_inline() {
