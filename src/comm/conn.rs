@@ -614,6 +614,7 @@ impl Conn {
     /// queuing the rest. The common case, everything written at once, stays
     /// on a short path; queuing and failures are kept out of line, so the hot
     /// code of a request stays small in the instruction cache.
+    #[inline(always)]
     fn send_locked(
         &self,
         st: &mut State,

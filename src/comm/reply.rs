@@ -102,6 +102,7 @@ impl<P: Protocol, S: Service<P>> Reply<P, S> {
     }
 
     /// Sends `resp` as the whole answer to `req`.
+    #[inline]
     pub fn send(mut self, req: &P::Request, resp: &mut P::Response) {
         self.answered = true;
         let keep_alive = self.proto().keep_alive(req, resp) && !self.server.stopping();
@@ -139,6 +140,7 @@ impl<P: Protocol, S: Service<P>> Reply<P, S> {
     }
 
     /// Encodes `resp` into this thread's reply buffer and writes it.
+    #[inline]
     fn send_response(&mut self, resp: &mut P::Response, close: Option<CloseReason>) {
         let mut buf = REPLY_BUF
             .try_with(|b| b.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)))

@@ -335,6 +335,7 @@ impl<P: Protocol> ServerTask<P> {
 
     /// Sends the answer (unless a stream took it), or the protocol's 500 if
     /// the series failed, and keeps the task for reuse.
+    #[inline]
     fn answer(mut self: Box<Self>, failed: bool) {
         if let Some(reply) = self.reply.take() {
             if failed {
