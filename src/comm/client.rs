@@ -316,7 +316,7 @@ fn connect<P: Protocol>(
     });
     match res {
         Ok(token) => {
-            config.log.opened();
+            super::log_opened(&*config.log);
             core.arm(token, self::key(&config, KIND_CONNECT));
         }
         Err(e) => {
@@ -477,7 +477,7 @@ impl<P: Protocol> ClientConn<P> {
         self.phase = Phase::Closed;
         self.conn.deregister(core.registry());
         let (stats, _) = self.conn.close(reason, 0);
-        self.config.log.record(&stats);
+        super::log_record(&*self.config.log, &stats);
         let (token, id) = (self.conn.token as usize, self.conn.id);
         pool::left::<P>(core, &self.key, self.seat, token, id);
         Flow::Remove
@@ -698,16 +698,22 @@ impl<P: Protocol> Handler for ClientConn<P> {
 
 impl<P: Protocol> Drop for ClientConn<P> {
     /// A connection dropped without closing (a panic escaped its handler):
-    /// its requests fail and its record is written.
+    /// its requests fail, its record is written, and it leaves its pool (from
+    /// a command: a drop has no poller at hand).
     fn drop(&mut self) {
         if self.phase == Phase::Closed {
             return;
         }
         self.phase = Phase::Closed;
         let (stats, _) = self.conn.close(CloseReason::InternalError, 0);
-        self.config.log.record(&stats);
+        let (key, seat) = (self.key.clone(), self.seat);
+        let (token, id) = (self.conn.token as usize, self.conn.id);
+        poller::run_on(self.conn.poller as usize, move |core| {
+            pool::left::<P>(core, &key, seat, token, id)
+        });
         for item in self.fifo.drain(..) {
             item.fail(Error::Reset);
         }
+        super::log_record(&*self.config.log, &stats);
     }
 }

@@ -260,7 +260,8 @@ impl Conn {
             token: token as u32,
             id,
             high: clamp(config.high_watermark),
-            low: clamp(config.low_watermark),
+            // "Below the low watermark" must be reachable: an empty queue is.
+            low: clamp(config.low_watermark).max(1),
             max_queued: clamp(config.max_queued),
             state: Mutex::new(State {
                 out: VecDeque::new(),
@@ -478,44 +479,47 @@ impl Conn {
     }
 
     /// Ends stream `id`: its end marker goes out and the exchange is over.
-    /// Returns whether the stream was still open.
-    pub fn stream_finish(&self, id: u64) -> bool {
+    /// Returns whether the stream was still open, and its writable callback,
+    /// for the caller to run now that the stream is over (never under the
+    /// lock: the callback may hold the stream's last handle).
+    pub fn stream_finish(&self, id: u64) -> (bool, Option<Writable>) {
         let mut st = self.lock();
         if st.stream(id).is_none() {
-            return false;
+            return (false, None);
         }
-        let close_after = self.end_stream(&mut st);
+        let (close_after, writable) = self.end_stream(&mut st);
         self.answered(st, close_after.then_some(CloseReason::Local));
-        true
+        (true, writable)
     }
 
     /// Abandons stream `id` without its end marker (every handle was dropped
     /// before `finish`): the peer must not take a cut body for a whole one,
-    /// so the connection closes.
-    pub fn stream_abort(&self, id: u64) {
+    /// so the connection closes. Returns the writable callback, for the
+    /// caller to run outside the lock.
+    pub fn stream_abort(&self, id: u64) -> Option<Writable> {
         let mut st = self.lock();
-        if st.stream(id).is_none() {
-            return;
-        }
-        if let Some(extra) = st.extra.as_mut() {
+        st.stream(id)?;
+        let writable = st.extra.as_mut().and_then(|extra| {
             extra.stream = None;
-            extra.writable = None;
-        }
+            extra.writable.take()
+        });
         st.stats.request_done();
         st.broken.get_or_insert(CloseReason::Local);
         self.answered(st, Some(CloseReason::Local));
+        writable
     }
 
-    /// Registers `f` to run once the queue is below the low watermark. It is
-    /// handed back when that is already so (or the stream is over, so the
-    /// producer finds out at its next send): the caller runs it.
-    pub fn stream_on_writable(&self, id: u64, f: Writable) -> Option<Writable> {
+    /// Registers `f` to run once the queue is below the low watermark.
+    /// Returns what the caller must do outside the lock: `f` to run now, when
+    /// that is already so (or the stream is over, so the producer finds out
+    /// at its next send); and the callback `f` replaced, to drop.
+    pub fn stream_on_writable(&self, id: u64, f: Writable) -> (Option<Writable>, Option<Writable>) {
         let mut st = self.lock();
         if st.stream(id).is_none() || st.queued < self.low as usize {
-            return Some(f);
+            return (Some(f), None);
         }
-        st.extra().writable = Some(f);
-        None
+        let replaced = st.extra().writable.replace(f);
+        (None, replaced)
     }
 
     /// Whether stream `id` is still open.
@@ -524,24 +528,29 @@ impl Conn {
     }
 
     /// Ends an open stream, if there is one, for a server shutdown: the peer
-    /// gets the end marker, and the connection closes after it.
-    pub fn end_stream_for_shutdown(&self) {
+    /// gets the end marker, and the connection closes after it. Returns the
+    /// stream's writable callback, for the caller to run outside the lock.
+    pub fn end_stream_for_shutdown(&self) -> Option<Writable> {
         let mut st = self.lock();
         let open = st.extra.as_ref().is_some_and(|e| e.stream.is_some());
-        if open && !st.closed && st.broken.is_none() {
-            self.end_stream(&mut st);
-            self.answered(st, Some(CloseReason::ServerShutdown));
+        if !open || st.closed || st.broken.is_some() {
+            return None;
         }
+        let (_, writable) = self.end_stream(&mut st);
+        self.answered(st, Some(CloseReason::ServerShutdown));
+        writable
     }
 
     /// Writes the open stream's end and queues its completion (under the
-    /// lock); returns whether the connection closes after it.
-    fn end_stream(&self, st: &mut State) -> bool {
-        let Some(mut stream) = st.extra.as_mut().and_then(|e| {
-            e.writable = None;
-            e.stream.take()
-        }) else {
-            return false;
+    /// lock); returns whether the connection closes after it, and the
+    /// stream's writable callback, which the caller runs once unlocked.
+    fn end_stream(&self, st: &mut State) -> (bool, Option<Writable>) {
+        let Some((mut stream, writable)) = st
+            .extra
+            .as_mut()
+            .and_then(|e| Some((e.stream.take()?, e.writable.take())))
+        else {
+            return (false, None);
         };
         let mut chunks = Vec::with_capacity(1);
         let whole = stream.framer.end(&mut chunks);
@@ -555,7 +564,7 @@ impl Conn {
         };
         finish_send(st, Some(done), res, now);
         st.stats.request_done();
-        stream.close_after || !whole
+        (stream.close_after || !whole, writable)
     }
 
     /// Records the request's arrival if the dispatcher left that to the
@@ -817,9 +826,16 @@ impl Conn {
 /// Runs `f` marked as the inline dispatch of a request on connection `id`,
 /// and returns what a reply sent meanwhile left, if one was.
 pub(crate) fn dispatch_inline(id: u64, f: impl FnOnce()) -> Option<InlineReply> {
-    let prev = DISPATCHING.with(|d| d.replace(id));
+    /// Restores the mark even if `f` unwinds.
+    struct Restore(u64);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DISPATCHING.with(|d| d.set(self.0));
+        }
+    }
+    let restore = Restore(DISPATCHING.with(|d| d.replace(id)));
     f();
-    DISPATCHING.with(|d| d.set(prev));
+    drop(restore);
     INLINE_REPLY
         .with(|r| r.take())
         .filter(|reply| reply.id == id)

@@ -50,7 +50,10 @@ struct State {
     in_flight: HashMap<Name, Vec<Waiter>>,
     next_id: u64,
     threads: usize,
+    /// Resolver threads waiting for a name.
     idle: usize,
+    /// Names sent to the resolvers and not yet taken by one.
+    queued: usize,
 }
 
 fn state() -> &'static Mutex<State> {
@@ -108,12 +111,21 @@ pub(crate) fn resolve(core: &mut Core, host: &str, port: u16, timeout: Duration,
         asked: Instant::now(),
         answer,
     });
-    if first {
-        if st.idle == 0 && st.threads < MAX_RESOLVERS {
-            st.threads += 1;
-            start_resolver(st.threads);
-        }
-        let _ = jobs().0.send(name);
+    if !first {
+        return;
+    }
+    // Every name gets a thread of its own while there are threads to
+    // start: one slow name never holds up another.
+    st.queued += 1;
+    let spawn = st.idle < st.queued && st.threads < MAX_RESOLVERS;
+    if spawn {
+        st.threads += 1;
+    }
+    let n = st.threads;
+    let _ = jobs().0.send(name);
+    drop(st);
+    if spawn {
+        start_resolver(n);
     }
 }
 
@@ -143,6 +155,7 @@ fn start_resolver(n: usize) {
             st.idle -= 1;
             match job {
                 Ok((host, port)) => {
+                    st.queued -= 1;
                     drop(st);
                     let res = lookup(&host, port);
                     finish((host, port), res);
@@ -163,6 +176,10 @@ fn start_resolver(n: usize) {
 }
 
 fn lookup(host: &str, port: u16) -> Result<SocketAddr, Error> {
+    #[cfg(test)]
+    if let Some(res) = tests::simulated(host) {
+        return res;
+    }
     let mut addrs = (host, port)
         .to_socket_addrs()
         .map_err(|e| Error::Dns(format!("{host}: {e}")))?;
@@ -194,5 +211,65 @@ fn finish(name: Name, res: Result<SocketAddr, Error>) {
             core.cancel_timer(w.timer);
             (w.answer)(core, res, Some(took));
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static MOST: AtomicUsize = AtomicUsize::new(0);
+
+    /// Names `test-sleep-<ms>-<tag>` stand for a resolver that answers
+    /// after `ms` (with an error); they count how many run at once.
+    pub(super) fn simulated(host: &str) -> Option<Result<SocketAddr, Error>> {
+        let ms: u64 = host
+            .strip_prefix("test-sleep-")?
+            .split('-')
+            .next()?
+            .parse()
+            .ok()?;
+        let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+        MOST.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(ms));
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        Some(Err(Error::Dns(format!("{host}: simulated"))))
+    }
+
+    /// Resolves `names` from a poller, waiting for every answer.
+    fn resolve_all(names: &[&str]) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let count = names.len();
+        poller::run_on(0, move |core| {
+            for name in names {
+                let tx = tx.clone();
+                let answer: Answer = Box::new(move |_, res, _| {
+                    let _ = tx.send(res.is_err());
+                });
+                resolve(core, &name, 80, Duration::from_secs(10), answer);
+            }
+        });
+        for _ in 0..count {
+            assert!(rx.recv_timeout(Duration::from_secs(10)).is_ok());
+        }
+    }
+
+    /// Two slow names asked for back to back while a resolver thread sits
+    /// idle are looked up side by side: the second does not queue behind
+    /// the first on the one idle thread.
+    #[test]
+    fn a_slow_name_never_holds_up_another() {
+        resolve_all(&["test-sleep-0-warm"]);
+        std::thread::sleep(Duration::from_millis(50)); // the thread is idle
+        MOST.store(0, Ordering::SeqCst);
+        resolve_all(&["test-sleep-300-a", "test-sleep-300-b"]);
+        assert_eq!(
+            MOST.load(Ordering::SeqCst),
+            2,
+            "the lookups ran one after another"
+        );
     }
 }

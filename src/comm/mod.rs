@@ -39,6 +39,20 @@ pub use reply::Stream;
 pub use server::ServerHandle;
 
 pub(crate) use client::JobInfo;
+
+use crate::metrics::{AccessLog, ConnStats};
+
+/// Hands a closed connection's record to its sink. The sink is user code,
+/// called on a poller thread: a panic in it is contained here, after the
+/// engine's own bookkeeping is done.
+fn log_record(log: &dyn AccessLog, stats: &ConnStats) {
+    crate::poller::contain("an access log's record", || log.record(stats));
+}
+
+/// Tells a connection's sink that it opened (see [`log_record`]).
+fn log_opened(log: &dyn AccessLog) {
+    crate::poller::contain("an access log's opened", || log.opened());
+}
 pub(crate) use pool::submit;
 pub(crate) use reply::Reply;
 pub(crate) use server::{serve, ServerSpec};

@@ -225,14 +225,9 @@ pub(crate) fn submit<P: Protocol>(
 /// place), then lets the pool hand out what it can.
 pub(super) fn enqueue<P: Protocol>(core: &mut Core, key: &PoolKey, item: InFlight<P>, front: bool) {
     let mut item = Some(item);
-    let queued = with_pool::<P, _>(key, |pool| {
-        if !front && pool.waiting.len() >= pool.config.max_waiting {
-            return false;
-        }
+    with_pool::<P, _>(key, |pool| {
+        let Some(item) = item.take() else { return };
         pool.next_wait += 1;
-        let Some(item) = item.take() else {
-            return false;
-        };
         let waiting = Waiting {
             id: pool.next_wait,
             item,
@@ -244,15 +239,35 @@ pub(super) fn enqueue<P: Protocol>(core: &mut Core, key: &PoolKey, item: InFligh
             pool.waiting.push_back(waiting);
         }
         pool.unarmed += 1;
-        true
     });
-    match (queued, item) {
-        (Some(true), _) => dispatch::<P>(core, key),
-        (Some(false), Some(item)) => item.fail(Error::LimitExceeded(
+    if let Some(item) = item {
+        return item.fail(Error::Cancelled);
+    }
+    dispatch::<P>(core, key);
+    // `max_waiting` bounds what must wait: a request that found room at once
+    // never counted against it. Only the newest can be over the bound.
+    let refused = with_pool::<P, _>(key, |pool| {
+        if front || pool.waiting.len() <= pool.config.max_waiting {
+            return None;
+        }
+        let w = pool.waiting.pop_back()?;
+        match w.timer {
+            Some(timer) => Some((w.item, Some(timer))),
+            None => {
+                pool.unarmed = pool.unarmed.saturating_sub(1);
+                Some((w.item, None))
+            }
+        }
+    })
+    .flatten();
+    if let Some((item, timer)) = refused {
+        if let Some(timer) = timer {
+            core.cancel_timer(timer);
+        }
+        item.fail(Error::LimitExceeded(
             "too many requests waiting for a connection",
-        )),
-        (_, Some(item)) => item.fail(Error::Cancelled),
-        (_, None) => {}
+        ));
+        forget_if_empty::<P>(key);
     }
 }
 
@@ -389,12 +404,20 @@ pub(super) fn joined<P: Protocol>(key: &PoolKey, token: usize, id: u64) -> usize
 }
 
 /// A connection attempt failed before it had a connection.
+///
+/// The pool goes on from a command of its own rather than from here: an
+/// attempt can fail at once (an unreachable address, out of descriptors),
+/// inside `dispatch`, and going on from here would recurse once per waiting
+/// request, deep enough to overflow the poller's stack.
 pub(super) fn attempt_failed<P: Protocol>(core: &mut Core, key: &PoolKey) {
     with_pool::<P, _>(key, |pool| {
         pool.resolving = pool.resolving.saturating_sub(1)
     });
-    dispatch::<P>(core, key);
-    forget_if_empty::<P>(key);
+    let key = key.clone();
+    poller::run_on(core.index(), move |core| {
+        dispatch::<P>(core, &key);
+        forget_if_empty::<P>(&key);
+    });
 }
 
 /// The connection at `seat` is connected.

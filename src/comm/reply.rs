@@ -104,14 +104,12 @@ impl<P: Protocol, S: Service<P>> Reply<P, S> {
     /// Sends `resp` as the whole answer to `req`.
     #[inline]
     pub fn send(mut self, req: &P::Request, resp: &mut P::Response) {
-        self.answered = true;
         let keep_alive = self.proto().keep_alive(req, resp) && !self.server.stopping();
         self.send_response(resp, (!keep_alive).then_some(CloseReason::Local));
     }
 
     /// Sends `resp`'s head now and returns the stream its body follows in.
     pub fn stream(mut self, req: &P::Request, resp: &mut P::Response) -> Result<Stream, SendError> {
-        self.answered = true;
         let framer = resp.start_stream();
         let keep_alive = self.proto().keep_alive(req, resp) && !self.server.stopping();
         let mut head = Vec::new();
@@ -122,6 +120,8 @@ impl<P: Protocol, S: Service<P>> Reply<P, S> {
         }
         let sizes = resp.sizes().unwrap_or_default();
         let arrival = self.take_arrival();
+        // From here on the connection has the answer, whatever comes of it.
+        self.answered = true;
         let id = self.conn.start_stream(
             &mut chunks,
             (sizes.head, sizes.body),
@@ -155,6 +155,7 @@ impl<P: Protocol, S: Service<P>> Reply<P, S> {
             status: resp.status(),
         };
         let arrival = self.take_arrival();
+        self.answered = true;
         let _ = self
             .conn
             .reply(&buf.head, &mut buf.chunks, done, close, arrival);
@@ -178,8 +179,15 @@ impl<P: Protocol, S: Service<P>> Drop for Reply<P, S> {
             return;
         }
         self.answered = true;
-        let err = ProtocolError::new(500, "the request's handler failed");
-        match self.proto().reject(&err) {
+        // While a panic unwinds, protocol code must not run (a second panic
+        // would abort the process): just close.
+        let reject = (!std::thread::panicking())
+            .then(|| {
+                let err = ProtocolError::new(500, "the request's handler failed");
+                self.proto().reject(&err)
+            })
+            .flatten();
+        match reject {
             Some(mut resp) => self.send_response(&mut resp, Some(CloseReason::InternalError)),
             None => self.conn.break_with(CloseReason::InternalError),
         }
@@ -238,11 +246,15 @@ impl Stream {
 
     /// Runs `f` once the connection's queued output is below the low
     /// watermark (at once, on the server's callback threads, if it already
-    /// is), or once the stream is over so that the producer finds out at its
-    /// next send. One callback at a time: a new one replaces the last.
+    /// is), or once the stream is over (finished, aborted, ended by a
+    /// shutdown, or its connection closed) so that the producer finds out at
+    /// its next send. One callback at a time: a new one replaces the last,
+    /// which is dropped without running.
     pub fn on_writable(&self, f: impl FnOnce() + Send + 'static) {
         let inner = &self.inner;
-        if let Some(f) = inner.conn.stream_on_writable(inner.id, Box::new(f)) {
+        let (due, replaced) = inner.conn.stream_on_writable(inner.id, Box::new(f));
+        drop(replaced);
+        if let Some(f) = due {
             inner.server.defer(f);
         }
     }
@@ -251,7 +263,11 @@ impl Stream {
     /// its next request, or closes if the protocol says so. Returns whether
     /// the stream was still open.
     pub fn finish(&self) -> bool {
-        self.inner.conn.stream_finish(self.inner.id)
+        let (open, writable) = self.inner.conn.stream_finish(self.inner.id);
+        if let Some(f) = writable {
+            self.inner.server.defer(f);
+        }
+        open
     }
 
     /// Whether pieces can still be sent.
@@ -278,6 +294,8 @@ impl Stream {
 
 impl Drop for StreamInner {
     fn drop(&mut self) {
-        self.conn.stream_abort(self.id);
+        if let Some(f) = self.conn.stream_abort(self.id) {
+            self.server.defer(f);
+        }
     }
 }

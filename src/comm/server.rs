@@ -157,10 +157,12 @@ impl<P: Protocol, S: Service<P>> ServerShared<P, S> {
     }
 
     fn on_closed(&self, stats: &ConnStats) {
-        self.log.record(stats);
         self.open.fetch_sub(1, Ordering::AcqRel);
-        let _guard = self.closed.0.lock();
-        self.closed.1.notify_all();
+        {
+            let _guard = self.closed.0.lock();
+            self.closed.1.notify_all();
+        }
+        super::log_record(&*self.log, stats);
     }
 }
 
@@ -217,7 +219,7 @@ impl<P: Protocol, S: Service<P>> Acceptor for ServerShared<P, S> {
         });
         match res {
             Ok(token) => {
-                self.log.opened();
+                super::log_opened(&*self.log);
                 core.arm(token, self.keys.receive);
                 core.wake(token);
             }
@@ -225,7 +227,7 @@ impl<P: Protocol, S: Service<P>> Acceptor for ServerShared<P, S> {
                 log::warn!("taskweave: cannot register connection from {peer}: {e}");
                 let mut stats = ConnStats::new(id, Side::Server, self.proto.name(), peer);
                 stats.close(CloseReason::Reset, None);
-                self.log.opened();
+                super::log_opened(&*self.log);
                 self.on_closed(&stats);
             }
         }
@@ -234,8 +236,8 @@ impl<P: Protocol, S: Service<P>> Acceptor for ServerShared<P, S> {
     fn refuse(&self, stream: TcpStream, peer: SocketAddr) {
         let mut stats = ConnStats::new(poller::next_id(), Side::Server, self.proto.name(), peer);
         stats.close(CloseReason::LimitExceeded, stream.local_addr().ok());
-        self.log.opened();
-        self.log.record(&stats);
+        super::log_opened(&*self.log);
+        super::log_record(&*self.log, &stats);
     }
 }
 
@@ -438,7 +440,9 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                 Phase::Dispatched { .. } => {
                     if shutdown == RunState::Draining {
                         // An open stream ends now; a reply in flight finishes.
-                        self.conn.end_stream_for_shutdown();
+                        if let Some(f) = self.conn.end_stream_for_shutdown() {
+                            self.server.service.defer(f);
+                        }
                     }
                     return Flow::Keep;
                 }
@@ -476,6 +480,11 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                         return Flow::Keep;
                     }
                     match self.conn.recv(scratch) {
+                        // A peer that shut its side still gets what is queued
+                        // for it (a half-close is not an abort).
+                        Ok(0) if self.queued > 0 => {
+                            self.phase = Phase::Draining(CloseReason::PeerClosed)
+                        }
                         Ok(0) => return self.close(core, CloseReason::PeerClosed),
                         Ok(n) => {
                             self.read.after_read(n, scratch.len());
@@ -778,7 +787,8 @@ impl ServerHandle {
     /// Graceful shutdown: stops accepting, closes idle connections, lets the
     /// answers in flight finish and go out whole within `grace` (an open
     /// stream is ended: HTTP sends its last chunk), then closes what is left.
-    /// Returns whether everything finished within `grace`.
+    /// Returns whether everything finished within `grace`. It blocks until
+    /// then: call it from a thread of your own, not from a callback.
     pub fn shutdown(self, grace: Duration) -> bool {
         self.control.set_state(RunState::Draining);
         poller::wake_all();

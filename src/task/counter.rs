@@ -19,6 +19,9 @@ type Shared = Arc<Mutex<Inner>>;
 pub struct CounterTask {
     shared: Shared,
     callback: Option<Callback>,
+    /// The name it is registered under, until it runs (a named counter
+    /// dropped before it ran leaves the registry, so counts go elsewhere).
+    name: Option<String>,
 }
 
 /// Counts a counter task from any thread.
@@ -43,6 +46,7 @@ pub fn counter(
             waiting: None,
         })),
         callback: Some(Box::new(callback)),
+        name: None,
     }
 }
 
@@ -57,12 +61,13 @@ pub fn named_counter(
     target: u32,
     callback: impl FnOnce(&mut CounterTask, &mut Series) + Send + 'static,
 ) -> CounterTask {
-    let task = counter(target, callback);
+    let mut task = counter(target, callback);
     if target > 0 {
         let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
         reg.entry(name.to_owned())
             .or_default()
             .push_back(task.shared.clone());
+        task.name = Some(name.to_owned());
     }
     task
 }
@@ -145,8 +150,24 @@ impl CounterTask {
     }
 }
 
+impl Drop for CounterTask {
+    /// A named counter that never ran (its series was cancelled, or failed,
+    /// before it) leaves the registry: counts by name go to live counters.
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else { return };
+        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(queue) = reg.get_mut(&name) {
+            queue.retain(|s| !Arc::ptr_eq(s, &self.shared));
+            if queue.is_empty() {
+                reg.remove(&name);
+            }
+        }
+    }
+}
+
 impl Task for CounterTask {
-    fn run(self: Box<Self>, mut series: Box<Series>) -> Step {
+    fn run(mut self: Box<Self>, mut series: Box<Series>) -> Step {
+        self.name = None; // it runs: it stays registered until counted
         let shared = self.shared.clone();
         let mut inner = shared.lock().unwrap_or_else(|e| e.into_inner());
         if inner.count >= inner.target {

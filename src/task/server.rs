@@ -15,7 +15,7 @@ use crate::protocol::Protocol;
 use std::any::Any;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The user's request handler, boxed once more so that the task holds a thin
@@ -201,7 +201,56 @@ pub struct ServerTask<P: Protocol> {
     handle: Option<Slot<P>>,
 }
 
-type Slot<P> = Arc<Mutex<Option<Box<ServerTask<P>>>>>;
+/// Where a task with a [`ReplyHandle`] waits for its series to end.
+type Slot<P> = Arc<HandleSlot<P>>;
+
+/// A task's place while handles may reach it. The lock is never held while
+/// user code runs: `with` takes the task out and puts it back, and a series
+/// that ends meanwhile leaves the answer to it.
+struct HandleSlot<P: Protocol> {
+    state: Mutex<SlotState<P>>,
+    /// Signalled when a borrowed task is back.
+    back: Condvar,
+}
+
+enum SlotState<P: Protocol> {
+    /// `process` has not returned yet.
+    Before,
+    Ready(Box<ServerTask<P>>),
+    /// A `with` on thread `by` has the task; `ended` is set when the series
+    /// ended meanwhile (with whether it failed).
+    Borrowed {
+        by: std::thread::ThreadId,
+        ended: Option<bool>,
+    },
+    /// The answer is out.
+    Done,
+}
+
+impl<P: Protocol> HandleSlot<P> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState<P>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The series ended (`failed`): answer now, or leave it to the `with`
+    /// that has the task.
+    fn end(&self, failed: bool) {
+        let mut state = self.lock();
+        match std::mem::replace(&mut *state, SlotState::Done) {
+            SlotState::Ready(task) => {
+                drop(state);
+                task.answer(failed);
+            }
+            SlotState::Borrowed { by, .. } => {
+                *state = SlotState::Borrowed {
+                    by,
+                    ended: Some(failed),
+                }
+            }
+            SlotState::Before | SlotState::Done => {}
+        }
+    }
+}
 
 impl<P: Protocol> ServerTask<P> {
     /// The task for a request whose first byte just arrived: the one this
@@ -299,7 +348,8 @@ impl<P: Protocol> ServerTask<P> {
     /// A handle that reaches this task from any later callback of its
     /// series, a `Parallel` member's included, until the answer goes out: the
     /// explicit, typed way for a task run after `process` to fill the
-    /// response or start a stream.
+    /// response or start a stream. Create it in `process`: the task moves to
+    /// the handle when `process` returns.
     ///
     /// ```no_run
     /// use taskweave::http::{self, Server, ServerTask};
@@ -320,7 +370,12 @@ impl<P: Protocol> ServerTask<P> {
     pub fn reply_handle(&mut self) -> ReplyHandle<P> {
         let slot = self
             .handle
-            .get_or_insert_with(|| Arc::new(Mutex::new(None)))
+            .get_or_insert_with(|| {
+                Arc::new(HandleSlot {
+                    state: Mutex::new(SlotState::Before),
+                    back: Condvar::new(),
+                })
+            })
             .clone();
         ReplyHandle { slot }
     }
@@ -376,8 +431,8 @@ impl<P: Protocol> Task for ServerTask<P> {
         }
         match self.handle.clone() {
             Some(slot) => {
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
-                series.set_finisher(Box::new(HandleFinisher { slot }));
+                *slot.lock() = SlotState::Ready(self);
+                series.set_finisher(Box::new(HandleFinisher { slot: Some(slot) }));
             }
             None => series.set_finisher(self),
         }
@@ -397,17 +452,16 @@ impl<P: Protocol> Finisher for ServerTask<P> {
     }
 }
 
-/// Finishes a task that waits in its reply handle's slot.
+/// Finishes a task that waits in its reply handle's slot (`None` once it
+/// has).
 struct HandleFinisher<P: Protocol> {
-    slot: Slot<P>,
+    slot: Option<Slot<P>>,
 }
 
 impl<P: Protocol> Finisher for HandleFinisher<P> {
-    fn finish(self: Box<Self>, series: Box<Series>) {
-        let failed = series.error().is_some();
-        let task = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            task.answer(failed);
+    fn finish(mut self: Box<Self>, series: Box<Series>) {
+        if let Some(slot) = self.slot.take() {
+            slot.end(series.error().is_some());
         }
     }
 
@@ -420,8 +474,9 @@ impl<P: Protocol> Drop for HandleFinisher<P> {
     /// A series dropped before it ended still answers (500), rather than
     /// leaving the task and its connection waiting in the slot.
     fn drop(&mut self) {
-        let task = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop(task);
+        if let Some(slot) = self.slot.take() {
+            slot.end(true);
+        }
     }
 }
 
@@ -448,10 +503,68 @@ impl<P: Protocol> std::fmt::Debug for ReplyHandle<P> {
 impl<P: Protocol> ReplyHandle<P> {
     /// Runs `f` with the server task: to fill its response, or to start a
     /// stream. `None` before `process` has returned (the task is still
-    /// `process`'s own) and after the series has ended (the answer is out).
+    /// `process`'s own), after the series has ended (the answer is out), and
+    /// when called from inside `f` itself. Calls from several threads take
+    /// turns. No lock is held while `f` runs: if the series ends meanwhile,
+    /// the answer goes out when `f` returns.
     pub fn with<R>(&self, f: impl FnOnce(&mut ServerTask<P>) -> R) -> Option<R> {
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        slot.as_mut().map(|task| f(task))
+        let me = std::thread::current().id();
+        let mut state = self.slot.lock();
+        let task = loop {
+            match std::mem::replace(&mut *state, SlotState::Done) {
+                SlotState::Ready(task) => {
+                    *state = SlotState::Borrowed {
+                        by: me,
+                        ended: None,
+                    };
+                    break task;
+                }
+                SlotState::Borrowed { by, ended } => {
+                    *state = SlotState::Borrowed { by, ended };
+                    if by == me {
+                        return None;
+                    }
+                    state = self
+                        .slot
+                        .back
+                        .wait(state)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+                other => {
+                    *state = other;
+                    return None;
+                }
+            }
+        };
+        drop(state);
+        // Put the task back (or answer for a series that ended) even if `f`
+        // panics.
+        struct Return<'a, P: Protocol> {
+            slot: &'a HandleSlot<P>,
+            task: Option<Box<ServerTask<P>>>,
+        }
+        impl<P: Protocol> Drop for Return<'_, P> {
+            fn drop(&mut self) {
+                let Some(task) = self.task.take() else { return };
+                let mut state = self.slot.lock();
+                match std::mem::replace(&mut *state, SlotState::Done) {
+                    SlotState::Borrowed {
+                        ended: Some(failed),
+                        ..
+                    } => {
+                        drop(state);
+                        task.answer(failed || std::thread::panicking());
+                    }
+                    _ => *state = SlotState::Ready(task),
+                }
+                self.slot.back.notify_all();
+            }
+        }
+        let mut back = Return {
+            slot: &self.slot,
+            task: Some(task),
+        };
+        back.task.as_deref_mut().map(f)
     }
 }
 
