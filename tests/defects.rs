@@ -420,19 +420,8 @@ fn get_reporting(
 fn assert_child_passed(defect: &str, name: &str, outcome: &child::Outcome) {
     assert!(
         outcome.passed(),
-        "{defect}: child {name} ended with {}{} after {:?}:\n{}",
-        match (outcome.code, outcome.signal) {
-            (_, Some(sig)) => format!("signal {sig}"),
-            (Some(code), None) => format!("exit code {code}"),
-            _ => "no status".into(),
-        },
-        if outcome.timed_out {
-            " (killed: time limit)"
-        } else {
-            ""
-        },
-        outcome.elapsed,
-        outcome.summary()
+        "{defect}: child {name} ended with {}",
+        outcome.describe()
     );
 }
 

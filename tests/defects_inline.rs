@@ -41,17 +41,8 @@ fn a_panicking_inline_process_does_not_kill_its_poller() {
     let outcome = child::run(name, &[], Duration::from_secs(30));
     assert!(
         outcome.passed(),
-        "defect 4 (inline: a panicking process kills its poller thread): the child ended with \
-         code {:?}, signal {:?}{} after {:?}:\n{}",
-        outcome.code,
-        outcome.signal,
-        if outcome.timed_out {
-            " (killed: time limit)"
-        } else {
-            ""
-        },
-        outcome.elapsed,
-        outcome.summary()
+        "defect 4 (inline: a panicking process kills its poller thread): the child ended with {}",
+        outcome.describe()
     );
 }
 

@@ -56,6 +56,21 @@ impl Outcome {
         self.code == Some(0) && !self.timed_out
     }
 
+    /// How it ended and what it said, for a failing assertion's message.
+    pub fn describe(&self) -> String {
+        let how = match (self.code, self.signal) {
+            (_, Some(sig)) => format!("signal {sig}"),
+            (Some(code), None) => format!("exit code {code}"),
+            _ => "no status".into(),
+        };
+        let limit = if self.timed_out {
+            " (killed: time limit)"
+        } else {
+            ""
+        };
+        format!("{how}{limit} after {:?}:\n{}", self.elapsed, self.summary())
+    }
+
     /// The lines of the output that matter: ours and the panic message, not
     /// the test harness's.
     pub fn summary(&self) -> String {
