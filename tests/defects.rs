@@ -903,14 +903,7 @@ fn the_client_send_timeout_restarts_on_progress() {
 #[test]
 fn a_pipelining_client_that_never_reads_stays_within_the_watermark() {
     let _serial = exclusive();
-    let log = MemoryLog::new();
-    let server = Server::builder()
-        .access_log(log.clone())
-        .serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
-            task.response().set_body(vec![b'r'; 64 * 1024]);
-        })
-        .expect("serve");
-    let peak = pipelined_peak_queued(server.local_addr(), &log);
+    let peak = pipelined_peak_of_64k_replies();
     assert!(
         peak <= WATERMARK_BOUND,
         "defect 9 (pipelining bypasses the high watermark): the server queued {peak} B for \

@@ -11,7 +11,6 @@ use support::*;
 
 // The public API these tests use; paths that may move are imported here only.
 use taskweave::http::{Server, ServerTask};
-use taskweave::metrics::MemoryLog;
 use taskweave::{timer, Series, Settings, WaitGroup};
 
 /// Inline mode, with the default number of pollers.
@@ -126,14 +125,7 @@ fn inline_panic_child() {
 #[test]
 fn a_pipelining_client_that_never_reads_stays_within_the_watermark() {
     inline();
-    let log = MemoryLog::new();
-    let server = Server::builder()
-        .access_log(log.clone())
-        .serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
-            task.response().set_body(vec![b'r'; 64 * 1024]);
-        })
-        .expect("serve");
-    let peak = pipelined_peak_queued(server.local_addr(), &log);
+    let peak = pipelined_peak_of_64k_replies();
     assert!(
         peak <= WATERMARK_BOUND,
         "defect 9 (inline: pipelining bypasses the high watermark): the server queued {peak} B \

@@ -129,10 +129,27 @@ pub fn rss_kib() -> u64 {
 /// reply and its head.
 pub const WATERMARK_BOUND: u64 = 256 * 1024 + 64 * 1024 + 1024;
 
-/// One client pipelines 1,000 `GET /` requests to the HTTP server at `addr` in
-/// a single write and never reads; after a while it resets the connection.
-/// Returns the server's peak queued bytes for it, from its record in `log`
-/// (the server's only connection).
+/// One client pipelines 1,000 `GET /` requests in a single write and never
+/// reads, against a new server answering each with 64 KiB. Returns the
+/// server's peak queued bytes for that connection.
+pub fn pipelined_peak_of_64k_replies() -> u64 {
+    use taskweave::http::{Server, ServerTask};
+    let log = MemoryLog::new();
+    let server = Server::builder()
+        .access_log(log.clone())
+        .serve(
+            "127.0.0.1:0",
+            |task: &mut ServerTask, _: &mut taskweave::Series| {
+                task.response().set_body(vec![b'r'; 64 * 1024]);
+            },
+        )
+        .expect("serve");
+    pipelined_peak_queued(server.local_addr(), &log)
+}
+
+/// One client pipelines 1,000 requests in a single write and never reads;
+/// after a while it resets the connection. Returns the server's peak queued
+/// bytes for it, from its record in `log` (the server's only connection).
 pub fn pipelined_peak_queued(addr: SocketAddr, log: &MemoryLog) -> u64 {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
