@@ -217,37 +217,21 @@ pub(crate) fn submit<P: Protocol>(
                 })
             });
         });
-        enqueue(core, &key, item, false);
+        enqueue(core, &key, item);
     });
 }
 
-/// Queues `item` for a connection (at the front for a retry, which keeps its
-/// place), then lets the pool hand out what it can.
-pub(super) fn enqueue<P: Protocol>(core: &mut Core, key: &PoolKey, item: InFlight<P>, front: bool) {
-    let mut item = Some(item);
-    with_pool::<P, _>(key, |pool| {
-        let Some(item) = item.take() else { return };
-        pool.next_wait += 1;
-        let waiting = Waiting {
-            id: pool.next_wait,
-            item,
-            timer: None,
-        };
-        if front {
-            pool.waiting.push_front(waiting);
-        } else {
-            pool.waiting.push_back(waiting);
-        }
-        pool.unarmed += 1;
-    });
-    if let Some(item) = item {
-        return item.fail(Error::Cancelled);
+/// Queues a new request for a connection, then lets the pool hand out what
+/// it can.
+pub(super) fn enqueue<P: Protocol>(core: &mut Core, key: &PoolKey, item: InFlight<P>) {
+    if !push_waiting(key, item, false) {
+        return;
     }
     dispatch::<P>(core, key);
     // `max_waiting` bounds what must wait: a request that found room at once
     // never counted against it. Only the newest can be over the bound.
     let refused = with_pool::<P, _>(key, |pool| {
-        if front || pool.waiting.len() <= pool.config.max_waiting {
+        if pool.waiting.len() <= pool.config.max_waiting {
             return None;
         }
         let w = pool.waiting.pop_back()?;
@@ -496,19 +480,33 @@ fn reclaim<P: Protocol>(key: &PoolKey, token: usize, id: u64) {
 /// Puts `item` back at the front of the queue, without dispatching (a retry,
 /// or a request its connection never took).
 pub(super) fn requeue<P: Protocol>(key: &PoolKey, item: InFlight<P>) {
+    push_waiting(key, item, true);
+}
+
+/// Adds `item` to the waiting queue, at the front or the back; returns
+/// whether it was queued (a request with no pool left fails as cancelled).
+fn push_waiting<P: Protocol>(key: &PoolKey, item: InFlight<P>, front: bool) -> bool {
     let mut item = Some(item);
     with_pool::<P, _>(key, |pool| {
+        let Some(item) = item.take() else { return };
         pool.next_wait += 1;
-        if let Some(item) = item.take() {
-            pool.waiting.push_front(Waiting {
-                id: pool.next_wait,
-                item,
-                timer: None,
-            });
-            pool.unarmed += 1;
+        let waiting = Waiting {
+            id: pool.next_wait,
+            item,
+            timer: None,
+        };
+        if front {
+            pool.waiting.push_front(waiting);
+        } else {
+            pool.waiting.push_back(waiting);
         }
+        pool.unarmed += 1;
     });
-    if let Some(item) = item {
-        item.fail(Error::Cancelled);
+    match item {
+        Some(item) => {
+            item.fail(Error::Cancelled);
+            false
+        }
+        None => true,
     }
 }
