@@ -156,13 +156,13 @@ impl<P: Protocol, S: Service<P>> ServerShared<P, S> {
         self.run_state() != RunState::Running
     }
 
+    /// The record first (a panic in the sink is contained), then the count:
+    /// once `shutdown` sees no connection open, every record is written.
     fn on_closed(&self, stats: &ConnStats) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-        {
-            let _guard = self.closed.0.lock();
-            self.closed.1.notify_all();
-        }
         super::log_record(&*self.log, stats);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        let _guard = self.closed.0.lock();
+        self.closed.1.notify_all();
     }
 }
 
