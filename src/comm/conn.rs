@@ -10,6 +10,7 @@
 //! this file; the poller and the writers reach it through methods that each
 //! take the lock once.
 
+use super::flow::{FlowControl, Held, Pacer};
 use super::transport::Transport;
 use super::ConnConfig;
 use crate::metrics::{CloseReason, ConnStats};
@@ -127,6 +128,20 @@ enum Outcome {
     },
 }
 
+/// A stream about to start, as the answer to the current request.
+pub(crate) struct StreamSpec {
+    /// The head's `(head, body)` sizes, for the access log.
+    pub sizes: (u64, u64),
+    /// The head's status, for the access log.
+    pub status: Option<u16>,
+    /// Frames the body's pieces and marks its end.
+    pub framer: Box<dyn PieceFramer>,
+    /// The connection closes once the stream ends.
+    pub close_after: bool,
+    /// Flow control, if the stream has it.
+    pub flow: Option<FlowControl>,
+}
+
 /// An open stream: the answer to the current request, sent in pieces.
 struct StreamState {
     id: u64,
@@ -135,6 +150,27 @@ struct StreamState {
     head: u64,
     body: u64,
     status: Option<u16>,
+    /// Flow control, when the stream has it: pieces wait here until the
+    /// poller releases them.
+    pacer: Option<Box<Pacer>>,
+    /// Runs once the stream is over, however it ended.
+    on_close: Option<Writable>,
+}
+
+impl StreamState {
+    /// Frames `piece` onto `chunks`, counting its payload and framing bytes.
+    fn frame(&mut self, piece: Bytes, chunks: &mut Vec<Bytes>) -> Result<(), SendError> {
+        let len = piece.len() as u64;
+        let before = chunks.len();
+        if self.framer.piece(piece, chunks).is_err() {
+            chunks.truncate(before);
+            return Err(SendError::Invalid);
+        }
+        let framed: u64 = chunks[before..].iter().map(|c| c.len() as u64).sum();
+        self.body += len;
+        self.head += framed.saturating_sub(len);
+        Ok(())
+    }
 }
 
 /// Rarely used state, boxed on first use so an idle connection does not
@@ -179,6 +215,22 @@ impl State {
             .stream
             .as_mut()
             .filter(|s| s.id == id && !self.closed && self.broken.is_none())
+    }
+
+    /// The open stream's flow control, if it has one.
+    fn pacer(&mut self) -> Option<&mut Pacer> {
+        self.extra.as_mut()?.stream.as_mut()?.pacer.as_deref_mut()
+    }
+
+    /// Bytes waiting to go out: queued on the socket, and held by a
+    /// flow-controlled stream.
+    fn backlog(&self) -> usize {
+        let held = self
+            .extra
+            .as_ref()
+            .and_then(|e| e.stream.as_ref()?.pacer.as_ref())
+            .map_or(0, |p| p.held_bytes());
+        self.queued + held
     }
 }
 
@@ -408,23 +460,28 @@ impl Conn {
     }
 
     /// Starts a stream as the answer to the current request: sends its head
-    /// (the message in `chunks`, whose `(head, body)` sizes and `status` go
-    /// to the access log) and opens the stream. Returns the stream's id for
-    /// the calls that follow.
+    /// (the message in `chunks`) and opens the stream `spec` describes.
+    /// Returns the stream's id for the calls that follow.
     pub fn start_stream(
         &self,
         chunks: &mut Vec<Bytes>,
-        (head, body): (u64, u64),
-        status: Option<u16>,
-        framer: Box<dyn PieceFramer>,
-        close_after: bool,
+        spec: StreamSpec,
         arrival: Option<Arrival>,
     ) -> Result<u64, SendError> {
+        let StreamSpec {
+            sizes: (head, body),
+            status,
+            framer,
+            close_after,
+            flow,
+        } = spec;
         let mut st = self.begin_answer(arrival);
         let now = clock(&st.stats);
         st.stats.response_started(now);
         let res = self.send_locked(&mut st, &[], chunks);
         let id = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+        // A paced stream has the poller arm its timers at once.
+        let paced = flow.is_some();
         if res.is_ok() {
             st.extra().stream = Some(StreamState {
                 id,
@@ -433,9 +490,11 @@ impl Conn {
                 head,
                 body,
                 status,
+                pacer: flow.map(|f| Box::new(Pacer::new(f, Instant::now()))),
+                on_close: None,
             });
         }
-        let wake = st.pause_unseen;
+        let wake = st.pause_unseen || paced;
         let inline = DISPATCHING.with(|d| d.get()) == self.id;
         if let Err(e) = res {
             st.stats.request_done();
@@ -452,20 +511,17 @@ impl Conn {
     /// Sends one piece of stream `id`'s body.
     pub fn stream_send(&self, id: u64, piece: Bytes) -> Result<SendState, SendError> {
         let mut st = self.lock();
+        if st.stream(id).is_some_and(|s| s.pacer.is_some()) {
+            return self.hold(st, piece);
+        }
         if st.queued > self.max_queued as usize && st.stream(id).is_some() {
             return Err(SendError::Full);
         }
         let Some(stream) = st.stream(id) else {
             return Err(SendError::Closed);
         };
-        let len = piece.len() as u64;
         let mut chunks = Vec::with_capacity(3);
-        if stream.framer.piece(piece, &mut chunks).is_err() {
-            return Err(SendError::Invalid);
-        }
-        let framed: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-        stream.body += len;
-        stream.head += framed.saturating_sub(len);
+        stream.frame(piece, &mut chunks)?;
         if chunks.is_empty() {
             return Ok(queued_state(st.queued, self.high));
         }
@@ -478,16 +534,61 @@ impl Conn {
         res
     }
 
+    /// Holds `piece` for a flow-controlled stream's poller to release, and
+    /// asks the poller to look when nothing else will make it.
+    fn hold(&self, mut st: MutexGuard<'_, State>, piece: Bytes) -> Result<SendState, SendError> {
+        let out_empty = st.out.is_empty();
+        let Some(pacer) = st.pacer().filter(|p| !p.finishing) else {
+            return Err(SendError::Closed);
+        };
+        let held = pacer.hold(piece);
+        // While output waits on the socket a flush brings the poller; while
+        // it waits on the rate, a timer does.
+        let wake = matches!(held, Held::Yes { .. })
+            && out_empty
+            && !pacer.throttled()
+            && !std::mem::replace(&mut pacer.release_asked, true);
+        let res = match held {
+            Held::Yes { dropped } => {
+                st.stats.add_events_dropped(dropped);
+                Ok(queued_state(st.backlog(), self.high))
+            }
+            Held::Rejected => {
+                st.stats.add_events_dropped(1);
+                Err(SendError::Full)
+            }
+            Held::Disconnect => {
+                st.broken.get_or_insert(CloseReason::SlowConsumer);
+                Err(SendError::Closed)
+            }
+        };
+        drop(st);
+        if wake || res == Err(SendError::Closed) {
+            self.wake_poller();
+        }
+        res
+    }
+
     /// Ends stream `id`: its end marker goes out and the exchange is over.
     /// Returns whether the stream was still open, and its writable callback,
     /// for the caller to run now that the stream is over (never under the
-    /// lock: the callback may hold the stream's last handle).
+    /// lock: the callback may hold the stream's last handle). A
+    /// flow-controlled stream with messages still held ends once its poller
+    /// has released them.
     pub fn stream_finish(&self, id: u64) -> (bool, Option<Writable>) {
         let mut st = self.lock();
         if st.stream(id).is_none() {
             return (false, None);
         }
-        let (close_after, writable) = self.end_stream(&mut st);
+        if let Some(pacer) = st.pacer().filter(|p| p.held_messages() > 0) {
+            let first = !std::mem::replace(&mut pacer.finishing, true);
+            drop(st);
+            if first {
+                self.wake_poller();
+            }
+            return (first, None);
+        }
+        let (close_after, writable) = self.end_stream(&mut st, false);
         self.answered(st, close_after.then_some(CloseReason::Local));
         (true, writable)
     }
@@ -500,8 +601,8 @@ impl Conn {
         let mut st = self.lock();
         st.stream(id)?;
         let writable = st.extra.as_mut().and_then(|extra| {
-            extra.stream = None;
-            extra.writable.take()
+            let on_close = extra.stream.take().and_then(|s| s.on_close);
+            both(extra.writable.take(), on_close)
         });
         st.stats.request_done();
         st.broken.get_or_insert(CloseReason::Local);
@@ -515,11 +616,21 @@ impl Conn {
     /// at its next send); and the callback `f` replaced, to drop.
     pub fn stream_on_writable(&self, id: u64, f: Writable) -> (Option<Writable>, Option<Writable>) {
         let mut st = self.lock();
-        if st.stream(id).is_none() || st.queued < self.low as usize {
+        if st.stream(id).is_none() || st.backlog() < self.low as usize {
             return (Some(f), None);
         }
         let replaced = st.extra().writable.replace(f);
         (None, replaced)
+    }
+
+    /// Registers `f` to run once stream `id` is over. Returns what the
+    /// caller must do outside the lock: `f` to run now, when the stream is
+    /// over already; and the callback `f` replaced, to drop.
+    pub fn stream_on_close(&self, id: u64, f: Writable) -> (Option<Writable>, Option<Writable>) {
+        match self.lock().stream(id) {
+            Some(stream) => (None, stream.on_close.replace(f)),
+            None => (Some(f), None),
+        }
     }
 
     /// Whether stream `id` is still open.
@@ -536,15 +647,17 @@ impl Conn {
         if !open || st.closed || st.broken.is_some() {
             return None;
         }
-        let (_, writable) = self.end_stream(&mut st);
+        let (_, writable) = self.end_stream(&mut st, true);
         self.answered(st, Some(CloseReason::ServerShutdown));
         writable
     }
 
     /// Writes the open stream's end and queues its completion (under the
     /// lock); returns whether the connection closes after it, and the
-    /// stream's writable callback, which the caller runs once unlocked.
-    fn end_stream(&self, st: &mut State) -> (bool, Option<Writable>) {
+    /// stream's writable callback, which the caller runs once unlocked. A
+    /// flow-controlled stream first sends whatever it still holds, whatever
+    /// the rate, and on a `shutdown` its farewell piece.
+    fn end_stream(&self, st: &mut State, shutdown: bool) -> (bool, Option<Writable>) {
         let Some((mut stream, writable)) = st
             .extra
             .as_mut()
@@ -552,9 +665,19 @@ impl Conn {
         else {
             return (false, None);
         };
+        let writable = both(writable, stream.on_close.take());
         let mut chunks = Vec::with_capacity(1);
+        if let Some(mut pacer) = stream.pacer.take() {
+            let released = pacer.release(Instant::now(), true);
+            st.stats.add_events_sent(released.messages);
+            let farewell = shutdown.then(|| pacer.farewell()).flatten();
+            for piece in released.pieces.into_iter().chain(farewell) {
+                let _ = stream.frame(piece, &mut chunks);
+            }
+        }
+        let before = chunks.len();
         let whole = stream.framer.end(&mut chunks);
-        let framed: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        let framed: u64 = chunks[before..].iter().map(|c| c.len() as u64).sum();
         let now = clock(&st.stats);
         let res = self.send_locked(st, &[], &mut chunks);
         let done = Done::Reply {
@@ -705,15 +828,114 @@ impl Conn {
                 return Err(reason);
             }
         }
+        let mut wake_at = None;
+        if st.pacer().is_some() {
+            let (paced, at) = self.pace(&mut st);
+            writable = writable.or(paced);
+            wake_at = at;
+            if let Some(reason) = st.broken {
+                return Err(reason);
+            }
+        }
         let answered = match std::mem::replace(&mut st.outcome, Outcome::None) {
             Outcome::Answered { close } => Some(close),
             Outcome::None => None,
         };
+        let queued = st.queued;
+        drop(st);
+        if let Some(at) = wake_at {
+            self.wake_at(at);
+        }
         Ok(Synced {
-            queued: st.queued,
+            queued,
             answered,
             writable,
         })
+    }
+
+    /// The poller side of a flow-controlled stream: closes a stalled
+    /// consumer, releases what the socket and the rate allow in one write,
+    /// ends a finished stream once nothing is held, and says when to look
+    /// again (a new, earlier timer is needed) and which writable callback is
+    /// due.
+    fn pace(&self, st: &mut State) -> (Option<Writable>, Option<Instant>) {
+        let now = Instant::now();
+        let (queued, out_empty) = (st.queued, st.out.is_empty());
+        let Some(pacer) = st.pacer() else {
+            return (None, None);
+        };
+        pacer.release_asked = false;
+        if pacer.timer_at.is_some_and(|t| t <= now) {
+            pacer.timer_at = None;
+        }
+        pacer.socket_state(now, queued, false);
+        if pacer.stalled(now) {
+            st.broken.get_or_insert(CloseReason::SlowConsumer);
+            return (None, None);
+        }
+        let released = if out_empty {
+            pacer.release(now, false)
+        } else {
+            Default::default()
+        };
+        let finish = pacer.finishing && pacer.held_messages() == 0;
+        st.stats.add_events_sent(released.messages);
+        st.stats.add_ratelimit_delay(released.delayed);
+        if !released.pieces.is_empty() {
+            let mut chunks = Vec::with_capacity(released.pieces.len() * 3);
+            if let Some(stream) = st.extra.as_mut().and_then(|e| e.stream.as_mut()) {
+                for piece in released.pieces {
+                    if stream.frame(piece, &mut chunks).is_err() {
+                        st.broken.get_or_insert(CloseReason::Local);
+                        return (None, None);
+                    }
+                }
+            }
+            let _ = self.send_locked(st, &[], &mut chunks);
+            // The poller wrote this itself: a pause is seen.
+            st.pause_unseen = false;
+            let queued = st.queued;
+            if let Some(pacer) = st.pacer() {
+                pacer.socket_state(now, queued, true);
+            }
+        }
+        let writable = if finish {
+            let (close_after, writable) = self.end_stream(st, false);
+            st.request_recorded = false;
+            st.outcome = Outcome::Answered {
+                close: close_after.then_some(CloseReason::Local).or(st.broken),
+            };
+            writable
+        } else if st.backlog() < self.low as usize {
+            st.extra.as_mut().and_then(|e| e.writable.take())
+        } else {
+            None
+        };
+        let wake_at = st.pacer().and_then(|p| {
+            let due = p.next_due()?;
+            if p.timer_at.is_some_and(|t| t <= due) {
+                return None;
+            }
+            p.timer_at = Some(due);
+            Some(due)
+        });
+        (writable, wake_at)
+    }
+
+    /// Has the poller wake this connection at `at` (from the poller thread,
+    /// this costs no syscall).
+    fn wake_at(&self, at: Instant) {
+        let (token, id) = (self.token as usize, self.id);
+        poller::run_on(self.poller as usize, move |core| {
+            core.add_timer(
+                at,
+                Box::new(move |core: &mut poller::Core, cancelled: bool| {
+                    if !cancelled && core.id_of(token) == Some(id) {
+                        core.wake(token);
+                    }
+                }),
+            );
+        });
     }
 
     /// Records a request's arrival now (its series went asynchronous), unless
@@ -741,6 +963,7 @@ impl Conn {
     /// Writes queued output until the socket stops taking it; returns the
     /// writable callback that is due once the queue is below the low mark.
     fn flush_locked(&self, st: &mut State) -> Option<Writable> {
+        let before = st.queued;
         while !st.out.is_empty() && st.broken.is_none() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let n_iov = st.out.len().min(MAX_IOV);
@@ -774,7 +997,11 @@ impl Conn {
                 complete(st, d, now);
             }
         }
-        if st.queued < self.low as usize {
+        let queued = st.queued;
+        if let Some(pacer) = st.pacer() {
+            pacer.socket_state(Instant::now(), queued, queued < before);
+        }
+        if st.backlog() < self.low as usize {
             st.extra.as_mut().and_then(|e| e.writable.take())
         } else {
             None
@@ -783,7 +1010,9 @@ impl Conn {
 
     /// Whole or partly written messages still queued.
     pub fn queued_messages(&self) -> usize {
-        self.lock().out.iter().filter(|c| c.last).count()
+        let mut st = self.lock();
+        let held = st.pacer().map_or(0, |p| p.held_messages());
+        st.out.iter().filter(|c| c.last).count() + held
     }
 
     /// Stops all writing and shuts the socket down; returns the final stats
@@ -803,7 +1032,7 @@ impl Conn {
             if e.stream.is_some() {
                 st.stats.request_done();
             }
-            e.writable
+            both(e.writable, e.stream.and_then(|s| s.on_close))
         });
         let local = self.io.local_addr();
         st.stats.close(reason, local);
@@ -860,6 +1089,17 @@ fn queued_state(queued: usize, high: u32) -> SendState {
         SendState::AboveHigh
     } else {
         SendState::Queued
+    }
+}
+
+/// Runs `a` then `b`, whichever of them there are.
+fn both(a: Option<Writable>, b: Option<Writable>) -> Option<Writable> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(Box::new(move || {
+            a();
+            b();
+        })),
+        (a, b) => a.or(b),
     }
 }
 

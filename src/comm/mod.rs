@@ -24,6 +24,7 @@ mod client;
 mod config;
 mod conn;
 mod dns;
+mod flow;
 mod listener;
 mod pool;
 mod reply;
@@ -35,6 +36,7 @@ pub use client::{Target, Timings};
 pub use config::{ClientConfig, ConnConfig};
 pub use conn::{SendError, SendState};
 pub use dns::DNS_TTL;
+pub use flow::{FlowControl, FlowCounters, GapNote, Overflow, Rate};
 pub use reply::Stream;
 pub use server::ServerHandle;
 

@@ -6,7 +6,8 @@
 //! answer that never comes (the exchange was dropped, say by a panic) is
 //! answered by [`Reply`]'s `Drop`: the protocol's 500 and a close.
 
-use super::conn::{Arrival, Conn, Done, SendError, SendState, Writable};
+use super::conn::{Arrival, Conn, Done, SendError, SendState, StreamSpec, Writable};
+use super::flow::FlowControl;
 use super::server::ServerShared;
 use super::service::Service;
 use crate::metrics::CloseReason;
@@ -108,8 +109,14 @@ impl<P: Protocol, S: Service<P>> Reply<P, S> {
         self.send_response(resp, (!keep_alive).then_some(CloseReason::Local));
     }
 
-    /// Sends `resp`'s head now and returns the stream its body follows in.
-    pub fn stream(mut self, req: &P::Request, resp: &mut P::Response) -> Result<Stream, SendError> {
+    /// Sends `resp`'s head now and returns the stream its body follows in,
+    /// paced by `flow` when given.
+    pub fn stream(
+        mut self,
+        req: &P::Request,
+        resp: &mut P::Response,
+        flow: Option<FlowControl>,
+    ) -> Result<Stream, SendError> {
         let framer = resp.start_stream();
         let keep_alive = self.proto().keep_alive(req, resp) && !self.server.stopping();
         let mut head = Vec::new();
@@ -122,14 +129,14 @@ impl<P: Protocol, S: Service<P>> Reply<P, S> {
         let arrival = self.take_arrival();
         // From here on the connection has the answer, whatever comes of it.
         self.answered = true;
-        let id = self.conn.start_stream(
-            &mut chunks,
-            (sizes.head, sizes.body),
-            resp.status(),
+        let spec = StreamSpec {
+            sizes: (sizes.head, sizes.body),
+            status: resp.status(),
             framer,
-            !keep_alive,
-            arrival,
-        )?;
+            close_after: !keep_alive,
+            flow,
+        };
+        let id = self.conn.start_stream(&mut chunks, spec, arrival)?;
         Ok(Stream {
             inner: Arc::new(StreamInner {
                 conn: self.conn.clone(),
@@ -253,6 +260,21 @@ impl Stream {
     pub fn on_writable(&self, f: impl FnOnce() + Send + 'static) {
         let inner = &self.inner;
         let (due, replaced) = inner.conn.stream_on_writable(inner.id, Box::new(f));
+        drop(replaced);
+        if let Some(f) = due {
+            inner.server.defer(f);
+        }
+    }
+
+    /// Runs `f` once the stream is over, however it ends: finished,
+    /// aborted, ended by a shutdown or a policy, or its connection closed (at
+    /// once, on the server's callback threads, if it is over already). A hub
+    /// of subscribers forgets a subscriber this way as soon as it leaves. One
+    /// callback at a time: a new one replaces the last, which is dropped
+    /// without running.
+    pub fn on_close(&self, f: impl FnOnce() + Send + 'static) {
+        let inner = &self.inner;
+        let (due, replaced) = inner.conn.stream_on_close(inner.id, Box::new(f));
         drop(replaced);
         if let Some(f) = due {
             inner.server.defer(f);

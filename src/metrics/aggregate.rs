@@ -30,6 +30,7 @@ pub struct ServerMetrics {
     write_pauses: AtomicU64,
     paused_us: AtomicU64,
     ratelimit_delay_us: AtomicU64,
+    events_sent: AtomicU64,
     events_dropped: AtomicU64,
     first_byte: Histogram,
     lifetime: Histogram,
@@ -104,7 +105,11 @@ impl ServerMetrics {
     pub fn ratelimit_delay(&self) -> Duration {
         Duration::from_micros(self.ratelimit_delay_us.load(Relaxed))
     }
-    /// Stream events dropped by overflow policies.
+    /// Messages of flow-controlled streams sent, over closed connections.
+    pub fn events_sent(&self) -> u64 {
+        self.events_sent.load(Relaxed)
+    }
+    /// Stream events dropped by overflow policies, over closed connections.
     pub fn events_dropped(&self) -> u64 {
         self.events_dropped.load(Relaxed)
     }
@@ -207,6 +212,13 @@ impl ServerMetrics {
         );
         prom::single(
             out,
+            &name("events_sent_total"),
+            "counter",
+            "Messages of flow-controlled streams sent.",
+            self.events_sent(),
+        );
+        prom::single(
+            out,
             &name("events_dropped_total"),
             "counter",
             "Stream events dropped by overflow policies.",
@@ -245,6 +257,7 @@ impl AccessLog for ServerMetrics {
         add(&self.write_pauses, u64::from(s.write_pauses()));
         add(&self.paused_us, s.paused_us());
         add(&self.ratelimit_delay_us, s.ratelimit_delay_us());
+        add(&self.events_sent, s.events_sent());
         add(&self.events_dropped, s.events_dropped());
         if let Some(us) = s.first_byte_us() {
             self.first_byte.observe_us(us);

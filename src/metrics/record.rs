@@ -70,6 +70,8 @@ pub struct Record {
     pub peak_queued_bytes: u64,
     /// Total time a rate limiter held output back.
     pub ratelimit_delay_us: u64,
+    /// Messages of flow-controlled streams sent.
+    pub events_sent: u64,
     /// Stream events dropped by an overflow policy.
     pub events_dropped: u64,
 }
@@ -103,6 +105,7 @@ impl From<&ConnStats> for Record {
             paused_us: s.paused_us(),
             peak_queued_bytes: s.peak_queued_bytes(),
             ratelimit_delay_us: s.ratelimit_delay_us(),
+            events_sent: s.events_sent(),
             events_dropped: s.events_dropped(),
         }
     }
@@ -111,7 +114,7 @@ impl From<&ConnStats> for Record {
 impl Record {
     /// The keys of [`write_json`](Self::write_json)'s object, in the order
     /// written (a header row for tools that want columns).
-    pub const JSON_KEYS: [&'static str; 27] = [
+    pub const JSON_KEYS: [&'static str; 28] = [
         "conn_id",
         "side",
         "proto",
@@ -138,6 +141,7 @@ impl Record {
         "paused_us",
         "peak_queued_bytes",
         "ratelimit_delay_us",
+        "events_sent",
         "events_dropped",
     ];
 
@@ -211,6 +215,7 @@ impl Record {
             b",\"ratelimit_delay_us\":",
             Some(self.ratelimit_delay_us),
         );
+        opt(out, b",\"events_sent\":", Some(self.events_sent));
         opt(out, b",\"events_dropped\":", Some(self.events_dropped));
         out.push(b'}');
     }
@@ -377,6 +382,7 @@ mod tests {
         s.resume(t0 + Duration::from_micros(850));
         s.queued(4096);
         s.add_ratelimit_delay(Duration::from_micros(12));
+        s.add_events_sent(5);
         s.add_events_dropped(3);
         s.close_at(
             CloseReason::Local,
@@ -417,6 +423,7 @@ mod tests {
             ("paused_us", 50),
             ("peak_queued_bytes", 4096),
             ("ratelimit_delay_us", 12),
+            ("events_sent", 5),
             ("events_dropped", 3),
         ];
         for (k, v) in expect {

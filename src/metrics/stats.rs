@@ -90,11 +90,14 @@ pub enum CloseReason {
     /// User code serving the connection panicked (a server answered 500 first
     /// when it could).
     InternalError,
+    /// A stream's consumer fell behind its flow control's bound, or made no
+    /// progress for its stall timeout, under the `Disconnect` overflow policy.
+    SlowConsumer,
 }
 
 impl CloseReason {
     /// Every reason, in declaration order (the order of [`index`](Self::index)).
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::PeerClosed,
         CloseReason::KeepAliveTimeout,
         CloseReason::ReceiveTimeout,
@@ -107,6 +110,7 @@ impl CloseReason {
         CloseReason::ServerShutdown,
         CloseReason::Local,
         CloseReason::InternalError,
+        CloseReason::SlowConsumer,
     ];
 
     /// The snake_case name used in logs and metrics.
@@ -124,6 +128,7 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::Local => "local",
             CloseReason::InternalError => "internal_error",
+            CloseReason::SlowConsumer => "slow_consumer",
         }
     }
 
@@ -216,6 +221,7 @@ struct Rare {
     /// Start → current write pause began.
     paused_since_us: Option<u64>,
     ratelimit_delay_us: u64,
+    events_sent: u64,
     events_dropped: u64,
     status_4xx: u32,
     status_5xx: u32,
@@ -413,6 +419,11 @@ impl ConnStats {
     pub fn ratelimit_delay(&self) -> Duration {
         Duration::from_micros(self.ratelimit_delay_us())
     }
+    /// Messages of flow-controlled streams released to the socket on this
+    /// connection (heartbeats and gap notes not counted).
+    pub fn events_sent(&self) -> u64 {
+        self.rare.as_ref().map_or(0, |r| r.events_sent)
+    }
     /// Stream events dropped by an overflow policy (drop-oldest) on this connection.
     pub fn events_dropped(&self) -> u64 {
         self.rare.as_ref().map_or(0, |r| r.events_dropped)
@@ -568,7 +579,6 @@ impl ConnStats {
         }
     }
     /// A rate limiter held this connection's output back for `d`.
-    #[allow(dead_code)] // fed by rate-limited streams (SSE), a later issue
     pub(crate) fn add_ratelimit_delay(&mut self, d: Duration) {
         let us = clock::micros(d);
         if us > 0 {
@@ -576,8 +586,14 @@ impl ConnStats {
             r.ratelimit_delay_us = r.ratelimit_delay_us.saturating_add(us);
         }
     }
+    /// `n` stream events (messages of a flow-controlled stream) went out.
+    pub(crate) fn add_events_sent(&mut self, n: u64) {
+        if n > 0 {
+            let r = self.rare_mut();
+            r.events_sent = r.events_sent.saturating_add(n);
+        }
+    }
     /// `n` stream events were dropped by the stream's overflow policy.
-    #[allow(dead_code)] // fed by rate-limited streams (SSE), a later issue
     pub(crate) fn add_events_dropped(&mut self, n: u64) {
         if n > 0 {
             let r = self.rare_mut();

@@ -9,7 +9,9 @@
 //! connection engine is `comm`'s; this module is the task side of it.
 
 use super::{handlers_inline, spawn_handler, Finisher, Series, Step, Task};
-use crate::comm::{self, ConnConfig, Exchange, Reply, SendError, ServerHandle, Service, Stream};
+use crate::comm::{
+    self, ConnConfig, Exchange, FlowControl, Reply, SendError, ServerHandle, Service, Stream,
+};
 use crate::metrics::{AccessLog, NullLog};
 use crate::protocol::Protocol;
 use std::any::Any;
@@ -342,7 +344,37 @@ impl<P: Protocol> ServerTask<P> {
     /// ```
     pub fn stream(&mut self) -> Result<Stream, SendError> {
         let reply = self.reply.take().ok_or(SendError::Closed)?;
-        reply.stream(&self.req, &mut self.resp)
+        reply.stream(&self.req, &mut self.resp, None)
+    }
+
+    /// Answers with a stream under flow control: like
+    /// [`stream`](Self::stream), but sends are held in the stream's bounded
+    /// queue and released by the connection's poller at the rate `flow`
+    /// sets, with its overflow policy, heartbeat and stall timeout. A send
+    /// then never writes from the caller's thread, so one publisher can feed
+    /// many streams without waiting on any.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use taskweave::comm::FlowControl;
+    /// use taskweave::http::{Server, ServerTask};
+    /// use taskweave::{timer, Series};
+    ///
+    /// Server::builder().serve("127.0.0.1:8080", |task: &mut ServerTask, series: &mut Series| {
+    ///     // Two pieces a second, however fast they are sent.
+    ///     let Ok(stream) = task.stream_with(FlowControl::new().message_rate(2, 1)) else {
+    ///         return;
+    ///     };
+    ///     for i in 0..10 {
+    ///         stream.send(format!("tick {i}\n")).ok();
+    ///     }
+    ///     stream.finish(); // ends after the last tick, about 5 s from now
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stream_with(&mut self, flow: FlowControl) -> Result<Stream, SendError> {
+        let reply = self.reply.take().ok_or(SendError::Closed)?;
+        reply.stream(&self.req, &mut self.resp, Some(flow))
     }
 
     /// A handle that reaches this task from any later callback of its

@@ -1,0 +1,684 @@
+//! Flow control for a stream: pacing by token buckets, a bounded queue of
+//! unsent messages with an overflow policy, heartbeats and stall detection.
+//!
+//! A stream with [`FlowControl`] does not write from the producer's thread.
+//! A send only holds the message in the stream's own bounded queue (a cheap
+//! enqueue, so a publisher fanning one event out to thousands of subscribers
+//! never blocks on any of them); the connection's poller releases held
+//! messages when the socket has taken everything before them and the rate
+//! allows, as many as it may in one vectored write. Waiting for the rate is a
+//! poller timer, never a sleeping thread. Because unsent messages stay whole
+//! in the held queue until released, an overflow policy can drop the oldest
+//! of them without ever cutting one.
+//!
+//! [`Pacer`] is that logic without the socket: what `conn` calls under the
+//! connection's lock.
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a flow-controlled stream does with a message that does not fit its
+/// bound ([`FlowControl::max_messages`], [`FlowControl::max_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// The send fails with [`SendError::Full`](super::SendError::Full): the
+    /// producer learns at once and decides (retry later, give up).
+    Reject,
+    /// The oldest unsent messages are dropped, whole, to make room; the
+    /// stream's gap note (if any) tells the consumer how many before the next
+    /// message, and the access log counts them in `events_dropped`.
+    #[default]
+    DropOldest,
+    /// The connection is closed with `slow_consumer`: the consumer reconnects
+    /// and catches up from wherever it keeps history, instead of getting a
+    /// stream with holes. The stall timeout closes the same way.
+    Disconnect,
+}
+
+/// A rate with a burst: `per_sec` units a second on average, up to `burst` at
+/// once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Units per second (bytes or messages); at least 1.
+    pub per_sec: u64,
+    /// Units that may go at once; at least 1.
+    pub burst: u64,
+}
+
+/// Builds the piece announcing that `n` messages were dropped (e.g. an SSE
+/// comment), sent ahead of the next message.
+pub type GapNote = Arc<dyn Fn(u64) -> Bytes + Send + Sync>;
+
+/// Counters that several flow-controlled streams can share (say, a topic's
+/// subscribers), kept as messages go out or are dropped, so they can be shown
+/// live rather than when each connection closes.
+#[derive(Debug, Default)]
+pub struct FlowCounters {
+    sent: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl FlowCounters {
+    /// New counters at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Messages released to the socket.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Relaxed)
+    }
+
+    /// Messages dropped or refused by an overflow policy.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+}
+
+/// How a stream paces its output and treats a consumer that falls behind.
+///
+/// Attach it when the stream starts (`ServerTask::stream_with`). Every limit
+/// has a default: no rate limit, a bound of 1,024 messages and 1 MiB held
+/// unsent, [`Overflow::DropOldest`], no stall timeout, no heartbeat.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskweave::comm::{FlowControl, Overflow};
+///
+/// // 1 MiB/s after the first 512 KiB, like nginx's `limit_rate 1m;
+/// // limit_rate_after 512k;`
+/// let download = FlowControl::new().byte_rate(1 << 20, 64 << 10).free_bytes(512 << 10);
+/// // 10 events/s in bursts of up to 5, at most 100 waiting, oldest dropped first,
+/// // and a comment line every 15 s on a silent stream.
+/// let events = FlowControl::new()
+///     .message_rate(10, 5)
+///     .max_messages(100)
+///     .overflow(Overflow::DropOldest)
+///     .heartbeat(Duration::from_secs(15), ":\n\n");
+/// # let _ = (download, events);
+/// ```
+#[derive(Clone)]
+pub struct FlowControl {
+    byte_rate: Option<Rate>,
+    free_bytes: u64,
+    message_rate: Option<Rate>,
+    max_messages: usize,
+    max_bytes: usize,
+    overflow: Overflow,
+    stall_timeout: Option<Duration>,
+    heartbeat: Option<(Duration, Bytes)>,
+    gap_note: Option<GapNote>,
+    farewell: Option<Bytes>,
+    counters: Option<Arc<FlowCounters>>,
+}
+
+impl std::fmt::Debug for FlowControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowControl")
+            .field("byte_rate", &self.byte_rate)
+            .field("free_bytes", &self.free_bytes)
+            .field("message_rate", &self.message_rate)
+            .field("max_messages", &self.max_messages)
+            .field("max_bytes", &self.max_bytes)
+            .field("overflow", &self.overflow)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("heartbeat", &self.heartbeat.as_ref().map(|h| h.0))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FlowControl {
+    fn default() -> Self {
+        FlowControl {
+            byte_rate: None,
+            free_bytes: 0,
+            message_rate: None,
+            max_messages: 1024,
+            max_bytes: 1 << 20,
+            overflow: Overflow::DropOldest,
+            stall_timeout: None,
+            heartbeat: None,
+            gap_note: None,
+            farewell: None,
+            counters: None,
+        }
+    }
+}
+
+impl FlowControl {
+    /// The defaults: no rate limit, at most 1,024 messages and 1 MiB held,
+    /// drop-oldest.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// At most `per_sec` bytes a second, `burst` at once (both at least 1).
+    pub fn byte_rate(mut self, per_sec: u64, burst: u64) -> Self {
+        self.byte_rate = Some(Rate {
+            per_sec: per_sec.max(1),
+            burst: burst.max(1),
+        });
+        self
+    }
+
+    /// The first `n` bytes of the stream are not counted against the byte
+    /// rate (nginx's `limit_rate_after`).
+    pub fn free_bytes(mut self, n: u64) -> Self {
+        self.free_bytes = n;
+        self
+    }
+
+    /// At most `per_sec` messages a second, `burst` at once (both at least 1).
+    pub fn message_rate(mut self, per_sec: u64, burst: u64) -> Self {
+        self.message_rate = Some(Rate {
+            per_sec: per_sec.max(1),
+            burst: burst.max(1),
+        });
+        self
+    }
+
+    /// At most `n` messages held unsent (at least 1).
+    pub fn max_messages(mut self, n: usize) -> Self {
+        self.max_messages = n.max(1);
+        self
+    }
+
+    /// At most `n` bytes held unsent. One message larger than this is still
+    /// taken when nothing else is held.
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = n;
+        self
+    }
+
+    /// What happens to a message that does not fit the bound.
+    pub fn overflow(mut self, policy: Overflow) -> Self {
+        self.overflow = policy;
+        self
+    }
+
+    /// Closes the connection with `slow_consumer` when output has waited this
+    /// long with the socket taking none of it.
+    pub fn stall_timeout(mut self, after: Duration) -> Self {
+        self.stall_timeout = Some(after);
+        self
+    }
+
+    /// Sends `piece` whenever the stream has been silent for `every` (an SSE
+    /// comment keeps proxies from timing the stream out and finds vanished
+    /// peers).
+    pub fn heartbeat(mut self, every: Duration, piece: impl Into<Bytes>) -> Self {
+        self.heartbeat = Some((every.max(Duration::from_millis(1)), piece.into()));
+        self
+    }
+
+    /// Builds the piece sent ahead of the next message after drops, from the
+    /// number dropped.
+    pub fn gap_note(mut self, note: impl Fn(u64) -> Bytes + Send + Sync + 'static) -> Self {
+        self.gap_note = Some(Arc::new(note));
+        self
+    }
+
+    /// Counts this stream's sent and dropped messages into `counters` too.
+    pub fn counters(mut self, counters: Arc<FlowCounters>) -> Self {
+        self.counters = Some(counters);
+        self
+    }
+
+    /// The last piece sent before the stream's end when a server shutdown
+    /// ends it (an SSE comment and a `retry:` hint).
+    pub fn farewell(mut self, piece: impl Into<Bytes>) -> Self {
+        self.farewell = Some(piece.into());
+        self
+    }
+}
+
+/// A token bucket. A message goes when the balance covers its cost, or the
+/// whole burst for a message larger than that (the balance then goes into
+/// debt, so the long-run rate holds for any message size). While output waits
+/// on the bucket the balance is not capped at the burst: a wake-up that comes
+/// late is made up by an earlier next one, so the long-run rate is exact
+/// however coarse the timers are.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    per_sec: f64,
+    cap: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: Rate, now: Instant) -> Bucket {
+        Bucket {
+            per_sec: rate.per_sec as f64,
+            cap: rate.burst as f64,
+            tokens: rate.burst as f64,
+            at: now,
+        }
+    }
+
+    /// Adds what accrued since the last refill; `waiting`: output has been
+    /// waiting on this bucket, so nothing accrued was idle time.
+    fn refill(&mut self, now: Instant, waiting: bool) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens += dt * self.per_sec;
+        if !waiting {
+            self.tokens = self.tokens.min(self.cap);
+        }
+        self.at = now;
+    }
+
+    /// The balance a message costing `cost` needs.
+    fn need(&self, cost: f64) -> f64 {
+        cost.min(self.cap)
+    }
+
+    fn allows(&self, cost: f64) -> bool {
+        self.tokens >= self.need(cost)
+    }
+
+    /// When the balance will cover `cost`.
+    fn ready_at(&self, cost: f64) -> Instant {
+        let wait = (self.need(cost) - self.tokens).max(0.0) / self.per_sec;
+        self.at + Duration::from_secs_f64(wait) + Duration::from_micros(1)
+    }
+}
+
+/// What became of a send to a flow-controlled stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// Held; `dropped` older messages were dropped to make room.
+    Yes { dropped: u64 },
+    /// Refused: the bound is reached and the policy is `Reject`.
+    Rejected,
+    /// The bound is reached and the policy is `Disconnect`.
+    Disconnect,
+}
+
+/// What one release produced.
+#[derive(Debug, Default)]
+pub(crate) struct Released {
+    /// Pieces to frame and write, in order.
+    pub pieces: Vec<Bytes>,
+    /// Of those, messages the producer sent (not notes or heartbeats).
+    pub messages: u64,
+    /// Time the rate limit held the first of them back.
+    pub delayed: Duration,
+}
+
+/// A stream's flow-control state, kept under its connection's lock.
+pub(crate) struct Pacer {
+    cfg: FlowControl,
+    held: VecDeque<Bytes>,
+    held_bytes: usize,
+    bytes: Option<Bucket>,
+    messages: Option<Bucket>,
+    /// Bytes still free of the byte rate.
+    free_left: u64,
+    /// Messages dropped and not yet announced.
+    gap: u64,
+    /// Since when released output waits for the rate (not for the socket).
+    throttled_since: Option<Instant>,
+    /// When a piece last went out (or the stream began), for the heartbeat.
+    last_out: Instant,
+    /// Since when the socket has taken none of the stream's queued output.
+    stalled_since: Option<Instant>,
+    /// The earliest wake-up timer armed and not yet fired.
+    pub timer_at: Option<Instant>,
+    /// The poller was asked to release, and has not yet.
+    pub release_asked: bool,
+    /// The producer finished: end the stream once everything held is out.
+    pub finishing: bool,
+}
+
+impl Pacer {
+    pub fn new(cfg: FlowControl, now: Instant) -> Pacer {
+        Pacer {
+            bytes: cfg.byte_rate.map(|r| Bucket::new(r, now)),
+            messages: cfg.message_rate.map(|r| Bucket::new(r, now)),
+            free_left: cfg.free_bytes,
+            cfg,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            gap: 0,
+            throttled_since: None,
+            last_out: now,
+            stalled_since: None,
+            timer_at: None,
+            release_asked: false,
+            finishing: false,
+        }
+    }
+
+    /// Bytes held unsent.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Messages held unsent.
+    pub fn held_messages(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether released output is waiting for the rate.
+    pub fn throttled(&self) -> bool {
+        self.throttled_since.is_some()
+    }
+
+    /// Holds `piece`, applying the overflow policy if it does not fit.
+    pub fn hold(&mut self, piece: Bytes) -> Held {
+        let fits = |p: &Pacer| {
+            p.held.is_empty()
+                || (p.held.len() < p.cfg.max_messages
+                    && p.held_bytes + piece.len() <= p.cfg.max_bytes)
+        };
+        let mut dropped = 0;
+        if !fits(self) {
+            match self.cfg.overflow {
+                Overflow::Reject => {
+                    // The consumer still learns of the gap, at the next message.
+                    self.gap += 1;
+                    self.count(|c| &c.dropped, 1);
+                    return Held::Rejected;
+                }
+                Overflow::Disconnect => return Held::Disconnect,
+                Overflow::DropOldest => {
+                    while !fits(self) {
+                        let Some(old) = self.held.pop_front() else {
+                            break;
+                        };
+                        self.held_bytes -= old.len();
+                        dropped += 1;
+                    }
+                    self.gap += dropped;
+                    self.count(|c| &c.dropped, dropped);
+                }
+            }
+        }
+        self.held_bytes += piece.len();
+        self.held.push_back(piece);
+        Held::Yes { dropped }
+    }
+
+    /// Releases what the rates allow now (the socket has taken everything
+    /// before): held messages in order, a gap note ahead of the first after
+    /// drops, or a heartbeat on a silent stream. `all`: ignore the rates (a
+    /// shutdown sends everything held before the end).
+    pub fn release(&mut self, now: Instant, all: bool) -> Released {
+        let mut out = Released::default();
+        let waiting = self.throttled_since.is_some();
+        for b in self.bytes.iter_mut().chain(self.messages.iter_mut()) {
+            b.refill(now, waiting);
+        }
+        while let Some(front) = self.held.front() {
+            let byte_cost = self.byte_cost(front.len());
+            let open = self.bytes.as_ref().map_or(true, |b| b.allows(byte_cost))
+                && self.messages.as_ref().map_or(true, |b| b.allows(1.0));
+            if !open && !all {
+                self.throttled_since.get_or_insert(now);
+                break;
+            }
+            if let Some(since) = self.throttled_since.take() {
+                out.delayed += now.saturating_duration_since(since);
+            }
+            let len = front.len() as u64;
+            self.free_left -= len.min(self.free_left);
+            if let Some(b) = &mut self.bytes {
+                b.tokens -= byte_cost;
+            }
+            if let Some(b) = &mut self.messages {
+                b.tokens -= 1.0;
+            }
+            if self.gap > 0 {
+                if let Some(note) = &self.cfg.gap_note {
+                    out.pieces.push(note(self.gap));
+                }
+                self.gap = 0;
+            }
+            if let Some(piece) = self.held.pop_front() {
+                self.held_bytes -= piece.len();
+                out.pieces.push(piece);
+                out.messages += 1;
+            }
+        }
+        if self.held.is_empty() {
+            self.throttled_since = None;
+            if let Some((every, beat)) = &self.cfg.heartbeat {
+                if out.pieces.is_empty() && now >= self.last_out + *every && !self.finishing {
+                    out.pieces.push(beat.clone());
+                }
+            }
+        }
+        if !out.pieces.is_empty() {
+            self.last_out = now;
+        }
+        self.count(|c| &c.sent, out.messages);
+        out
+    }
+
+    fn count(&self, which: impl Fn(&FlowCounters) -> &AtomicU64, n: u64) {
+        if let Some(c) = self.cfg.counters.as_deref().filter(|_| n > 0) {
+            which(c).fetch_add(n, Relaxed);
+        }
+    }
+
+    /// What a message of `len` bytes costs the byte bucket, after the free
+    /// allowance.
+    fn byte_cost(&self, len: usize) -> f64 {
+        (len as u64).saturating_sub(self.free_left) as f64
+    }
+
+    /// The farewell piece, for a shutdown.
+    pub fn farewell(&self) -> Option<Bytes> {
+        self.cfg.farewell.clone()
+    }
+
+    /// Tracks whether the socket is taking the stream's output: `queued`
+    /// bytes wait in the connection's queue, `progressed` says some went out
+    /// since the last call.
+    pub fn socket_state(&mut self, now: Instant, queued: usize, progressed: bool) {
+        if queued == 0 || progressed {
+            self.stalled_since = (queued > 0).then_some(now);
+        } else {
+            self.stalled_since.get_or_insert(now);
+        }
+    }
+
+    /// Whether the consumer has stalled past the stall timeout.
+    pub fn stalled(&self, now: Instant) -> bool {
+        match (self.stalled_since, self.cfg.stall_timeout) {
+            (Some(since), Some(limit)) => now >= since + limit,
+            _ => false,
+        }
+    }
+
+    /// When the poller must look again: the rate opens, a heartbeat is due,
+    /// or the stall timeout runs out.
+    pub fn next_due(&self) -> Option<Instant> {
+        let rate = self
+            .throttled_since
+            .and(self.held.front())
+            .and_then(|front| {
+                let bytes = self.bytes.map(|b| b.ready_at(self.byte_cost(front.len())));
+                let messages = self.messages.map(|b| b.ready_at(1.0));
+                bytes.into_iter().chain(messages).max()
+            });
+        let beat = (self.held.is_empty() && !self.finishing)
+            .then(|| {
+                self.cfg
+                    .heartbeat
+                    .as_ref()
+                    .map(|(every, _)| self.last_out + *every)
+            })
+            .flatten();
+        let stall = self
+            .stalled_since
+            .zip(self.cfg.stall_timeout)
+            .map(|(since, limit)| since + limit);
+        [rate, beat, stall].into_iter().flatten().min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
+    #[test]
+    fn message_rate_releases_the_burst_then_one_per_interval() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(FlowControl::new().message_rate(10, 3), t0);
+        for _ in 0..10 {
+            assert_eq!(p.hold(piece(1)), Held::Yes { dropped: 0 });
+        }
+        assert_eq!(p.release(t0, false).messages, 3);
+        assert!(p.throttled());
+        let due = p.next_due().expect("a wake-up for the rate");
+        assert!(due > t0 + Duration::from_millis(99) && due < t0 + Duration::from_millis(101));
+        // Late by 30 ms: one goes now, and the next is due 70 ms later, not 100.
+        let late = t0 + Duration::from_millis(130);
+        let r = p.release(late, false);
+        assert_eq!(r.messages, 1);
+        assert_eq!(r.delayed, Duration::from_millis(130));
+        let next = p.next_due().expect("due");
+        let gap = next.duration_since(late);
+        assert!(
+            gap > Duration::from_millis(69) && gap < Duration::from_millis(71),
+            "{gap:?}"
+        );
+    }
+
+    #[test]
+    fn the_long_run_rate_is_exact_with_late_wake_ups() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(
+            FlowControl::new().message_rate(100, 1).max_messages(10_000),
+            t0,
+        );
+        for _ in 0..2000 {
+            p.hold(piece(10));
+        }
+        let mut now = t0;
+        let mut sent = 0;
+        while now < t0 + Duration::from_secs(10) {
+            sent += p.release(now, false).messages;
+            // Every wake-up 1.7 ms late, as a coarse poll timeout makes it.
+            now = p.next_due().unwrap_or(now) + Duration::from_micros(1700);
+        }
+        assert!((999..=1002).contains(&sent), "{sent}");
+    }
+
+    #[test]
+    fn byte_rate_counts_free_bytes_and_goes_into_debt() {
+        let t0 = Instant::now();
+        let cfg = FlowControl::new().byte_rate(1000, 1000).free_bytes(5000);
+        let mut p = Pacer::new(cfg, t0);
+        for _ in 0..10 {
+            p.hold(piece(1000));
+        }
+        // 5 free pieces, then the 1000-byte burst, then one more into debt.
+        assert_eq!(p.release(t0, false).messages, 6);
+        assert!(p.throttled());
+        let due = p.next_due().expect("due");
+        assert!(due >= t0 + Duration::from_millis(999), "{:?}", due - t0);
+        assert_eq!(p.release(due, false).messages, 1);
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_bound_and_announces_the_gap() {
+        let t0 = Instant::now();
+        let cfg = FlowControl::new()
+            .max_messages(3)
+            .gap_note(|n| Bytes::from(format!("gap {n}")));
+        let mut p = Pacer::new(cfg, t0);
+        for i in 0..5u8 {
+            p.hold(Bytes::from(vec![i]));
+        }
+        assert_eq!(p.held_messages(), 3);
+        let r = p.release(t0, false);
+        let got: Vec<&[u8]> = r.pieces.iter().map(|b| &b[..]).collect();
+        assert_eq!(got, [&b"gap 2"[..], &[2], &[3], &[4]]);
+        assert_eq!(r.messages, 3);
+    }
+
+    #[test]
+    fn shared_counters_see_sends_and_drops() {
+        let t0 = Instant::now();
+        let counters = Arc::new(FlowCounters::new());
+        let cfg = FlowControl::new()
+            .max_messages(2)
+            .counters(counters.clone());
+        let mut p = Pacer::new(cfg.clone(), t0);
+        let mut q = Pacer::new(cfg.overflow(Overflow::Reject), t0);
+        for _ in 0..5 {
+            p.hold(piece(1));
+            q.hold(piece(1));
+        }
+        p.release(t0, false);
+        q.release(t0, false);
+        assert_eq!((counters.sent(), counters.dropped()), (4, 6));
+    }
+
+    #[test]
+    fn byte_bound_drops_until_the_new_message_fits() {
+        let mut p = Pacer::new(FlowControl::new().max_bytes(100), Instant::now());
+        p.hold(piece(60));
+        p.hold(piece(30));
+        assert_eq!(p.hold(piece(50)), Held::Yes { dropped: 1 });
+        assert_eq!(p.held_bytes(), 80);
+        // One message over the bound is still taken alone.
+        assert_eq!(p.hold(piece(500)), Held::Yes { dropped: 2 });
+        assert_eq!(p.held_bytes(), 500);
+    }
+
+    #[test]
+    fn reject_and_disconnect_refuse_past_the_bound() {
+        let t0 = Instant::now();
+        for (policy, want) in [
+            (Overflow::Reject, Held::Rejected),
+            (Overflow::Disconnect, Held::Disconnect),
+        ] {
+            let mut p = Pacer::new(FlowControl::new().max_messages(2).overflow(policy), t0);
+            p.hold(piece(1));
+            p.hold(piece(1));
+            assert_eq!(p.hold(piece(1)), want);
+            assert_eq!(p.held_messages(), 2);
+        }
+    }
+
+    #[test]
+    fn heartbeat_only_on_a_silent_stream() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(15);
+        let mut p = Pacer::new(FlowControl::new().heartbeat(every, ":\n\n"), t0);
+        assert_eq!(p.next_due(), Some(t0 + every));
+        assert!(p
+            .release(t0 + Duration::from_secs(14), false)
+            .pieces
+            .is_empty());
+        p.hold(piece(3));
+        let t1 = t0 + Duration::from_secs(14);
+        assert_eq!(p.release(t1, false).pieces.len(), 1);
+        assert_eq!(p.next_due(), Some(t1 + every));
+        let beat = p.release(t1 + every, false);
+        assert_eq!((beat.pieces.len(), beat.messages), (1, 0));
+    }
+
+    #[test]
+    fn stall_counts_from_the_last_progress() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(2);
+        let mut p = Pacer::new(FlowControl::new().stall_timeout(limit), t0);
+        p.socket_state(t0, 100, false);
+        p.socket_state(t0 + Duration::from_secs(1), 50, true);
+        assert!(!p.stalled(t0 + Duration::from_secs(2)));
+        assert!(p.stalled(t0 + Duration::from_secs(3)));
+        p.socket_state(t0 + Duration::from_secs(3), 0, true);
+        assert!(!p.stalled(t0 + Duration::from_secs(10)));
+    }
+}
