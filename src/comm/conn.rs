@@ -633,6 +633,11 @@ impl Conn {
         }
     }
 
+    /// Whether a flow-controlled stream is open.
+    pub fn paced_stream_open(&self) -> bool {
+        self.lock().pacer().is_some()
+    }
+
     /// Whether stream `id` is still open.
     pub fn stream_open(&self, id: u64) -> bool {
         self.lock().stream(id).is_some()

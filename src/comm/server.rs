@@ -684,6 +684,16 @@ impl<P: Protocol, S: Service<P>> Handler for ServerConn<P, S> {
             }
         }
         self.read.on_ready(ready);
+        if ready.read_closed
+            && matches!(self.phase, Phase::Dispatched { .. })
+            && self.conn.paced_stream_open()
+        {
+            // A flow-controlled stream is a long-lived push whose peer sends
+            // nothing more: its end of input means it left (an SSE client
+            // never half-closes), so it is forgotten now rather than at the
+            // next heartbeat.
+            return self.close(core, CloseReason::PeerClosed);
+        }
         self.pump(token, core, flushing)
     }
 

@@ -61,6 +61,7 @@ mod tests;
 
 mod client;
 mod server;
+pub mod sse;
 mod url;
 
 pub use client::{get, request, ClientProto, ClientTask};

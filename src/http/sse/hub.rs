@@ -1,0 +1,536 @@
+//! [`Hub`]: topics, their bounded histories, and the fan-out of each
+//! published event to every subscriber's own queue.
+
+use super::{comment, flow, start, Event, HEARTBEAT};
+use crate::comm::{FlowControl, FlowCounters, SendError, Stream};
+use crate::http::ServerTask;
+use bytes::Bytes;
+use slab::Slab;
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Longest topic name.
+const MAX_TOPIC_LEN: usize = 128;
+
+/// A hub's limits and what each subscriber's stream gets. Every field has a
+/// default and a setter.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    flow: FlowControl,
+    heartbeat: Duration,
+    history: usize,
+    max_topics: usize,
+    max_subscribers: usize,
+    max_event_bytes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            flow: FlowControl::new(),
+            heartbeat: HEARTBEAT,
+            history: 1024,
+            max_topics: 10_000,
+            max_subscribers: 100_000,
+            max_event_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl HubConfig {
+    /// Each subscriber's rate, queue bound and overflow policy (the hub adds
+    /// SSE's heartbeat, gap note and farewell). Default: no rate limit, 1,024
+    /// events and 1 MiB queued, drop-oldest.
+    pub fn flow(mut self, flow: FlowControl) -> Self {
+        self.flow = flow;
+        self
+    }
+
+    /// How long a stream may be silent before a heartbeat comment. Default
+    /// 15 s.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// Events each topic keeps for clients resuming with `Last-Event-ID`.
+    /// Default 1,024.
+    pub fn history(mut self, events: usize) -> Self {
+        self.history = events;
+        self
+    }
+
+    /// Topics the hub holds at most; a publish or subscribe to a new topic
+    /// past this fails with 503. Default 10,000.
+    pub fn max_topics(mut self, n: usize) -> Self {
+        self.max_topics = n;
+        self
+    }
+
+    /// Subscribers over all topics at most; past this a subscribe fails with
+    /// 503. Default 100,000.
+    pub fn max_subscribers(mut self, n: usize) -> Self {
+        self.max_subscribers = n;
+        self
+    }
+
+    /// Largest event data accepted by `publish` (413 past it). Default 64 KiB.
+    pub fn max_event_bytes(mut self, n: usize) -> Self {
+        self.max_event_bytes = n;
+        self
+    }
+}
+
+/// Why a subscribe or a publish failed; [`status`](HubError::status) is the
+/// HTTP status to answer with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubError {
+    /// The topic name is empty, longer than 128 bytes, or holds a byte other
+    /// than ASCII letters, digits and `_ . - : /`.
+    BadTopic,
+    /// `Last-Event-ID` is not a decimal event id of this hub.
+    BadLastEventId,
+    /// The event's data is larger than `max_event_bytes`.
+    EventTooLarge,
+    /// The hub holds `max_topics` topics already.
+    TooManyTopics,
+    /// The hub has `max_subscribers` subscribers already.
+    TooManySubscribers,
+    /// The connection closed (or the task had answered) before the stream
+    /// could start.
+    Closed,
+}
+
+impl HubError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            HubError::BadTopic | HubError::BadLastEventId => 400,
+            HubError::EventTooLarge => 413,
+            HubError::TooManyTopics | HubError::TooManySubscribers | HubError::Closed => 503,
+        }
+    }
+}
+
+impl std::fmt::Display for HubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HubError::BadTopic => "bad topic: use 1 to 128 ASCII letters, digits and _ . - : /",
+            HubError::BadLastEventId => "Last-Event-ID must be a decimal event id",
+            HubError::EventTooLarge => "event data too large",
+            HubError::TooManyTopics => "too many topics",
+            HubError::TooManySubscribers => "too many subscribers",
+            HubError::Closed => "connection closed",
+        })
+    }
+}
+
+impl std::error::Error for HubError {}
+
+/// One topic's numbers, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicStats {
+    /// The topic's name.
+    pub name: String,
+    /// Subscribers now.
+    pub subscribers: usize,
+    /// Events published.
+    pub published: u64,
+    /// Event deliveries written to subscribers' sockets (history replays and
+    /// notes included).
+    pub delivered: u64,
+    /// Event deliveries dropped or refused by subscribers' overflow policies.
+    pub dropped: u64,
+}
+
+/// Topics of server-sent events: `publish` from any thread, `subscribe` from
+/// a server task. Cloning a hub is cheap and shares it.
+///
+/// A publish numbers the event (ids are per topic, from 1), encodes it once,
+/// keeps it in the topic's history and enqueues the one `Bytes` on every
+/// subscriber's stream; each subscriber's poller writes it at that
+/// subscriber's rate. Publishing never waits for a subscriber. See the
+/// [module docs](super) for the guarantees and an example.
+#[derive(Clone, Debug)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: HubConfig,
+    topics: Mutex<HashMap<String, Arc<Topic>>>,
+    subscribers: AtomicUsize,
+    next_subscriber: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Topic {
+    name: String,
+    state: Mutex<TopicState>,
+    counters: Arc<FlowCounters>,
+    published: AtomicU64,
+}
+
+#[derive(Debug)]
+struct TopicState {
+    /// The id the next event gets.
+    next_id: u64,
+    /// The last events, oldest first, with consecutive ids.
+    history: VecDeque<(u64, Bytes)>,
+    /// Subscribers by key, each with the hub-wide id that guards its key
+    /// against reuse.
+    subscribers: Slab<(u64, Stream)>,
+}
+
+impl Topic {
+    fn lock(&self) -> MutexGuard<'_, TopicState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Hub {
+    /// A hub with no topics yet.
+    pub fn new(config: HubConfig) -> Hub {
+        Hub {
+            inner: Arc::new(Inner {
+                config,
+                topics: Mutex::new(HashMap::new()),
+                subscribers: AtomicUsize::new(0),
+                next_subscriber: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Answers `task` with an event stream subscribed to `topic`. A
+    /// `Last-Event-ID` request header resumes after that id: the events of
+    /// the topic's history after it come first, then live ones, with no gap
+    /// and no duplicate; if the history no longer reaches back that far, a
+    /// comment says how many events were missed; an id ahead of the topic
+    /// (the server restarted, say) resumes live, with a comment. On error the
+    /// task's response is set to the error's status and message. A `HEAD`
+    /// request gets the stream's headers only.
+    pub fn subscribe(&self, task: &mut ServerTask, topic: &str) -> Result<(), HubError> {
+        let res = self.try_subscribe(task, topic);
+        if let Err(e) = &res {
+            if !task.is_answered() {
+                task.response()
+                    .set_status(e.status())
+                    .set_header("Content-Type", "text/plain")
+                    .set_body(format!("{e}\n"));
+            }
+        }
+        res
+    }
+
+    fn try_subscribe(&self, task: &mut ServerTask, name: &str) -> Result<(), HubError> {
+        check_topic(name)?;
+        let last_id = match task.request().header("Last-Event-ID") {
+            None | Some(b"") => None,
+            Some(v) => Some(parse_id(v).ok_or(HubError::BadLastEventId)?),
+        };
+        if task.request().is_head() {
+            task.response()
+                .set_header("Content-Type", "text/event-stream")
+                .set_header("Cache-Control", "no-cache");
+            return Ok(());
+        }
+        let topic = self.topic(name)?;
+        let inner = &self.inner;
+        if inner.subscribers.fetch_add(1, Relaxed) >= inner.config.max_subscribers {
+            inner.subscribers.fetch_sub(1, Relaxed);
+            return Err(HubError::TooManySubscribers);
+        }
+        let flow = flow(inner.config.flow.clone(), inner.config.heartbeat)
+            .counters(topic.counters.clone());
+        let stream = match start(task, flow) {
+            Ok(stream) => stream,
+            Err(_) => {
+                inner.subscribers.fetch_sub(1, Relaxed);
+                return Err(HubError::Closed);
+            }
+        };
+        let id = inner.next_subscriber.fetch_add(1, Relaxed);
+        let key = {
+            let mut state = topic.lock();
+            replay(&state, &stream, last_id);
+            state.subscribers.insert((id, stream.clone()))
+        };
+        // Registered outside the topic's lock: on a stream that is over
+        // already it runs at once, and takes that lock.
+        let hub = self.clone();
+        stream.on_close(move || hub.remove(&topic, key, id));
+        Ok(())
+    }
+
+    /// Publishes `event` on `topic` (created if new) and returns its id. The
+    /// event's own id, if any, is replaced by the topic's next one.
+    pub fn publish(&self, topic: &str, event: Event) -> Result<u64, HubError> {
+        check_topic(topic)?;
+        if event.data().len() > self.inner.config.max_event_bytes {
+            return Err(HubError::EventTooLarge);
+        }
+        let topic = self.topic(topic)?;
+        let mut gone = Vec::new();
+        let id = {
+            let mut state = topic.lock();
+            let id = state.next_id;
+            state.next_id += 1;
+            let mut buf = Vec::with_capacity(event.data().len() + 32);
+            event.encode_into(Some(itoa::Buffer::new().format(id)), &mut buf);
+            let bytes = Bytes::from(buf);
+            let keep = self.inner.config.history;
+            if keep > 0 {
+                if state.history.len() >= keep {
+                    state.history.pop_front();
+                }
+                state.history.push_back((id, bytes.clone()));
+            }
+            let dead: Vec<usize> = state
+                .subscribers
+                .iter()
+                .filter(|(_, (_, stream))| {
+                    // Full: refused by a `reject` policy, which counted it.
+                    matches!(
+                        stream.send(bytes.clone()),
+                        Err(SendError::Closed | SendError::Invalid)
+                    )
+                })
+                .map(|(key, _)| key)
+                .collect();
+            for key in dead {
+                gone.push(state.subscribers.remove(key));
+            }
+            id
+        };
+        topic.published.fetch_add(1, Relaxed);
+        self.inner.subscribers.fetch_sub(gone.len(), Relaxed);
+        // Streams are dropped outside the topic's lock (a last handle's drop
+        // may run callbacks that take it).
+        drop(gone);
+        Ok(id)
+    }
+
+    /// Subscribers over all topics.
+    pub fn subscribers(&self) -> usize {
+        self.inner.subscribers.load(Relaxed)
+    }
+
+    /// Each topic's numbers, sorted by name.
+    pub fn topics(&self) -> Vec<TopicStats> {
+        let topics: Vec<Arc<Topic>> = self.topics_lock().values().cloned().collect();
+        let mut stats: Vec<TopicStats> = topics
+            .iter()
+            .map(|t| TopicStats {
+                name: t.name.clone(),
+                subscribers: t.lock().subscribers.len(),
+                published: t.published.load(Relaxed),
+                delivered: t.counters.sent(),
+                dropped: t.counters.dropped(),
+            })
+            .collect();
+        stats.sort_by(|a, b| a.name.cmp(&b.name));
+        stats
+    }
+
+    /// Appends the hub's metrics in the Prometheus text format, each name
+    /// starting with `prefix` (e.g. `taskweave_sse_`): subscribers per topic
+    /// (a gauge), events published, delivered and dropped per topic
+    /// (counters).
+    pub fn render_prometheus(&self, prefix: &str, out: &mut String) {
+        let topics = self.topics();
+        /// Name, type, help, and the value of one topic.
+        type Family = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&TopicStats) -> u64,
+        );
+        let families: [Family; 4] = [
+            ("subscribers", "gauge", "Subscribers now.", |t| {
+                t.subscribers as u64
+            }),
+            (
+                "events_published_total",
+                "counter",
+                "Events published.",
+                |t| t.published,
+            ),
+            (
+                "events_delivered_total",
+                "counter",
+                "Event deliveries written to subscribers.",
+                |t| t.delivered,
+            ),
+            (
+                "events_dropped_total",
+                "counter",
+                "Event deliveries dropped by overflow policies.",
+                |t| t.dropped,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = writeln!(out, "# HELP {prefix}{name} {help}");
+            let _ = writeln!(out, "# TYPE {prefix}{name} {kind}");
+            for t in &topics {
+                // Topic names are checked to need no escaping.
+                let _ = writeln!(out, "{prefix}{name}{{topic=\"{}\"}} {}", t.name, value(t));
+            }
+        }
+    }
+
+    fn topics_lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.inner.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The topic called `name`, created if there is room.
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, HubError> {
+        let mut topics = self.topics_lock();
+        if let Some(t) = topics.get(name) {
+            return Ok(t.clone());
+        }
+        if topics.len() >= self.inner.config.max_topics {
+            return Err(HubError::TooManyTopics);
+        }
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            state: Mutex::new(TopicState {
+                next_id: 1,
+                history: VecDeque::new(),
+                subscribers: Slab::new(),
+            }),
+            counters: Arc::new(FlowCounters::new()),
+            published: AtomicU64::new(0),
+        });
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Forgets subscriber `id` at `key` of `topic` (its stream is over).
+    fn remove(&self, topic: &Topic, key: usize, id: u64) {
+        let removed = {
+            let mut state = topic.lock();
+            let ours = state.subscribers.get(key).is_some_and(|(i, _)| *i == id);
+            ours.then(|| state.subscribers.remove(key))
+        };
+        if removed.is_some() {
+            self.inner.subscribers.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// Sends a resuming subscriber what it missed after `last_id` (under the
+/// topic's lock, so nothing is published in between).
+fn replay(state: &TopicState, stream: &Stream, last_id: Option<u64>) {
+    let Some(last) = last_id else { return };
+    let newest = state.next_id - 1;
+    if last > newest {
+        let note = format!(
+            "Last-Event-ID {last} is ahead of this topic (last id {newest}); resuming live"
+        );
+        let _ = stream.send(comment(&note));
+        return;
+    }
+    let oldest = state.history.front().map_or(state.next_id, |(id, _)| *id);
+    if last + 1 < oldest {
+        let note = format!(
+            "{} events missed: the history starts at id {oldest}",
+            oldest - last - 1
+        );
+        let _ = stream.send(comment(&note));
+    }
+    let skip = (last + 1).saturating_sub(oldest);
+    let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+    for (_, event) in state.history.iter().skip(skip) {
+        let _ = stream.send(event.clone());
+    }
+}
+
+/// Checks a topic name: 1 to 128 bytes of ASCII letters, digits and
+/// `_ . - : /` (safe in a URL, a log line and a Prometheus label).
+fn check_topic(name: &str) -> Result<(), HubError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TOPIC_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-:/".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(HubError::BadTopic)
+    }
+}
+
+/// A decimal event id (at most 19 digits, so it fits a u64).
+fn parse_id(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_are_checked() {
+        for ok in ["a", "news/eu", "x.y-z_1:2", &"t".repeat(128)] {
+            assert_eq!(check_topic(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "a b", "a\nb", "é", "a\"b", &"t".repeat(129), "a\0"] {
+            assert_eq!(check_topic(bad), Err(HubError::BadTopic), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn last_event_ids_are_decimal() {
+        assert_eq!(parse_id(b"0"), Some(0));
+        assert_eq!(parse_id(b"18446744073709551615"), None); // 20 digits
+        assert_eq!(
+            parse_id(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        for bad in [&b"-1"[..], b"1.5", b" 1", b"abc", b"0x10"] {
+            assert_eq!(parse_id(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn publish_numbers_events_and_bounds_the_history() {
+        let hub = Hub::new(HubConfig::default().history(3));
+        for i in 1..=5 {
+            assert_eq!(hub.publish("t", Event::new(format!("e{i}"))), Ok(i));
+        }
+        let topic = hub.topic("t").unwrap();
+        let state = topic.lock();
+        let ids: Vec<u64> = state.history.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [3, 4, 5]);
+        assert_eq!(&state.history[2].1[..], b"id: 5\ndata: e5\n\n");
+    }
+
+    #[test]
+    fn publish_refuses_what_it_cannot_hold() {
+        let hub = Hub::new(HubConfig::default().max_topics(1).max_event_bytes(4));
+        assert_eq!(hub.publish("a b", Event::new("x")), Err(HubError::BadTopic));
+        assert_eq!(
+            hub.publish("a", Event::new("12345")),
+            Err(HubError::EventTooLarge)
+        );
+        assert_eq!(hub.publish("a", Event::new("1234")), Ok(1));
+        assert_eq!(
+            hub.publish("b", Event::new("1")),
+            Err(HubError::TooManyTopics)
+        );
+        let mut out = String::new();
+        hub.render_prometheus("sse_", &mut out);
+        assert!(
+            out.contains("sse_events_published_total{topic=\"a\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("sse_subscribers{topic=\"a\"} 0\n"), "{out}");
+    }
+}
