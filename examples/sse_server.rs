@@ -28,9 +28,6 @@
 mod access_log;
 #[path = "common/args.rs"]
 mod args;
-#[path = "common/streams.rs"]
-#[allow(dead_code)]
-mod streams;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

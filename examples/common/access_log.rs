@@ -12,23 +12,32 @@ pub fn access_log(
     arg: Option<&str>,
     metrics: Arc<ServerMetrics>,
 ) -> io::Result<Arc<dyn AccessLog>> {
-    Ok(access_log_with_writer(arg, metrics)?.0)
+    Ok(choose(arg, metrics)?.log)
 }
 
-/// As [`access_log`], and also the JSON Lines writer (if any), to flush at
-/// shutdown so no record is lost.
-pub fn access_log_with_writer(
-    arg: Option<&str>,
-    metrics: Arc<ServerMetrics>,
-) -> io::Result<(Arc<dyn AccessLog>, Option<Arc<JsonLines>>)> {
+/// The sink chosen, and its JSON Lines writer if it has one.
+#[allow(dead_code)] // not every example flushes at shutdown yet
+pub struct Chosen {
+    /// Where records go.
+    pub log: Arc<dyn AccessLog>,
+    /// To flush at shutdown, so no record is lost.
+    pub writer: Option<Arc<JsonLines>>,
+}
+
+/// As [`access_log`], keeping the JSON Lines writer apart too.
+pub fn choose(arg: Option<&str>, metrics: Arc<ServerMetrics>) -> io::Result<Chosen> {
+    let only = |log: Arc<dyn AccessLog>| Chosen { log, writer: None };
     let writer = match arg.unwrap_or("-") {
-        "none" => return Ok((Arc::new(NullLog), None)),
-        "off" => return Ok((metrics, None)),
+        "none" => return Ok(only(Arc::new(NullLog))),
+        "off" => return Ok(only(metrics)),
         "-" => Arc::new(JsonLines::stdout()?),
         path => Arc::new(JsonLines::open(path).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot open access log {path}: {e}"))
         })?),
     };
     let log = Arc::new(Tee::new(vec![writer.clone(), metrics]));
-    Ok((log, Some(writer)))
+    Ok(Chosen {
+        log,
+        writer: Some(writer),
+    })
 }
