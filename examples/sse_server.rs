@@ -53,8 +53,8 @@ fn main() -> std::io::Result<()> {
 
     let hub = Hub::new(hub_config(&args));
     let metrics = Arc::new(ServerMetrics::new());
-    let (log, writer) =
-        access_log::access_log_with_writer(args.raw("access-log"), metrics.clone())?;
+    let access_log::Chosen { log, writer } =
+        access_log::choose(args.raw("access-log"), metrics.clone())?;
     let h = hub.clone();
     let server = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
