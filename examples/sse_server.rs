@@ -21,6 +21,7 @@
 //! `cargo run --release --example sse_server -- [--port 8090] [--rate N]
 //!  [--burst N] [--policy drop-oldest|disconnect|reject] [--queue N]
 //!  [--stall-ms N] [--history N] [--heartbeat-ms N] [--tick-ms N]
+//!  [--max-subscribers N] [--max-event-bytes N]
 //!  [--access-log PATH|-|off] [--pollers N] [--handler-threads N]
 //!  [--max-connections N]`
 
@@ -103,6 +104,8 @@ fn hub_config(args: &args::Args) -> HubConfig {
         .flow(flow)
         .history(args.get("history", 1024))
         .heartbeat(Duration::from_millis(args.get("heartbeat-ms", 15_000)))
+        .max_subscribers(args.get("max-subscribers", 100_000))
+        .max_event_bytes(args.get("max-event-bytes", 64 * 1024))
 }
 
 fn route(hub: &Hub, metrics: &ServerMetrics, task: &mut ServerTask) {
