@@ -27,6 +27,7 @@ mod dns;
 mod flow;
 mod listener;
 mod pool;
+mod ratelimit;
 mod reply;
 mod server;
 mod service;
@@ -37,6 +38,7 @@ pub use config::{ClientConfig, ConnConfig};
 pub use conn::{SendError, SendState};
 pub use dns::DNS_TTL;
 pub use flow::{FlowControl, FlowCounters, GapNote, Overflow, Rate};
+pub use ratelimit::RateLimited;
 pub use reply::Stream;
 pub use server::ServerHandle;
 

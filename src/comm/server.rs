@@ -14,6 +14,7 @@
 
 use super::conn::{dispatch_inline, Arrival, Conn, Done, Writable};
 use super::listener::{Acceptor, Listener};
+use super::ratelimit::{RateLimit, RateLimited};
 use super::reply::{Reply, StreamHost};
 use super::service::{Exchange, Service};
 use super::transport::Transport;
@@ -47,6 +48,10 @@ pub(crate) struct ServerSpec {
     pub max_connections: usize,
     pub backlog: i32,
     pub log: Arc<dyn AccessLog>,
+    /// Requests a second over all pollers; 0: no limit.
+    pub max_rps: u32,
+    /// Counts the requests refused over `max_rps`.
+    pub rate_limited: RateLimited,
 }
 
 /// Where a server is in its life.
@@ -82,6 +87,8 @@ pub(crate) struct ServerShared<P: Protocol, S: Service<P>> {
     state: AtomicU8,
     closed: (Mutex<()>, Condvar),
     log: Arc<dyn AccessLog>,
+    /// The request rate limit, if there is one.
+    rate: Option<Arc<RateLimit>>,
 }
 
 /// Starts serving `proto` on `addr` with one listener per poller; requests go
@@ -93,6 +100,11 @@ pub(crate) fn serve<P: Protocol, S: Service<P>>(
     service: S,
 ) -> io::Result<ServerHandle> {
     crate::sys::process::reserve_spare_fd();
+    let rate = (spec.max_rps > 0).then(|| {
+        let limit = Arc::new(RateLimit::new(spec.max_rps, poller::count()));
+        spec.rate_limited.attach(limit.clone());
+        limit
+    });
     let group = NEXT_GROUP.fetch_add(1, Ordering::Relaxed);
     let key = |dur, kind| QueueKey { dur, group, kind };
     let shared = Arc::new(ServerShared {
@@ -112,6 +124,7 @@ pub(crate) fn serve<P: Protocol, S: Service<P>>(
         state: AtomicU8::new(RunState::Running as u8),
         closed: (Mutex::new(()), Condvar::new()),
         log: spec.log,
+        rate,
     });
     let first = crate::sys::socket::reuseport_listener(addr, spec.backlog)?;
     let local = first.local_addr()?;
@@ -461,7 +474,7 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                     let leftover = leftover.take();
                     self.phase = Phase::Reading { partial: None };
                     if let Some(buf) = leftover {
-                        stale = self.feed(&buf, core.now());
+                        stale = self.feed(&buf, core.now(), core.index());
                     }
                 }
                 Phase::Reading { partial } => {
@@ -492,7 +505,7 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                             // request's arrival), or, before the count grows
                             // large, in a look at the shared state.
                             self.unrecorded_in += n as u32;
-                            stale = self.feed(&scratch[..n], core.now())
+                            stale = self.feed(&scratch[..n], core.now(), core.index())
                                 || self.unrecorded_in >= UNRECORDED_MAX;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -522,10 +535,11 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
         }
     }
 
-    /// Parses `data`, dispatching each complete request. Returns whether the
-    /// shared state may have changed since it was last looked at (a request
-    /// was dispatched, or an interim or error reply sent).
-    fn feed(&mut self, data: &[u8], now: Instant) -> bool {
+    /// Parses `data`, dispatching each complete request (`now`: the poller's
+    /// clock, `poller`: its index). Returns whether the shared state may have
+    /// changed since it was last looked at (a request was dispatched, or an
+    /// interim or error reply sent).
+    fn feed(&mut self, data: &[u8], now: Instant, poller: usize) -> bool {
         let mut off = 0;
         let mut stale = false;
         while off < data.len() {
@@ -557,7 +571,7 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                 Ok(Progress::Complete(n)) => {
                     off += n.min(rest.len());
                     if let Some(exchange) = partial.take() {
-                        stale |= self.dispatch(exchange, now);
+                        stale |= self.dispatch(exchange, now, poller);
                         // A reply from another thread may be there already: look,
                         // so pipelined requests in this buffer need no copy.
                         if stale && off < data.len() && self.sync_shared().is_ok() {
@@ -605,9 +619,10 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
     }
 
     /// Hands a complete request to the layer above: inline, or to run on
-    /// another thread. Returns whether the shared state must be looked at (the
-    /// answer is not known yet).
-    fn dispatch(&mut self, mut exchange: Box<S::Exchange>, now: Instant) -> bool {
+    /// another thread; or, over the server's request rate, refuses it here.
+    /// Returns whether the shared state must be looked at (the answer is not
+    /// known yet).
+    fn dispatch(&mut self, mut exchange: Box<S::Exchange>, now: Instant, poller: usize) -> bool {
         self.phase = Phase::Dispatched { leftover: None };
         self.seen_request = true;
         let sizes = exchange.request_mut().sizes().unwrap_or_default();
@@ -617,6 +632,12 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
             body: sizes.body,
             bytes_in: std::mem::take(&mut self.unrecorded_in),
         };
+        // Without a limit, this is the whole cost: one branch.
+        if let Some(limit) = &self.server.rate {
+            if let Err(wait) = limit.admit(poller, now) {
+                return self.refuse(exchange, arrival, wait);
+            }
+        }
         let (conn, server) = (self.conn.clone(), self.server.clone());
         if !self.server.inline {
             self.conn.record_arrival(&arrival);
@@ -637,6 +658,37 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                 self.conn.record_arrival(&arrival);
                 true
             }
+        }
+    }
+
+    /// Answers a request that came over the server's request rate with the
+    /// protocol's refusal (429), here on the poller, without running it; the
+    /// connection stays open if the protocol keeps it alive after that
+    /// answer. A protocol with no refusal closes the connection
+    /// (`limit_exceeded`). `wait`: how long until a request would be
+    /// admitted. Returns whether the shared state must be looked at.
+    #[cold]
+    #[inline(never)]
+    fn refuse(&mut self, mut exchange: Box<S::Exchange>, arrival: Arrival, wait: Duration) -> bool {
+        let err = ProtocolError::new(429, "over the server's request rate");
+        log::debug!("taskweave: refusing a request: {err}");
+        let req = exchange.request_mut();
+        let Some(mut resp) = self.server.proto.refuse(req, &err, wait) else {
+            exchange.recycle();
+            self.unrecorded_in = self.unrecorded_in.saturating_add(arrival.bytes_in);
+            self.phase = Phase::Draining(CloseReason::LimitExceeded);
+            return true;
+        };
+        let reply = Reply::new(self.conn.clone(), self.server.clone(), arrival, true);
+        let answer = dispatch_inline(self.conn.id, || reply.send(req, &mut resp));
+        exchange.recycle();
+        match answer {
+            Some(answer) => {
+                self.queued = answer.queued.min(u32::MAX as usize) as u32;
+                self.answered(answer.close);
+                answer.failed
+            }
+            None => true,
         }
     }
 
@@ -737,6 +789,7 @@ impl<P: Protocol, S: Service<P>> Drop for ServerConn<P, S> {
 /// Object-safe view of a running server, for its handle.
 trait Control: Send + Sync {
     fn open(&self) -> usize;
+    fn rate_limited(&self) -> u64;
     fn set_state(&self, state: RunState);
     fn wait_closed(&self, deadline: Instant) -> bool;
 }
@@ -744,6 +797,9 @@ trait Control: Send + Sync {
 impl<P: Protocol, S: Service<P>> Control for ServerShared<P, S> {
     fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
+    }
+    fn rate_limited(&self) -> u64 {
+        self.rate.as_ref().map_or(0, |limit| limit.refused())
     }
     fn set_state(&self, state: RunState) {
         self.state.store(state as u8, Ordering::Release);
@@ -792,6 +848,13 @@ impl ServerHandle {
     /// Connections open right now.
     pub fn open_connections(&self) -> usize {
         self.control.open()
+    }
+
+    /// Requests refused so far because they came over the server's request
+    /// rate (`max_rps`); 0 without a limit. To read it from inside the
+    /// server (a `/metrics` handler), take the builder's counter instead.
+    pub fn requests_rate_limited(&self) -> u64 {
+        self.control.rate_limited()
     }
 
     /// Graceful shutdown: stops accepting, closes idle connections, lets the

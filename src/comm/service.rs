@@ -40,6 +40,11 @@ pub(crate) trait Exchange<P: Protocol, S: Service<P>>: Send + 'static {
     /// the exchange is dropped unanswered, the connection answers 500 and
     /// closes).
     fn run(self: Box<Self>, reply: Reply<P, S>);
+
+    /// The request was answered without running it (it came over the
+    /// server's request rate): keep the exchange for the next request, or
+    /// drop it (the default).
+    fn recycle(self: Box<Self>) {}
 }
 
 /// One client request on its way through a connection. It carries what the

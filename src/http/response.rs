@@ -14,6 +14,7 @@
 //! status 502: the peer's response was unusable.
 
 use std::mem::MaybeUninit;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 
@@ -200,9 +201,44 @@ impl Response {
         r
     }
 
-    /// The error response for a request that failed to parse.
+    /// The error response for a request that failed to parse. A 429 says
+    /// `Retry-After: 1`.
     pub fn from_error(err: &ProtocolError) -> Self {
-        Response::error(err.code)
+        let mut r = Response::error(err.code);
+        if r.status == 429 {
+            r.headers.append("Retry-After", "1").ok();
+        }
+        r
+    }
+
+    /// The answer to a well-formed `req` the server will not run (429 over
+    /// its request rate, or another 4xx/5xx `status`): the status, its
+    /// reason phrase as a `text/plain` body (none for HEAD), and for 429 and
+    /// 503 `Retry-After` in whole seconds, rounded up from `retry_after`
+    /// (at least 1). Unlike [`error`](Self::error) it keeps the connection
+    /// as `req` asked.
+    pub(crate) fn refusal(req: &Request, status: u16, retry_after: Duration) -> Self {
+        let status = if (400..=599).contains(&status) {
+            status
+        } else {
+            400
+        };
+        let mut r = Response::for_request(req);
+        r.set_status(status);
+        r.headers
+            .append("Content-Type", "text/plain; charset=utf-8")
+            .ok();
+        if matches!(status, 429 | 503) {
+            let secs = retry_after
+                .as_nanos()
+                .div_ceil(1_000_000_000)
+                .clamp(1, u128::from(u32::MAX)) as u32;
+            r.headers
+                .append("Retry-After", itoa::Buffer::new().format(secs))
+                .ok();
+        }
+        r.body = Bytes::from_static(reason_phrase(status).unwrap_or("Error").as_bytes());
+        r
     }
 
     /// A client-side parser for the response to a request with `method`,
@@ -966,6 +1002,35 @@ mod tests {
         r.set_framing(Framing::Streaming).set_body("a");
         let (_, flat) = wire(&mut r);
         assert!(fixed_date(&flat).ends_with("chunked\r\n\r\n1\r\na\r\n"));
+    }
+
+    #[test]
+    fn a_refusal_answers_its_request_and_rounds_retry_after_up() {
+        let secs = std::time::Duration::from_secs_f64;
+        let req = request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut r = Response::refusal(&req, 429, secs(2.5));
+        assert!(r.keep_alive());
+        assert_eq!(
+            fixed_date(&wire(&mut r).1),
+            "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Retry-After: 3\r\nDate: D\r\nContent-Length: 17\r\n\r\nToo Many Requests"
+        );
+        // Never "0": a token due in a millisecond is still a second away.
+        let mut r = Response::refusal(&req, 429, secs(0.001));
+        assert!(fixed_date(&wire(&mut r).1).contains("Retry-After: 1\r\n"));
+        // HEAD: the head alone; HTTP/1.0 without keep-alive: closes.
+        let head = request(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut r = Response::refusal(&head, 429, secs(1.0));
+        assert!(fixed_date(&wire(&mut r).1).ends_with("Content-Length: 17\r\n\r\n"));
+        let old = request(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(!Response::refusal(&old, 429, secs(1.0)).keep_alive());
+        // Other statuses carry no Retry-After.
+        let mut r = Response::refusal(&req, 403, secs(1.0));
+        assert!(!fixed_date(&wire(&mut r).1).contains("Retry-After"));
+        // A 429 from a parse error says one second, and closes.
+        let mut r = Response::from_error(&ProtocolError::new(429, "x"));
+        let text = fixed_date(&wire(&mut r).1);
+        assert!(text.contains("Retry-After: 1\r\n") && text.contains("Connection: close\r\n"));
     }
 
     #[test]

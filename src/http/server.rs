@@ -7,7 +7,7 @@
 //! message layer; bad input is answered with its 4xx and the connection closed.
 
 use super::{Limits, Request, Response};
-use crate::comm::ConnConfig;
+use crate::comm::{ConnConfig, RateLimited};
 use crate::metrics::AccessLog;
 use crate::protocol::{Protocol, ProtocolError};
 use crate::task::{self, Series};
@@ -51,6 +51,15 @@ impl Protocol for ServerProto {
 
     fn reject(&self, err: &ProtocolError) -> Option<Response> {
         Some(Response::from_error(err))
+    }
+
+    fn refuse(
+        &self,
+        req: &Request,
+        err: &ProtocolError,
+        retry_after: Duration,
+    ) -> Option<Response> {
+        Some(Response::refusal(req, err.code, retry_after))
     }
 }
 
@@ -139,6 +148,20 @@ impl ServerBuilder {
     pub fn access_log(mut self, log: impl AccessLog) -> Self {
         self.inner = self.inner.access_log(log);
         self
+    }
+    /// At most `n` requests a second over the whole server (0, the default:
+    /// no limit). Beyond it a request gets `429 Too Many Requests` with
+    /// `Retry-After` (whole seconds until a request would be admitted,
+    /// rounded up) before `process` runs, and the connection stays open as
+    /// the request allows. See [`task::ServerBuilder::max_rps`].
+    pub fn max_rps(mut self, n: u32) -> Self {
+        self.inner = self.inner.max_rps(n);
+        self
+    }
+    /// The live count of requests refused over [`max_rps`](Self::max_rps),
+    /// readable from anywhere, this server's own handlers included.
+    pub fn rate_limited(&self) -> RateLimited {
+        self.inner.rate_limited()
     }
 
     /// Serves HTTP on `addr` (the first address it resolves to).

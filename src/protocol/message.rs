@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
 /// What a call to [`Message::append`] achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +182,24 @@ pub trait Protocol: Send + Sync + 'static {
     /// code is then 500). `None` closes without writing.
     fn reject(&self, _err: &ProtocolError) -> Option<Self::Response> {
         None
+    }
+
+    /// A response to a complete, well-formed request that the server will
+    /// not run: it came over the server's request rate (`err.code` 429, see
+    /// the server builder's `max_rps`). `retry_after` is how long until the
+    /// server would admit a request again (HTTP rounds it up to whole
+    /// seconds in `Retry-After`). Unlike after [`reject`](Protocol::reject),
+    /// the connection stays open if [`keep_alive`](Protocol::keep_alive)
+    /// says so for this request and response. The default answers with
+    /// `reject(err)`; `None` closes the connection without writing.
+    fn refuse(
+        &self,
+        req: &Self::Request,
+        err: &ProtocolError,
+        retry_after: Duration,
+    ) -> Option<Self::Response> {
+        let _ = (req, retry_after);
+        self.reject(err)
     }
 
     /// Client: how many requests may be in flight on one connection, their

@@ -10,7 +10,8 @@
 
 use super::{handlers_inline, spawn_handler, Finisher, Series, Step, Task};
 use crate::comm::{
-    self, ConnConfig, Exchange, FlowControl, Reply, SendError, ServerHandle, Service, Stream,
+    self, ConnConfig, Exchange, FlowControl, RateLimited, Reply, SendError, ServerHandle, Service,
+    Stream,
 };
 use crate::metrics::{AccessLog, NullLog};
 use crate::protocol::Protocol;
@@ -42,6 +43,8 @@ pub struct ServerBuilder {
     max_connections: usize,
     backlog: i32,
     log: Arc<dyn AccessLog>,
+    max_rps: u32,
+    rate_limited: RateLimited,
 }
 
 impl Default for ServerBuilder {
@@ -51,6 +54,8 @@ impl Default for ServerBuilder {
             max_connections: 10_000,
             backlog: 1024,
             log: Arc::new(NullLog),
+            max_rps: 0,
+            rate_limited: RateLimited::new(),
         }
     }
 }
@@ -60,7 +65,8 @@ impl std::fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("config", &self.config)
             .field("max_connections", &self.max_connections)
-            .finish()
+            .field("max_rps", &self.max_rps)
+            .finish_non_exhaustive()
     }
 }
 
@@ -117,6 +123,29 @@ impl ServerBuilder {
         self.log = Arc::new(log);
         self
     }
+    /// At most `n` requests a second over the whole server; 0 (the
+    /// default) for no limit, which costs one branch per request.
+    ///
+    /// A request over the rate is answered on the poller, before `process`
+    /// would run, with the protocol's refusal for code 429
+    /// ([`Protocol::refuse`]; HTTP: `429 Too Many Requests` with
+    /// `Retry-After`), and the connection stays open if the protocol keeps
+    /// it alive. The limit is a token bucket of `n` a second holding a tenth
+    /// of a second's requests (at least one), so a quiet server admits that
+    /// many at once; pollers take its tokens in small leases, so the rate
+    /// holds for the server however its connections are spread over the
+    /// pollers. Refusals are counted live: see
+    /// [`rate_limited`](Self::rate_limited).
+    pub fn max_rps(mut self, n: u32) -> Self {
+        self.max_rps = n;
+        self
+    }
+    /// The live count of requests refused over [`max_rps`](Self::max_rps),
+    /// to read from anywhere (a `/metrics` handler of this very server). It
+    /// reads 0 until the server starts, and always without a limit.
+    pub fn rate_limited(&self) -> RateLimited {
+        self.rate_limited.clone()
+    }
     /// The connection settings as configured.
     pub fn config(&self) -> &ConnConfig {
         &self.config
@@ -156,6 +185,8 @@ impl ServerBuilder {
             max_connections: self.max_connections,
             backlog: self.backlog,
             log: self.log,
+            max_rps: self.max_rps,
+            rate_limited: self.rate_limited,
         };
         let app = App::<P> {
             process: Arc::new(Box::new(process)),
@@ -452,6 +483,14 @@ impl<P: Protocol> Exchange<P, App<P>> for ServerTask<P> {
             Series::start_boxed(self);
         } else {
             spawn_handler(move || Series::start_boxed(self));
+        }
+    }
+
+    fn recycle(self: Box<Self>) {
+        // Refused over the rate on the poller thread: inline, the next
+        // request there takes this task, as after an answer.
+        if handlers_inline() {
+            keep_spare(self);
         }
     }
 }
