@@ -4,9 +4,16 @@
 //! socket drains), `/metrics` shows the server's counters in Prometheus
 //! format. Every connection writes an access-log record when it closes.
 //!
+//! `--max-rps N` answers requests beyond N a second (over the whole server)
+//! with `429 Too Many Requests` and `Retry-After`, counted in `/metrics` as
+//! `taskweave_requests_rate_limited_total`. `--limit-rate RATE` paces
+//! `/file` downloads to RATE bytes a second after the first
+//! `--limit-rate-after SIZE` bytes (nginx's `limit_rate` and
+//! `limit_rate_after`; sizes like `1m`, `500k` or plain bytes; 0: no limit).
+//!
 //! `cargo run --release --example http_server -- --port 8080 [--pollers N]
 //!  [--handler-threads N] [--max-connections N] [--access-log PATH|-|off]
-//!  [--dir DIR]`
+//!  [--dir DIR] [--max-rps N] [--limit-rate RATE] [--limit-rate-after SIZE]`
 
 #[path = "common/access_log.rs"]
 mod access_log;
@@ -59,63 +66,85 @@ fn main() -> std::io::Result<()> {
     let log = access_log::access_log(args.raw("access-log"), metrics.clone())?;
     let m = metrics.clone();
     let dir: Option<PathBuf> = args.raw("dir").map(PathBuf::from);
-    let server = Server::builder()
+    let size = |name| {
+        args.raw(name).map_or(0, |v| {
+            streams::parse_size(v).unwrap_or_else(|| {
+                eprintln!("invalid size for --{name}: {v} (bytes, or with k, m or g)");
+                std::process::exit(2)
+            })
+        })
+    };
+    let pace = match size("limit-rate") {
+        0 => None,
+        rate => Some(streams::DownloadRate {
+            rate,
+            after: size("limit-rate-after"),
+        }),
+    };
+    let builder = Server::builder()
         .max_connections(args.get("max-connections", 10_000))
-        .access_log(log)
-        .serve(
-            ("127.0.0.1", port),
-            move |task: &mut ServerTask, series: &mut Series| {
-                let param = |task: &ServerTask, key| {
-                    streams::query_param::<u64>(task.request().query(), key)
-                };
-                match Route::of(task.request().path()) {
-                    Route::Hello => {
-                        task.response().set_header("Content-Type", "text/plain");
-                        task.response().set_body("Hello, World!");
-                    }
-                    Route::Echo => {
-                        let body = task.request_mut().take_body();
-                        task.response().set_body(body);
-                    }
-                    Route::Delay => {
-                        let ms = param(task, "ms").unwrap_or(0).min(60_000);
-                        series.push_back(timer(
-                            Duration::from_millis(ms),
-                            move |_, s: &mut Series| {
-                                if let Some(t) = ServerTask::of_series(s) {
-                                    t.response().set_body(format!("waited {ms} ms\n"));
-                                }
-                            },
-                        ));
-                    }
-                    Route::Stream => {
-                        let n = param(task, "n").unwrap_or(10).min(100_000) as u32;
-                        let ms = param(task, "ms").unwrap_or(100).min(60_000);
-                        streams::serve_ticks(task, series, n, ms);
-                    }
-                    Route::File => match &dir {
-                        Some(dir) => {
-                            let path = task.request().path();
-                            let name = path.trim_start_matches("/file/").to_owned();
-                            streams::serve_file(task, dir, &name);
-                        }
-                        None => {
-                            task.response().set_status(404).set_body("no --dir given\n");
-                        }
-                    },
-                    Route::Metrics => {
-                        let mut out = String::new();
-                        m.render_prometheus("taskweave", &mut out);
-                        task.response()
-                            .set_header("Content-Type", "text/plain; version=0.0.4");
-                        task.response().set_body(out);
-                    }
-                    Route::NotFound => {
-                        task.response().set_status(404).set_body("not found\n");
-                    }
+        .max_rps(args.get("max-rps", 0))
+        .access_log(log);
+    let rate_limited = builder.rate_limited();
+    let server = builder.serve(
+        ("127.0.0.1", port),
+        move |task: &mut ServerTask, series: &mut Series| {
+            let param =
+                |task: &ServerTask, key| streams::query_param::<u64>(task.request().query(), key);
+            match Route::of(task.request().path()) {
+                Route::Hello => {
+                    task.response().set_header("Content-Type", "text/plain");
+                    task.response().set_body("Hello, World!");
                 }
-            },
-        )?;
+                Route::Echo => {
+                    let body = task.request_mut().take_body();
+                    task.response().set_body(body);
+                }
+                Route::Delay => {
+                    let ms = param(task, "ms").unwrap_or(0).min(60_000);
+                    series.push_back(timer(
+                        Duration::from_millis(ms),
+                        move |_, s: &mut Series| {
+                            if let Some(t) = ServerTask::of_series(s) {
+                                t.response().set_body(format!("waited {ms} ms\n"));
+                            }
+                        },
+                    ));
+                }
+                Route::Stream => {
+                    let n = param(task, "n").unwrap_or(10).min(100_000) as u32;
+                    let ms = param(task, "ms").unwrap_or(100).min(60_000);
+                    streams::serve_ticks(task, series, n, ms);
+                }
+                Route::File => match &dir {
+                    Some(dir) => {
+                        let path = task.request().path();
+                        let name = path.trim_start_matches("/file/").to_owned();
+                        streams::serve_file_paced(task, dir, &name, pace);
+                    }
+                    None => {
+                        task.response().set_status(404).set_body("no --dir given\n");
+                    }
+                },
+                Route::Metrics => {
+                    let mut out = String::new();
+                    m.render_prometheus("taskweave", &mut out);
+                    let name = "taskweave_requests_rate_limited_total";
+                    out.push_str(&format!(
+                        "# HELP {name} Requests refused with 429 over --max-rps.\n\
+                             # TYPE {name} counter\n{name} {}\n",
+                        rate_limited.total()
+                    ));
+                    task.response()
+                        .set_header("Content-Type", "text/plain; version=0.0.4");
+                    task.response().set_body(out);
+                }
+                Route::NotFound => {
+                    task.response().set_status(404).set_body("not found\n");
+                }
+            }
+        },
+    )?;
     eprintln!("http_server listening on http://{}", server.local_addr());
     loop {
         std::thread::park();

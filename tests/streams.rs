@@ -91,6 +91,16 @@ impl RssWatch {
 
 /// The `http_server` example's stream routes on a server built by `builder`.
 fn stream_server(builder: ServerBuilder, dir: PathBuf) -> ServerHandle {
+    paced_stream_server(builder, dir, None)
+}
+
+/// The same, with `/file` downloads paced as `http_server --limit-rate`
+/// paces them.
+fn paced_stream_server(
+    builder: ServerBuilder,
+    dir: PathBuf,
+    pace: Option<streams::DownloadRate>,
+) -> ServerHandle {
     builder
         .serve(
             "127.0.0.1:0",
@@ -98,7 +108,7 @@ fn stream_server(builder: ServerBuilder, dir: PathBuf) -> ServerHandle {
                 let path = task.request().path().to_owned();
                 let q = task.request().query().map(str::to_owned);
                 if let Some(name) = path.strip_prefix("/file/") {
-                    streams::serve_file(task, &dir, name);
+                    streams::serve_file_paced(task, &dir, name, pace);
                 } else if path == "/stream" {
                     let n = streams::query_param(q.as_deref(), "n").unwrap_or(3);
                     let ms = streams::query_param(q.as_deref(), "ms").unwrap_or(10);
@@ -200,6 +210,125 @@ fn a_client_that_never_reads_a_file_is_closed_at_the_send_timeout() {
     );
     assert!(record.peak_queued_bytes() < 1024 * 1024);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Downloads `url` with curl into `to`; returns curl's `size_download`,
+/// `time_total` and `time_starttransfer`.
+fn curl_download(url: &str, to: &Path) -> (u64, f64, f64) {
+    let out = curl(&[
+        "-sS",
+        "--max-time",
+        "30",
+        "-o",
+        &to.display().to_string(),
+        "-w",
+        "%{size_download} %{time_total} %{time_starttransfer}",
+        url,
+    ]);
+    assert!(out.status.success(), "curl failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut it = text.split_whitespace();
+    let mut next = || it.next().unwrap_or_default().to_string();
+    let parsed = (next().parse(), next().parse(), next().parse());
+    match parsed {
+        (Ok(size), Ok(total), Ok(start)) => (size, total, start),
+        _ => panic!("curl -w said {text:?}"),
+    }
+}
+
+/// The issue's must-show, as `http_server --limit-rate 1m
+/// --limit-rate-after 256k` serves it: a 3 MiB file arrives whole, the
+/// bytes after the first 256 KiB at 1 MiB/s within 10%, and the record's
+/// `ratelimit_delay_us` is not zero. The same file without the limit
+/// arrives whole at once, with no delay recorded.
+#[test]
+fn a_file_with_limit_rate_arrives_at_the_set_rate() {
+    let dir = test_dir("streams_limit_rate");
+    let file = dir.join("three.bin");
+    write_file(&file, 3);
+    let want = std::fs::read(&file).unwrap();
+    let size = want.len() as u64;
+    let pace = streams::DownloadRate {
+        rate: streams::parse_size("1m").unwrap(),
+        after: streams::parse_size("256k").unwrap(),
+    };
+    let got_path = dir.join("got.bin");
+
+    let log = MemoryLog::new();
+    let server = paced_stream_server(
+        Server::builder().access_log(log.clone()),
+        dir.clone(),
+        Some(pace),
+    );
+    let url = format!("http://{}/file/three.bin", server.local_addr());
+    let (got, total, start) = curl_download(&url, &got_path);
+    let rate = (got - pace.after) as f64 / total;
+    eprintln!(
+        "--limit-rate 1m --limit-rate-after 256k: {got} bytes in {total:.3} s \
+         (first byte at {start:.4} s): {rate:.0} B/s after the free bytes, \
+         {:+.1}% from the rate",
+        (rate / pace.rate as f64 - 1.0) * 100.0
+    );
+    assert_eq!(got, size);
+    assert!(
+        std::fs::read(&got_path).unwrap() == want,
+        "the body differs"
+    );
+    assert!(
+        (rate - pace.rate as f64).abs() <= pace.rate as f64 * 0.10,
+        "{rate:.0} B/s, not within 10% of {} B/s",
+        pace.rate
+    );
+    let record = &records(&log, 1)[0];
+    assert_eq!(record.response_body_bytes(), Some(size));
+    assert_eq!(record.close_reason(), Some(CloseReason::PeerClosed));
+    assert!(
+        record.ratelimit_delay() > Duration::ZERO,
+        "no rate-limit delay in {record:?}"
+    );
+
+    let log = MemoryLog::new();
+    let server = paced_stream_server(Server::builder().access_log(log.clone()), dir.clone(), None);
+    let url = format!("http://{}/file/three.bin", server.local_addr());
+    let (got, fast, _) = curl_download(&url, &got_path);
+    eprintln!("without the limit: {got} bytes in {fast:.3} s");
+    assert_eq!(got, size);
+    assert!(
+        std::fs::read(&got_path).unwrap() == want,
+        "the body differs"
+    );
+    assert!(fast < total / 2.0, "{fast} s without the limit");
+    let record = &records(&log, 1)[0];
+    assert_eq!(record.ratelimit_delay(), Duration::ZERO);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sizes for `--limit-rate` and `--limit-rate-after`, as nginx writes them.
+#[test]
+fn sizes_parse_like_nginx() {
+    for (text, want) in [
+        ("1m", Some(1 << 20)),
+        ("500k", Some(500 << 10)),
+        ("256K", Some(256 << 10)),
+        ("2g", Some(2 << 30)),
+        ("1234", Some(1234)),
+        ("0", Some(0)),
+        ("", None),
+        ("k", None),
+        ("1.5m", None),
+        ("-1", None),
+        ("10x", None),
+        ("1 m", None),
+        ("99999999999999999999", None),
+    ] {
+        assert_eq!(streams::parse_size(text), want, "{text:?}");
+    }
+    // A piece (and burst) of about a sixteenth of a second, 4 to 64 KiB.
+    let piece = |rate| streams::DownloadRate { rate, after: 0 }.piece();
+    assert_eq!(piece(1 << 20), 64 << 10);
+    assert_eq!(piece(100 << 20), 64 << 10);
+    assert_eq!(piece(160 << 10), 10 << 10);
+    assert_eq!(piece(1), 4 << 10);
 }
 
 /// Names that climb out of the directory, encoded or not, absolute, or
