@@ -21,7 +21,7 @@
 //! `cargo run --release --example sse_server -- [--port 8090] [--rate N]
 //!  [--burst N] [--policy drop-oldest|disconnect|reject] [--queue N]
 //!  [--stall-ms N] [--history N] [--heartbeat-ms N] [--tick-ms N]
-//!  [--max-subscribers N] [--max-event-bytes N]
+//!  [--max-subscribers N] [--max-event-bytes N] [--max-rps N]
 //!  [--access-log PATH|-|off] [--pollers N] [--handler-threads N]
 //!  [--max-connections N]`
 
@@ -57,13 +57,17 @@ fn main() -> std::io::Result<()> {
     let access_log::Chosen { log, writer } =
         access_log::choose(args.raw("access-log"), metrics.clone())?;
     let h = hub.clone();
-    let server = Server::builder()
+    let builder = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
-        .access_log(log)
-        .serve(
-            ("127.0.0.1", port),
-            move |task: &mut ServerTask, _: &mut Series| route(&h, &metrics, task),
-        )?;
+        .max_rps(args.get("max-rps", 0))
+        .access_log(log);
+    let rate_limited = builder.rate_limited();
+    let server = builder.serve(
+        ("127.0.0.1", port),
+        move |task: &mut ServerTask, _: &mut Series| {
+            route(&h, &metrics, task, rate_limited.total())
+        },
+    )?;
     eprintln!("sse_server listening on http://{}", server.local_addr());
 
     let tick_ms: u64 = args.get("tick-ms", 1000);
@@ -108,7 +112,7 @@ fn hub_config(args: &args::Args) -> HubConfig {
         .max_event_bytes(args.get("max-event-bytes", 64 * 1024))
 }
 
-fn route(hub: &Hub, metrics: &ServerMetrics, task: &mut ServerTask) {
+fn route(hub: &Hub, metrics: &ServerMetrics, task: &mut ServerTask, rate_limited: u64) {
     let topic = query_str(task.request().query(), "topic").unwrap_or(TICKER);
     let topic = topic.to_owned();
     match (task.request().method(), task.request().path()) {
@@ -140,6 +144,11 @@ fn route(hub: &Hub, metrics: &ServerMetrics, task: &mut ServerTask) {
             let mut out = String::new();
             metrics.render_prometheus("taskweave", &mut out);
             hub.render_prometheus("taskweave_sse_", &mut out);
+            let name = "taskweave_requests_rate_limited_total";
+            out.push_str(&format!(
+                "# HELP {name} Requests refused with 429 over --max-rps.\n\
+                 # TYPE {name} counter\n{name} {rate_limited}\n"
+            ));
             task.response()
                 .set_header("Content-Type", "text/plain; version=0.0.4")
                 .set_body(out);
