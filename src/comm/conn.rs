@@ -600,6 +600,11 @@ impl Conn {
     pub fn stream_abort(&self, id: u64) -> Option<Writable> {
         let mut st = self.lock();
         st.stream(id)?;
+        // A flow-controlled stream that was finished with messages still
+        // held is not abandoned: its poller ends it once they are out.
+        if st.pacer().is_some_and(|p| p.finishing) {
+            return None;
+        }
         let writable = st.extra.as_mut().and_then(|extra| {
             let on_close = extra.stream.take().and_then(|s| s.on_close);
             both(extra.writable.take(), on_close)
