@@ -916,8 +916,9 @@ impl Conn {
         } else {
             None
         };
+        let socket_busy = !st.out.is_empty();
         let wake_at = st.pacer().and_then(|p| {
-            let due = p.next_due()?;
+            let due = p.next_due(socket_busy)?;
             if p.timer_at.is_some_and(|t| t <= due) {
                 return None;
             }

@@ -495,17 +495,22 @@ impl Pacer {
     }
 
     /// When the poller must look again: the rate opens, a heartbeat is due,
-    /// or the stall timeout runs out.
-    pub fn next_due(&self) -> Option<Instant> {
+    /// or the stall timeout runs out. While output waits on the socket
+    /// (`socket_busy`) nothing is released whatever the rate or the
+    /// heartbeat say, and the flush that empties the queue brings the poller
+    /// back: only the stall timeout counts then (a rate or heartbeat time
+    /// already past would have the poller wake again at once, forever).
+    pub fn next_due(&self, socket_busy: bool) -> Option<Instant> {
         let rate = self
             .throttled_since
+            .filter(|_| !socket_busy)
             .and(self.held.front())
             .and_then(|front| {
                 let bytes = self.bytes.map(|b| b.ready_at(self.byte_cost(front.len())));
                 let messages = self.messages.map(|b| b.ready_at(1.0));
                 bytes.into_iter().chain(messages).max()
             });
-        let beat = (self.held.is_empty() && !self.finishing)
+        let beat = (self.held.is_empty() && !self.finishing && !socket_busy)
             .then(|| {
                 self.cfg
                     .heartbeat
@@ -538,14 +543,14 @@ mod tests {
         }
         assert_eq!(p.release(t0, false).messages, 3);
         assert!(p.throttled());
-        let due = p.next_due().expect("a wake-up for the rate");
+        let due = p.next_due(false).expect("a wake-up for the rate");
         assert!(due > t0 + Duration::from_millis(99) && due < t0 + Duration::from_millis(101));
         // Late by 30 ms: one goes now, and the next is due 70 ms later, not 100.
         let late = t0 + Duration::from_millis(130);
         let r = p.release(late, false);
         assert_eq!(r.messages, 1);
         assert_eq!(r.delayed, Duration::from_millis(130));
-        let next = p.next_due().expect("due");
+        let next = p.next_due(false).expect("due");
         let gap = next.duration_since(late);
         assert!(
             gap > Duration::from_millis(69) && gap < Duration::from_millis(71),
@@ -568,7 +573,7 @@ mod tests {
         while now < t0 + Duration::from_secs(10) {
             sent += p.release(now, false).messages;
             // Every wake-up 1.7 ms late, as a coarse poll timeout makes it.
-            now = p.next_due().unwrap_or(now) + Duration::from_micros(1700);
+            now = p.next_due(false).unwrap_or(now) + Duration::from_micros(1700);
         }
         assert!((999..=1002).contains(&sent), "{sent}");
     }
@@ -584,7 +589,7 @@ mod tests {
         // 5 free pieces, then the 1000-byte burst, then one more into debt.
         assert_eq!(p.release(t0, false).messages, 6);
         assert!(p.throttled());
-        let due = p.next_due().expect("due");
+        let due = p.next_due(false).expect("due");
         assert!(due >= t0 + Duration::from_millis(999), "{:?}", due - t0);
         assert_eq!(p.release(due, false).messages, 1);
     }
@@ -656,7 +661,7 @@ mod tests {
         let t0 = Instant::now();
         let every = Duration::from_secs(15);
         let mut p = Pacer::new(FlowControl::new().heartbeat(every, ":\n\n"), t0);
-        assert_eq!(p.next_due(), Some(t0 + every));
+        assert_eq!(p.next_due(false), Some(t0 + every));
         assert!(p
             .release(t0 + Duration::from_secs(14), false)
             .pieces
@@ -664,9 +669,32 @@ mod tests {
         p.hold(piece(3));
         let t1 = t0 + Duration::from_secs(14);
         assert_eq!(p.release(t1, false).pieces.len(), 1);
-        assert_eq!(p.next_due(), Some(t1 + every));
+        assert_eq!(p.next_due(false), Some(t1 + every));
         let beat = p.release(t1 + every, false);
         assert_eq!((beat.pieces.len(), beat.messages), (1, 0));
+    }
+
+    #[test]
+    fn nothing_but_the_stall_is_due_while_the_socket_is_busy() {
+        let t0 = Instant::now();
+        let every = Duration::from_millis(20);
+        let limit = Duration::from_secs(2);
+        let cfg = FlowControl::new()
+            .message_rate(10, 1)
+            .heartbeat(every, ":\n\n")
+            .stall_timeout(limit);
+        let mut p = Pacer::new(cfg.clone(), t0);
+        p.hold(piece(1));
+        p.hold(piece(1));
+        p.release(t0, false);
+        assert!(p.throttled());
+        assert_eq!(p.next_due(true), None);
+        p.socket_state(t0, 100, false);
+        assert_eq!(p.next_due(true), Some(t0 + limit));
+        // Nothing held: the heartbeat is due only once the socket is free.
+        let q = Pacer::new(cfg, t0);
+        assert_eq!(q.next_due(true), None);
+        assert_eq!(q.next_due(false), Some(t0 + every));
     }
 
     #[test]
