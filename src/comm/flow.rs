@@ -311,14 +311,19 @@ pub(crate) struct Released {
 /// A stream's flow-control state, kept under its connection's lock.
 pub(crate) struct Pacer {
     cfg: FlowControl,
-    held: VecDeque<Bytes>,
+    /// Messages held, each with the number refused (`Reject`) just before
+    /// it, to announce ahead of it.
+    held: VecDeque<(u64, Bytes)>,
     held_bytes: usize,
     bytes: Option<Bucket>,
     messages: Option<Bucket>,
     /// Bytes still free of the byte rate.
     free_left: u64,
-    /// Messages dropped and not yet announced.
+    /// Messages dropped from the front of the queue and not yet announced.
     gap: u64,
+    /// Messages refused since the last one held (announced ahead of the
+    /// next one held, where the gap is).
+    refused: u64,
     /// Since when released output waits for the rate (not for the socket).
     throttled_since: Option<Instant>,
     /// When a piece last went out (or the stream began), for the heartbeat.
@@ -343,6 +348,7 @@ impl Pacer {
             held: VecDeque::new(),
             held_bytes: 0,
             gap: 0,
+            refused: 0,
             throttled_since: None,
             last_out: now,
             stalled_since: None,
@@ -378,18 +384,20 @@ impl Pacer {
         if !fits(self) {
             match self.cfg.overflow {
                 Overflow::Reject => {
-                    // The consumer still learns of the gap, at the next message.
-                    self.gap += 1;
+                    // The consumer still learns of the gap, ahead of the
+                    // next message held (not of those held before it).
+                    self.refused += 1;
                     self.count(|c| &c.dropped, 1);
                     return Held::Rejected;
                 }
                 Overflow::Disconnect => return Held::Disconnect,
                 Overflow::DropOldest => {
                     while !fits(self) {
-                        let Some(old) = self.held.pop_front() else {
+                        let Some((refused, old)) = self.held.pop_front() else {
                             break;
                         };
                         self.held_bytes -= old.len();
+                        self.gap += refused;
                         dropped += 1;
                     }
                     self.gap += dropped;
@@ -398,7 +406,8 @@ impl Pacer {
             }
         }
         self.held_bytes += piece.len();
-        self.held.push_back(piece);
+        self.held
+            .push_back((std::mem::take(&mut self.refused), piece));
         Held::Yes { dropped }
     }
 
@@ -412,7 +421,7 @@ impl Pacer {
         for b in self.bytes.iter_mut().chain(self.messages.iter_mut()) {
             b.refill(now, waiting);
         }
-        while let Some(front) = self.held.front() {
+        while let Some((_, front)) = self.held.front() {
             let byte_cost = self.byte_cost(front.len());
             let open = self.bytes.as_ref().map_or(true, |b| b.allows(byte_cost))
                 && self.messages.as_ref().map_or(true, |b| b.allows(1.0));
@@ -431,13 +440,13 @@ impl Pacer {
             if let Some(b) = &mut self.messages {
                 b.tokens -= 1.0;
             }
-            if self.gap > 0 {
-                if let Some(note) = &self.cfg.gap_note {
-                    out.pieces.push(note(self.gap));
+            if let Some((refused, piece)) = self.held.pop_front() {
+                let gap = std::mem::take(&mut self.gap) + refused;
+                if gap > 0 {
+                    if let Some(note) = &self.cfg.gap_note {
+                        out.pieces.push(note(gap));
+                    }
                 }
-                self.gap = 0;
-            }
-            if let Some(piece) = self.held.pop_front() {
                 self.held_bytes -= piece.len();
                 out.pieces.push(piece);
                 out.messages += 1;
@@ -504,7 +513,7 @@ impl Pacer {
         let rate = self
             .throttled_since
             .filter(|_| !socket_busy)
-            .and(self.held.front())
+            .and(self.held.front().map(|(_, front)| front))
             .and_then(|front| {
                 let bytes = self.bytes.map(|b| b.ready_at(self.byte_cost(front.len())));
                 let messages = self.messages.map(|b| b.ready_at(1.0));
@@ -609,6 +618,27 @@ mod tests {
         let got: Vec<&[u8]> = r.pieces.iter().map(|b| &b[..]).collect();
         assert_eq!(got, [&b"gap 2"[..], &[2], &[3], &[4]]);
         assert_eq!(r.messages, 3);
+    }
+
+    #[test]
+    fn a_reject_gap_is_announced_where_it_is() {
+        let t0 = Instant::now();
+        let cfg = FlowControl::new()
+            .max_messages(2)
+            .overflow(Overflow::Reject)
+            .gap_note(|n| Bytes::from(format!("gap {n}")));
+        let mut p = Pacer::new(cfg, t0);
+        for i in 0..5u8 {
+            p.hold(Bytes::from(vec![i]));
+        }
+        // 0 and 1 held, 2 to 4 refused; 5 goes after the gap.
+        let r = p.release(t0, false);
+        let got: Vec<&[u8]> = r.pieces.iter().map(|b| &b[..]).collect();
+        assert_eq!(got, [&[0u8][..], &[1]]);
+        p.hold(Bytes::from(vec![5]));
+        let r = p.release(t0, false);
+        let got: Vec<&[u8]> = r.pieces.iter().map(|b| &b[..]).collect();
+        assert_eq!(got, [&b"gap 3"[..], &[5]]);
     }
 
     #[test]
