@@ -538,9 +538,19 @@ impl Conn {
     /// asks the poller to look when nothing else will make it.
     fn hold(&self, mut st: MutexGuard<'_, State>, piece: Bytes) -> Result<SendState, SendError> {
         let out_empty = st.out.is_empty();
+        // A piece past a declared length is refused now, as on a stream
+        // without flow control: framed at its release, it would break the
+        // connection instead.
+        let room = st
+            .extra
+            .as_ref()
+            .and_then(|e| e.stream.as_ref()?.framer.room());
         let Some(pacer) = st.pacer().filter(|p| !p.finishing) else {
             return Err(SendError::Closed);
         };
+        if room.is_some_and(|room| (pacer.held_bytes() + piece.len()) as u64 > room) {
+            return Err(SendError::Invalid);
+        }
         let held = pacer.hold(piece);
         // While output waits on the socket a flush brings the poller; while
         // it waits on the rate, a timer does.
