@@ -685,6 +685,7 @@ impl Conn {
         if let Some(mut pacer) = stream.pacer.take() {
             let released = pacer.release(Instant::now(), true);
             st.stats.add_events_sent(released.messages);
+            st.stats.add_ratelimit_delay(released.delayed);
             let farewell = shutdown.then(|| pacer.farewell()).flatten();
             for piece in released.pieces.into_iter().chain(farewell) {
                 let _ = stream.frame(piece, &mut chunks);
