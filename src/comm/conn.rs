@@ -876,7 +876,7 @@ impl Conn {
     /// due.
     fn pace(&self, st: &mut State) -> (Option<Writable>, Option<Instant>) {
         let now = Instant::now();
-        let (queued, out_empty) = (st.queued, st.out.is_empty());
+        let queued = st.queued;
         let Some(pacer) = st.pacer() else {
             return (None, None);
         };
@@ -885,10 +885,27 @@ impl Conn {
             pacer.timer_at = None;
         }
         pacer.socket_state(now, queued, false);
+        let mut probed = None;
         if pacer.stalled(now) {
-            st.broken.get_or_insert(CloseReason::SlowConsumer);
-            return (None, None);
+            // The socket's writable edge comes only once its buffer has
+            // drained by about a third, which a slow but steady reader may
+            // take longer than the stall timeout to do: before calling the
+            // consumer stalled, see whether the socket takes anything now (a
+            // write that makes progress restarts the stall).
+            probed = self.flush_locked(st);
+            if st.broken.is_some() || st.pacer().is_some_and(|p| p.stalled(now)) {
+                st.broken.get_or_insert(CloseReason::SlowConsumer);
+                if let Some(f) = probed {
+                    // For the close to run.
+                    st.extra().writable = Some(f);
+                }
+                return (None, None);
+            }
         }
+        let out_empty = st.out.is_empty();
+        let Some(pacer) = st.pacer() else {
+            return (probed, None);
+        };
         let released = if out_empty {
             pacer.release(now, false)
         } else {
@@ -927,6 +944,7 @@ impl Conn {
         } else {
             None
         };
+        let writable = both(probed, writable);
         let socket_busy = !st.out.is_empty();
         let wake_at = st.pacer().and_then(|p| {
             let due = p.next_due(socket_busy)?;
