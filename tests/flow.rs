@@ -858,11 +858,8 @@ fn a_silent_stream_gets_heartbeats() {
     );
     let times: Vec<Duration> = beats.iter().map(|(t, _)| *t - head_at).collect();
     eprintln!("heartbeats at {times:?}");
-    assert!(
-        (4..=6).contains(&beats.len()),
-        "{} heartbeats in 1.1 s",
-        beats.len()
-    );
+    // About five in 1.1 s (more if the message comes late), none early.
+    assert!(beats.len() >= 4, "{} heartbeats in 1.1 s", beats.len());
     assert!(times[0] >= Duration::from_millis(180), "{times:?}");
     let mean = (times[times.len() - 1] - times[0]).as_secs_f64() / (times.len() - 1) as f64;
     assert!(
@@ -871,7 +868,9 @@ fn a_silent_stream_gets_heartbeats() {
     );
 }
 
-/// A stream that sends every 40 ms gets no heartbeat (every 200 ms).
+/// A stream that sends every 40 ms gets no heartbeat (every 200 ms). On a
+/// busy machine the producer may sleep far longer than asked, and then a
+/// heartbeat is right: one is accepted only after 150 ms without a tick.
 #[test]
 fn a_busy_stream_gets_no_heartbeat() {
     let _serial = setup();
@@ -891,13 +890,27 @@ fn a_busy_stream_gets_no_heartbeat() {
     let mut c = Client::connect(server.local_addr());
     c.get("/events");
     c.stream_head();
-    let texts: Vec<String> = c
-        .body()
-        .iter()
-        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
-        .collect();
+    let chunks = c.body();
+    let mut ticks = Vec::new();
+    let mut last_tick: Option<Instant> = None;
+    for (at, data) in &chunks {
+        if data == b":\n\n" {
+            let silent = last_tick.map(|t| *at - t);
+            assert!(
+                silent.is_some_and(|s| s >= Duration::from_millis(150)),
+                "a heartbeat {silent:?} after a tick"
+            );
+        } else {
+            ticks.push(String::from_utf8_lossy(data).into_owned());
+            last_tick = Some(*at);
+        }
+    }
     let want: Vec<String> = (0..25).map(|i| format!("tick {i}\n")).collect();
-    assert_eq!(texts, want, "no heartbeat between the ticks");
+    assert_eq!(ticks, want);
+    let beats = chunks.len() - ticks.len();
+    if beats > 0 {
+        eprintln!("{beats} heartbeats after long pauses of the producer");
+    }
 }
 
 /// While output waits on a stalled socket, a due heartbeat or a rate that
@@ -1080,6 +1093,7 @@ fn on_close_runs_when_the_stream_finishes_and_at_once_when_late() {
     for i in 0..5 {
         stream.send(format!("msg {i}\n")).expect("held");
     }
+    let finished_at = Instant::now();
     assert!(stream.finish(), "the stream was open");
     // Four pieces wait on the rate for about 400 ms: the stream is not over.
     assert!(
@@ -1091,9 +1105,11 @@ fn on_close_runs_when_the_stream_finishes_and_at_once_when_late() {
     let at = closed_rx
         .recv_timeout(Duration::from_secs(5))
         .expect("on_close ran when the stream finished");
+    // The last piece goes about 400 ms after the first, at 10 a second.
     assert!(
-        at + Duration::from_millis(50) >= chunks[4].0,
-        "on_close ran before the last piece went out"
+        at >= finished_at + Duration::from_millis(300),
+        "on_close ran {:?} after finish, before the last piece went out",
+        at - finished_at
     );
     assert!(!stream.is_open());
     // Registered on a stream that is over: runs at once.
