@@ -538,9 +538,19 @@ impl Conn {
     /// asks the poller to look when nothing else will make it.
     fn hold(&self, mut st: MutexGuard<'_, State>, piece: Bytes) -> Result<SendState, SendError> {
         let out_empty = st.out.is_empty();
+        // A piece past a declared length is refused now, as on a stream
+        // without flow control: framed at its release, it would break the
+        // connection instead.
+        let room = st
+            .extra
+            .as_ref()
+            .and_then(|e| e.stream.as_ref()?.framer.room());
         let Some(pacer) = st.pacer().filter(|p| !p.finishing) else {
             return Err(SendError::Closed);
         };
+        if room.is_some_and(|room| (pacer.held_bytes() + piece.len()) as u64 > room) {
+            return Err(SendError::Invalid);
+        }
         let held = pacer.hold(piece);
         // While output waits on the socket a flush brings the poller; while
         // it waits on the rate, a timer does.
@@ -600,6 +610,11 @@ impl Conn {
     pub fn stream_abort(&self, id: u64) -> Option<Writable> {
         let mut st = self.lock();
         st.stream(id)?;
+        // A flow-controlled stream that was finished with messages still
+        // held is not abandoned: its poller ends it once they are out.
+        if st.pacer().is_some_and(|p| p.finishing) {
+            return None;
+        }
         let writable = st.extra.as_mut().and_then(|extra| {
             let on_close = extra.stream.take().and_then(|s| s.on_close);
             both(extra.writable.take(), on_close)
@@ -675,6 +690,7 @@ impl Conn {
         if let Some(mut pacer) = stream.pacer.take() {
             let released = pacer.release(Instant::now(), true);
             st.stats.add_events_sent(released.messages);
+            st.stats.add_ratelimit_delay(released.delayed);
             let farewell = shutdown.then(|| pacer.farewell()).flatten();
             for piece in released.pieces.into_iter().chain(farewell) {
                 let _ = stream.frame(piece, &mut chunks);
@@ -865,7 +881,7 @@ impl Conn {
     /// due.
     fn pace(&self, st: &mut State) -> (Option<Writable>, Option<Instant>) {
         let now = Instant::now();
-        let (queued, out_empty) = (st.queued, st.out.is_empty());
+        let queued = st.queued;
         let Some(pacer) = st.pacer() else {
             return (None, None);
         };
@@ -874,10 +890,27 @@ impl Conn {
             pacer.timer_at = None;
         }
         pacer.socket_state(now, queued, false);
+        let mut probed = None;
         if pacer.stalled(now) {
-            st.broken.get_or_insert(CloseReason::SlowConsumer);
-            return (None, None);
+            // The socket's writable edge comes only once its buffer has
+            // drained by about a third, which a slow but steady reader may
+            // take longer than the stall timeout to do: before calling the
+            // consumer stalled, see whether the socket takes anything now (a
+            // write that makes progress restarts the stall).
+            probed = self.flush_locked(st);
+            if st.broken.is_some() || st.pacer().is_some_and(|p| p.stalled(now)) {
+                st.broken.get_or_insert(CloseReason::SlowConsumer);
+                if let Some(f) = probed {
+                    // For the close to run.
+                    st.extra().writable = Some(f);
+                }
+                return (None, None);
+            }
         }
+        let out_empty = st.out.is_empty();
+        let Some(pacer) = st.pacer() else {
+            return (probed, None);
+        };
         let released = if out_empty {
             pacer.release(now, false)
         } else {
@@ -916,8 +949,10 @@ impl Conn {
         } else {
             None
         };
+        let writable = both(probed, writable);
+        let socket_busy = !st.out.is_empty();
         let wake_at = st.pacer().and_then(|p| {
-            let due = p.next_due()?;
+            let due = p.next_due(socket_busy)?;
             if p.timer_at.is_some_and(|t| t <= due) {
                 return None;
             }

@@ -311,14 +311,19 @@ pub(crate) struct Released {
 /// A stream's flow-control state, kept under its connection's lock.
 pub(crate) struct Pacer {
     cfg: FlowControl,
-    held: VecDeque<Bytes>,
+    /// Messages held, each with the number refused (`Reject`) just before
+    /// it, to announce ahead of it.
+    held: VecDeque<(u64, Bytes)>,
     held_bytes: usize,
     bytes: Option<Bucket>,
     messages: Option<Bucket>,
     /// Bytes still free of the byte rate.
     free_left: u64,
-    /// Messages dropped and not yet announced.
+    /// Messages dropped from the front of the queue and not yet announced.
     gap: u64,
+    /// Messages refused since the last one held (announced ahead of the
+    /// next one held, where the gap is).
+    refused: u64,
     /// Since when released output waits for the rate (not for the socket).
     throttled_since: Option<Instant>,
     /// When a piece last went out (or the stream began), for the heartbeat.
@@ -343,6 +348,7 @@ impl Pacer {
             held: VecDeque::new(),
             held_bytes: 0,
             gap: 0,
+            refused: 0,
             throttled_since: None,
             last_out: now,
             stalled_since: None,
@@ -378,18 +384,20 @@ impl Pacer {
         if !fits(self) {
             match self.cfg.overflow {
                 Overflow::Reject => {
-                    // The consumer still learns of the gap, at the next message.
-                    self.gap += 1;
+                    // The consumer still learns of the gap, ahead of the
+                    // next message held (not of those held before it).
+                    self.refused += 1;
                     self.count(|c| &c.dropped, 1);
                     return Held::Rejected;
                 }
                 Overflow::Disconnect => return Held::Disconnect,
                 Overflow::DropOldest => {
                     while !fits(self) {
-                        let Some(old) = self.held.pop_front() else {
+                        let Some((refused, old)) = self.held.pop_front() else {
                             break;
                         };
                         self.held_bytes -= old.len();
+                        self.gap += refused;
                         dropped += 1;
                     }
                     self.gap += dropped;
@@ -398,7 +406,8 @@ impl Pacer {
             }
         }
         self.held_bytes += piece.len();
-        self.held.push_back(piece);
+        self.held
+            .push_back((std::mem::take(&mut self.refused), piece));
         Held::Yes { dropped }
     }
 
@@ -412,7 +421,7 @@ impl Pacer {
         for b in self.bytes.iter_mut().chain(self.messages.iter_mut()) {
             b.refill(now, waiting);
         }
-        while let Some(front) = self.held.front() {
+        while let Some((_, front)) = self.held.front() {
             let byte_cost = self.byte_cost(front.len());
             let open = self.bytes.as_ref().map_or(true, |b| b.allows(byte_cost))
                 && self.messages.as_ref().map_or(true, |b| b.allows(1.0));
@@ -431,13 +440,13 @@ impl Pacer {
             if let Some(b) = &mut self.messages {
                 b.tokens -= 1.0;
             }
-            if self.gap > 0 {
-                if let Some(note) = &self.cfg.gap_note {
-                    out.pieces.push(note(self.gap));
+            if let Some((refused, piece)) = self.held.pop_front() {
+                let gap = std::mem::take(&mut self.gap) + refused;
+                if gap > 0 {
+                    if let Some(note) = &self.cfg.gap_note {
+                        out.pieces.push(note(gap));
+                    }
                 }
-                self.gap = 0;
-            }
-            if let Some(piece) = self.held.pop_front() {
                 self.held_bytes -= piece.len();
                 out.pieces.push(piece);
                 out.messages += 1;
@@ -495,17 +504,22 @@ impl Pacer {
     }
 
     /// When the poller must look again: the rate opens, a heartbeat is due,
-    /// or the stall timeout runs out.
-    pub fn next_due(&self) -> Option<Instant> {
+    /// or the stall timeout runs out. While output waits on the socket
+    /// (`socket_busy`) nothing is released whatever the rate or the
+    /// heartbeat say, and the flush that empties the queue brings the poller
+    /// back: only the stall timeout counts then (a rate or heartbeat time
+    /// already past would have the poller wake again at once, forever).
+    pub fn next_due(&self, socket_busy: bool) -> Option<Instant> {
         let rate = self
             .throttled_since
-            .and(self.held.front())
+            .filter(|_| !socket_busy)
+            .and(self.held.front().map(|(_, front)| front))
             .and_then(|front| {
                 let bytes = self.bytes.map(|b| b.ready_at(self.byte_cost(front.len())));
                 let messages = self.messages.map(|b| b.ready_at(1.0));
                 bytes.into_iter().chain(messages).max()
             });
-        let beat = (self.held.is_empty() && !self.finishing)
+        let beat = (self.held.is_empty() && !self.finishing && !socket_busy)
             .then(|| {
                 self.cfg
                     .heartbeat
@@ -538,14 +552,14 @@ mod tests {
         }
         assert_eq!(p.release(t0, false).messages, 3);
         assert!(p.throttled());
-        let due = p.next_due().expect("a wake-up for the rate");
+        let due = p.next_due(false).expect("a wake-up for the rate");
         assert!(due > t0 + Duration::from_millis(99) && due < t0 + Duration::from_millis(101));
         // Late by 30 ms: one goes now, and the next is due 70 ms later, not 100.
         let late = t0 + Duration::from_millis(130);
         let r = p.release(late, false);
         assert_eq!(r.messages, 1);
         assert_eq!(r.delayed, Duration::from_millis(130));
-        let next = p.next_due().expect("due");
+        let next = p.next_due(false).expect("due");
         let gap = next.duration_since(late);
         assert!(
             gap > Duration::from_millis(69) && gap < Duration::from_millis(71),
@@ -568,7 +582,7 @@ mod tests {
         while now < t0 + Duration::from_secs(10) {
             sent += p.release(now, false).messages;
             // Every wake-up 1.7 ms late, as a coarse poll timeout makes it.
-            now = p.next_due().unwrap_or(now) + Duration::from_micros(1700);
+            now = p.next_due(false).unwrap_or(now) + Duration::from_micros(1700);
         }
         assert!((999..=1002).contains(&sent), "{sent}");
     }
@@ -584,7 +598,7 @@ mod tests {
         // 5 free pieces, then the 1000-byte burst, then one more into debt.
         assert_eq!(p.release(t0, false).messages, 6);
         assert!(p.throttled());
-        let due = p.next_due().expect("due");
+        let due = p.next_due(false).expect("due");
         assert!(due >= t0 + Duration::from_millis(999), "{:?}", due - t0);
         assert_eq!(p.release(due, false).messages, 1);
     }
@@ -604,6 +618,27 @@ mod tests {
         let got: Vec<&[u8]> = r.pieces.iter().map(|b| &b[..]).collect();
         assert_eq!(got, [&b"gap 2"[..], &[2], &[3], &[4]]);
         assert_eq!(r.messages, 3);
+    }
+
+    #[test]
+    fn a_reject_gap_is_announced_where_it_is() {
+        let t0 = Instant::now();
+        let cfg = FlowControl::new()
+            .max_messages(2)
+            .overflow(Overflow::Reject)
+            .gap_note(|n| Bytes::from(format!("gap {n}")));
+        let mut p = Pacer::new(cfg, t0);
+        for i in 0..5u8 {
+            p.hold(Bytes::from(vec![i]));
+        }
+        // 0 and 1 held, 2 to 4 refused; 5 goes after the gap.
+        let r = p.release(t0, false);
+        let got: Vec<&[u8]> = r.pieces.iter().map(|b| &b[..]).collect();
+        assert_eq!(got, [&[0u8][..], &[1]]);
+        p.hold(Bytes::from(vec![5]));
+        let r = p.release(t0, false);
+        let got: Vec<&[u8]> = r.pieces.iter().map(|b| &b[..]).collect();
+        assert_eq!(got, [&b"gap 3"[..], &[5]]);
     }
 
     #[test]
@@ -656,7 +691,7 @@ mod tests {
         let t0 = Instant::now();
         let every = Duration::from_secs(15);
         let mut p = Pacer::new(FlowControl::new().heartbeat(every, ":\n\n"), t0);
-        assert_eq!(p.next_due(), Some(t0 + every));
+        assert_eq!(p.next_due(false), Some(t0 + every));
         assert!(p
             .release(t0 + Duration::from_secs(14), false)
             .pieces
@@ -664,9 +699,32 @@ mod tests {
         p.hold(piece(3));
         let t1 = t0 + Duration::from_secs(14);
         assert_eq!(p.release(t1, false).pieces.len(), 1);
-        assert_eq!(p.next_due(), Some(t1 + every));
+        assert_eq!(p.next_due(false), Some(t1 + every));
         let beat = p.release(t1 + every, false);
         assert_eq!((beat.pieces.len(), beat.messages), (1, 0));
+    }
+
+    #[test]
+    fn nothing_but_the_stall_is_due_while_the_socket_is_busy() {
+        let t0 = Instant::now();
+        let every = Duration::from_millis(20);
+        let limit = Duration::from_secs(2);
+        let cfg = FlowControl::new()
+            .message_rate(10, 1)
+            .heartbeat(every, ":\n\n")
+            .stall_timeout(limit);
+        let mut p = Pacer::new(cfg.clone(), t0);
+        p.hold(piece(1));
+        p.hold(piece(1));
+        p.release(t0, false);
+        assert!(p.throttled());
+        assert_eq!(p.next_due(true), None);
+        p.socket_state(t0, 100, false);
+        assert_eq!(p.next_due(true), Some(t0 + limit));
+        // Nothing held: the heartbeat is due only once the socket is free.
+        let q = Pacer::new(cfg, t0);
+        assert_eq!(q.next_due(true), None);
+        assert_eq!(q.next_due(false), Some(t0 + every));
     }
 
     #[test]

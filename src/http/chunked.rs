@@ -394,6 +394,9 @@ impl PieceFramer for SizedPieces {
     fn end(&mut self, _out: &mut Vec<Bytes>) -> bool {
         self.remaining == 0
     }
+    fn room(&self) -> Option<u64> {
+        Some(self.remaining)
+    }
 }
 
 #[cfg(test)]

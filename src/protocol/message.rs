@@ -123,6 +123,13 @@ pub trait PieceFramer: Send + Sync + 'static {
     /// `false` (fewer bytes than declared) closes the connection after it,
     /// so the peer cannot take a cut message for a complete one.
     fn end(&mut self, out: &mut Vec<Bytes>) -> bool;
+    /// Payload bytes the message may still take (a declared length's rest),
+    /// or `None` without a limit. A flow-controlled stream, which frames a
+    /// piece only when it releases it, refuses a piece past this as it is
+    /// sent.
+    fn room(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Pieces go out as they are, and nothing marks the end.
