@@ -143,14 +143,6 @@ pub fn serve_file_paced(task: &mut ServerTask, dir: &Path, name: &str, pace: Opt
         stream.finish();
         return;
     }
-    if pace.is_some() {
-        // Dropping the last handle of a paced stream that was finished with
-        // pieces still held aborts it in `comm` (the held pieces and the end
-        // are lost; fixed on the flow-tests branch, not yet in main), so a
-        // handle stays until the stream is over.
-        let keep = stream.clone();
-        stream.on_close(move || drop(keep));
-    }
     let piece = pace.map_or(FILE_PIECE, |p| p.piece());
     pump_file(stream, file, piece);
 }
