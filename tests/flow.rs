@@ -1069,6 +1069,46 @@ fn on_close_runs_when_the_client_leaves_and_a_send_finds_out() {
     assert_eq!(stream.send("late\n"), Err(SendError::Closed));
 }
 
+/// `on_close` runs when the client resets the connection while a finished
+/// stream still holds its last piece: the write of that piece fails as the
+/// stream ends, and the close must still run the callback.
+#[test]
+fn on_close_runs_when_the_last_held_piece_meets_a_reset() {
+    let _serial = setup();
+    let log = MemoryLog::new();
+    let (tx, rx) = mpsc::channel::<Stream>();
+    let server = serve(Server::builder().access_log(log.clone()), move |task| {
+        let Ok(stream) = task.stream_with(FlowControl::new().message_rate(5, 1)) else {
+            return;
+        };
+        let _ = tx.send(stream);
+    });
+    let mut c = Client::connect(server.local_addr());
+    c.get("/events");
+    c.stream_head();
+    let stream = rx.recv_timeout(Duration::from_secs(10)).expect("streaming");
+    let (closed_tx, closed_rx) = mpsc::channel::<()>();
+    stream.on_close(move || {
+        let _ = closed_tx.send(());
+    });
+    stream.send("one\n").expect("held");
+    stream.send("two\n").expect("held");
+    assert!(stream.finish());
+    drop(stream);
+    let (_, first) = c.chunk().unwrap().expect("the first piece");
+    assert_eq!(first, b"one\n");
+    // A reset, at once: the second piece, due 200 ms after the first, meets it.
+    socket2::SockRef::from(&c.s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(c);
+    let rec = record(&log);
+    assert_eq!(rec.close_reason(), Some(CloseReason::Reset));
+    closed_rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("on_close ran when the connection closed");
+}
+
 /// `on_close` runs when the stream finishes (after what it still held has
 /// gone out), and at once when registered on a stream that is over.
 #[test]

@@ -846,15 +846,17 @@ impl Conn {
         if std::mem::take(&mut st.pause_unseen) && st.queued > 0 {
             writable = self.flush_locked(&mut st);
             if let Some(reason) = st.broken {
+                keep_for_close(&mut st, writable);
                 return Err(reason);
             }
         }
         let mut wake_at = None;
         if st.pacer().is_some() {
             let (paced, at) = self.pace(&mut st);
-            writable = writable.or(paced);
+            writable = both(writable, paced);
             wake_at = at;
             if let Some(reason) = st.broken {
+                keep_for_close(&mut st, writable);
                 return Err(reason);
             }
         }
@@ -900,11 +902,7 @@ impl Conn {
             probed = self.flush_locked(st);
             if st.broken.is_some() || st.pacer().is_some_and(|p| p.stalled(now)) {
                 st.broken.get_or_insert(CloseReason::SlowConsumer);
-                if let Some(f) = probed {
-                    // For the close to run.
-                    st.extra().writable = Some(f);
-                }
-                return (None, None);
+                return (probed, None);
             }
         }
         let out_empty = st.out.is_empty();
@@ -925,7 +923,7 @@ impl Conn {
                 for piece in released.pieces {
                     if stream.frame(piece, &mut chunks).is_err() {
                         st.broken.get_or_insert(CloseReason::Local);
-                        return (None, None);
+                        return (probed, None);
                     }
                 }
             }
@@ -1129,6 +1127,16 @@ fn queued_state(queued: usize, high: u32) -> SendState {
         SendState::AboveHigh
     } else {
         SendState::Queued
+    }
+}
+
+/// The connection is broken and its poller will close it: callbacks already
+/// taken out of the shared state (a writable callback, a stream's `on_close`
+/// that its end returned) are put back for the close to run.
+fn keep_for_close(st: &mut State, writable: Option<Writable>) {
+    if let Some(f) = writable {
+        let extra = st.extra();
+        extra.writable = both(extra.writable.take(), Some(f));
     }
 }
 
