@@ -100,8 +100,16 @@ impl FlowCounters {
 ///     .heartbeat(Duration::from_secs(15), ":\n\n");
 /// # let _ = (download, events);
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct FlowControl {
+    /// Shared by every stream started with clones of this (a hub's
+    /// subscribers), so a subscriber carries a pointer, not a copy.
+    spec: Arc<FlowSpec>,
+}
+
+/// What a [`FlowControl`] says.
+#[derive(Clone)]
+struct FlowSpec {
     byte_rate: Option<Rate>,
     free_bytes: u64,
     message_rate: Option<Rate>,
@@ -117,22 +125,23 @@ pub struct FlowControl {
 
 impl std::fmt::Debug for FlowControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &*self.spec;
         f.debug_struct("FlowControl")
-            .field("byte_rate", &self.byte_rate)
-            .field("free_bytes", &self.free_bytes)
-            .field("message_rate", &self.message_rate)
-            .field("max_messages", &self.max_messages)
-            .field("max_bytes", &self.max_bytes)
-            .field("overflow", &self.overflow)
-            .field("stall_timeout", &self.stall_timeout)
-            .field("heartbeat", &self.heartbeat.as_ref().map(|h| h.0))
+            .field("byte_rate", &s.byte_rate)
+            .field("free_bytes", &s.free_bytes)
+            .field("message_rate", &s.message_rate)
+            .field("max_messages", &s.max_messages)
+            .field("max_bytes", &s.max_bytes)
+            .field("overflow", &s.overflow)
+            .field("stall_timeout", &s.stall_timeout)
+            .field("heartbeat", &s.heartbeat.as_ref().map(|h| h.0))
             .finish_non_exhaustive()
     }
 }
 
-impl Default for FlowControl {
+impl Default for FlowSpec {
     fn default() -> Self {
-        FlowControl {
+        FlowSpec {
             byte_rate: None,
             free_bytes: 0,
             message_rate: None,
@@ -155,9 +164,14 @@ impl FlowControl {
         Self::default()
     }
 
+    /// The spec, copied first if other clones share it.
+    fn spec_mut(&mut self) -> &mut FlowSpec {
+        Arc::make_mut(&mut self.spec)
+    }
+
     /// At most `per_sec` bytes a second, `burst` at once (both at least 1).
     pub fn byte_rate(mut self, per_sec: u64, burst: u64) -> Self {
-        self.byte_rate = Some(Rate {
+        self.spec_mut().byte_rate = Some(Rate {
             per_sec: per_sec.max(1),
             burst: burst.max(1),
         });
@@ -167,13 +181,13 @@ impl FlowControl {
     /// The first `n` bytes of the stream are not counted against the byte
     /// rate (nginx's `limit_rate_after`).
     pub fn free_bytes(mut self, n: u64) -> Self {
-        self.free_bytes = n;
+        self.spec_mut().free_bytes = n;
         self
     }
 
     /// At most `per_sec` messages a second, `burst` at once (both at least 1).
     pub fn message_rate(mut self, per_sec: u64, burst: u64) -> Self {
-        self.message_rate = Some(Rate {
+        self.spec_mut().message_rate = Some(Rate {
             per_sec: per_sec.max(1),
             burst: burst.max(1),
         });
@@ -182,27 +196,27 @@ impl FlowControl {
 
     /// At most `n` messages held unsent (at least 1).
     pub fn max_messages(mut self, n: usize) -> Self {
-        self.max_messages = n.max(1);
+        self.spec_mut().max_messages = n.max(1);
         self
     }
 
     /// At most `n` bytes held unsent. One message larger than this is still
     /// taken when nothing else is held.
     pub fn max_bytes(mut self, n: usize) -> Self {
-        self.max_bytes = n;
+        self.spec_mut().max_bytes = n;
         self
     }
 
     /// What happens to a message that does not fit the bound.
     pub fn overflow(mut self, policy: Overflow) -> Self {
-        self.overflow = policy;
+        self.spec_mut().overflow = policy;
         self
     }
 
     /// Closes the connection with `slow_consumer` when output has waited this
     /// long with the socket taking none of it.
     pub fn stall_timeout(mut self, after: Duration) -> Self {
-        self.stall_timeout = Some(after);
+        self.spec_mut().stall_timeout = Some(after);
         self
     }
 
@@ -210,27 +224,27 @@ impl FlowControl {
     /// comment keeps proxies from timing the stream out and finds vanished
     /// peers).
     pub fn heartbeat(mut self, every: Duration, piece: impl Into<Bytes>) -> Self {
-        self.heartbeat = Some((every.max(Duration::from_millis(1)), piece.into()));
+        self.spec_mut().heartbeat = Some((every.max(Duration::from_millis(1)), piece.into()));
         self
     }
 
     /// Builds the piece sent ahead of the next message after drops, from the
     /// number dropped.
     pub fn gap_note(mut self, note: impl Fn(u64) -> Bytes + Send + Sync + 'static) -> Self {
-        self.gap_note = Some(Arc::new(note));
+        self.spec_mut().gap_note = Some(Arc::new(note));
         self
     }
 
     /// Counts this stream's sent and dropped messages into `counters` too.
     pub fn counters(mut self, counters: Arc<FlowCounters>) -> Self {
-        self.counters = Some(counters);
+        self.spec_mut().counters = Some(counters);
         self
     }
 
     /// The last piece sent before the stream's end when a server shutdown
     /// ends it (an SSE comment and a `retry:` hint).
     pub fn farewell(mut self, piece: impl Into<Bytes>) -> Self {
-        self.farewell = Some(piece.into());
+        self.spec_mut().farewell = Some(piece.into());
         self
     }
 }
@@ -310,7 +324,7 @@ pub(crate) struct Released {
 
 /// A stream's flow-control state, kept under its connection's lock.
 pub(crate) struct Pacer {
-    cfg: FlowControl,
+    cfg: Arc<FlowSpec>,
     /// Messages held, each with the number refused (`Reject`) just before
     /// it, to announce ahead of it.
     held: VecDeque<(u64, Bytes)>,
@@ -339,7 +353,8 @@ pub(crate) struct Pacer {
 }
 
 impl Pacer {
-    pub fn new(cfg: FlowControl, now: Instant) -> Pacer {
+    pub fn new(flow: FlowControl, now: Instant) -> Pacer {
+        let cfg = flow.spec;
         Pacer {
             bytes: cfg.byte_rate.map(|r| Bucket::new(r, now)),
             messages: cfg.message_rate.map(|r| Bucket::new(r, now)),
