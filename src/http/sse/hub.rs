@@ -246,18 +246,23 @@ impl Hub {
         }
         let flow = flow(inner.config.flow.clone(), inner.config.heartbeat)
             .counters(topic.counters.clone());
-        let stream = match start(task, flow) {
-            Ok(stream) => stream,
-            Err(_) => {
-                inner.subscribers.fetch_sub(1, Relaxed);
-                return Err(HubError::Closed);
-            }
-        };
         let id = inner.next_subscriber.fetch_add(1, Relaxed);
-        let key = {
+        // The head goes out under the topic's lock, with the subscriber
+        // added before the lock is released: a client that has the head is
+        // subscribed, so an event published once it has it reaches it. (The
+        // lock order is a publish's: topic, then connection.)
+        let (key, stream) = {
             let mut state = topic.lock();
+            let stream = match start(task, flow) {
+                Ok(stream) => stream,
+                Err(_) => {
+                    drop(state);
+                    inner.subscribers.fetch_sub(1, Relaxed);
+                    return Err(HubError::Closed);
+                }
+            };
             replay(&state, &stream, last_id);
-            state.subscribers.insert((id, stream.clone()))
+            (state.subscribers.insert((id, stream.clone())), stream)
         };
         // Registered outside the topic's lock: on a stream that is over
         // already it runs at once, and takes that lock.
