@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use taskweave::metrics::{CloseReason, ConnStats, MemoryLog};
 
 pub mod child;
+pub mod example;
 pub mod raw_http;
+pub mod sse;
 
 /// Raises the soft descriptor limit to the hard one (tests open thousands).
 pub fn raise_fd_limit() {
