@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the tests need (when missing) and runs the whole test suite.
-# The tests talk to real peers on 127.0.0.1: curl for HTTP; the DNS tests run
-# in a loopback-only network namespace (unshare from util-linux, ip from
-# iproute2) with a resolver that never answers.
+# The tests talk to real peers on 127.0.0.1: curl for HTTP, headless Chromium
+# for the SSE page's EventSource (tests/sse.rs); the DNS tests run in a
+# loopback-only network namespace (unshare from util-linux, ip from iproute2)
+# with a resolver that never answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
