@@ -744,7 +744,11 @@ impl<P: Protocol, S: Service<P>> Handler for ServerConn<P, S> {
             // nothing more: its end of input means it left (an SSE client
             // never half-closes), so it is forgotten now rather than at the
             // next heartbeat.
-            return self.close(core, CloseReason::PeerClosed);
+            let reason = match self.conn.take_error() {
+                Ok(Some(_)) => CloseReason::Reset,
+                _ => CloseReason::PeerClosed,
+            };
+            return self.close(core, reason);
         }
         self.pump(token, core, flushing)
     }
