@@ -172,6 +172,9 @@ struct Topic {
     name: String,
     state: Mutex<TopicState>,
     counters: Arc<FlowCounters>,
+    /// Every subscriber's flow control, built once: the subscribers share
+    /// its spec.
+    flow: FlowControl,
     published: AtomicU64,
 }
 
@@ -244,8 +247,7 @@ impl Hub {
             inner.subscribers.fetch_sub(1, Relaxed);
             return Err(HubError::TooManySubscribers);
         }
-        let flow = flow(inner.config.flow.clone(), inner.config.heartbeat)
-            .counters(topic.counters.clone());
+        let flow = topic.flow.clone();
         let id = inner.next_subscriber.fetch_add(1, Relaxed);
         // The head goes out under the topic's lock, with the subscriber
         // added before the lock is released: a client that has the head is
@@ -400,6 +402,7 @@ impl Hub {
         if topics.len() >= self.inner.config.max_topics {
             return Err(HubError::TooManyTopics);
         }
+        let counters = Arc::new(FlowCounters::new());
         let topic = Arc::new(Topic {
             name: name.to_string(),
             state: Mutex::new(TopicState {
@@ -407,7 +410,9 @@ impl Hub {
                 history: VecDeque::new(),
                 subscribers: Slab::new(),
             }),
-            counters: Arc::new(FlowCounters::new()),
+            flow: flow(self.inner.config.flow.clone(), self.inner.config.heartbeat)
+                .counters(counters.clone()),
+            counters,
             published: AtomicU64::new(0),
         });
         topics.insert(name.to_string(), topic.clone());
