@@ -18,6 +18,10 @@
 #   OURS_CMD=... AXUM_CMD=...   server commands; each exec's the server (its PID
 #                               is the one measured) and has its own --port P
 #   WARMUP=3 SIZE=64 (event data bytes) B2B_CONNS=1 BATCH_US=1000 (fanout sub)
+#   PRIO="chrt -f 5"   runs the server and the subscribers under this prefix: on a
+#                      shared machine, other work then gets only the time they
+#                      leave idle (a nice level is not enough: a woken server
+#                      still waits for another task's time slice to end)
 # prints CSV: server,round,scenario,subscribers,events_per_s,deliveries,
 #   deliveries_per_s,server_cpu_s,us_cpu_per_delivery,rss_before_kib,rss_after_kib,
 #   kib_per_sub,client_cpu_s,pub_cpu_s,gaps,dups,rss_end_kib,window_s,
@@ -46,6 +50,7 @@ tck=$(getconf CLK_TCK)
 # subscribers, it answers at once (it sleeps between requests).
 rt="chrt -f 10"
 $rt true 2>/dev/null || { rt=""; echo "bench_sse: chrt -f not permitted; the publisher runs at normal priority" >&2; }
+prio=${PRIO:-}
 
 ulimit -n "$(ulimit -Hn)"
 if (( $(ulimit -n) < 10100 )); then
@@ -85,12 +90,12 @@ sleep_until() { # microseconds since the epoch
   (( d > 0 )) && sleep "$(printf '%d.%06d' $((d / 1000000)) $((d % 1000000)))"
   return 0
 }
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || true; }
 # Busy ticks of one core (user nice system irq softirq).
 core_ticks() { awk -v c="cpu$1" '$1 == c {print $2+$3+$4+$7+$8}' /proc/stat; }
-rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
+rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || true; }
 port_of() { sed -n 's/.*--port[ =]\([0-9][0-9]*\).*/\1/p' <<<"$1"; }
-lines() { grep -c "\"event\":\"$2\"" "$1" || true; }
+lines() { if [[ -f "$1" ]]; then grep -c "\"event\":\"$2\"" "$1" || true; else echo 0; fi; }
 # Waits (up to SECS) for FILE to have more than N lines of the given event.
 wait_line() { # file event n secs
   local i
@@ -125,7 +130,7 @@ run_one() { # server round scenario
   local spid cpid ppid i rss0 rss1 rss2 t0 ta tb sa sb ca cb pa pb ka kb la lb
 
   # shellcheck disable=SC2086
-  taskset -c 0 $cmd >"$tmp/server-$label.log" 2>&1 &
+  taskset -c 0 $prio $cmd >"$tmp/server-$label.log" 2>&1 &
   spid=$!
   pids+=("$spid")
   for ((i = 0; i < 1000; i++)); do
@@ -143,7 +148,7 @@ run_one() { # server round scenario
   sleep 1
   rss0=$(rss_kib "$spid")
 
-  taskset -c 1 "$fanout" sub --port "$port" --topic bench -n "$subs" --batch-us "$batch_us" \
+  taskset -c 1 $prio "$fanout" sub --port "$port" --topic bench -n "$subs" --batch-us "$batch_us" \
     >"$sub_out" 2>"$sub_out.err" &
   cpid=$!
   pids+=("$cpid")
@@ -155,7 +160,7 @@ run_one() { # server round scenario
   rss1=$(rss_kib "$spid")
 
   $rt taskset -c 1 "$fanout" pub --port "$port" --topic bench --rate "$rate" --conns "$conns" \
-    --size "$size" --seconds $((warmup + window + 2)) >"$pub_out" 2>"$pub_out.err" &
+    --size "$size" >"$pub_out" 2>"$pub_out.err" &
   ppid=$!
   pids+=("$ppid")
   t0=$(now_us)
@@ -164,12 +169,17 @@ run_one() { # server round scenario
   ta=$(now_us) sa=$(ticks "$spid") ca=$(ticks "$cpid") pa=$(ticks "$ppid") ka=$(core_ticks 0) la=$(core_ticks 1)
   kill -USR1 "$cpid" "$ppid"
   sleep_until $((ta + window * 1000000))
-  tb=$(now_us) sb=$(ticks "$spid" 2>/dev/null || true) cb=$(ticks "$cpid") pb=$(ticks "$ppid") kb=$(core_ticks 0) lb=$(core_ticks 1)
-  kill -USR1 "$cpid" "$ppid"
-  rss2=$(rss_kib "$spid" 2>/dev/null || true)
-  if [[ -z "$sb" || -z "$rss2" ]]; then
+  tb=$(now_us) sb=$(ticks "$spid") cb=$(ticks "$cpid") pb=$(ticks "$ppid") kb=$(core_ticks 0) lb=$(core_ticks 1)
+  kill -USR1 "$cpid" "$ppid" 2>/dev/null
+  rss2=$(rss_kib "$spid")
+  local ok=1
+  if [[ -z "$sa" || -z "$sb" || -z "$rss2" ]]; then
+    ok=0
     echo "bench_sse: $label $sc: the server exited during the run:" >&2
     tail -5 "$tmp/server-$label.log" >&2
+  elif [[ -z "$ca" || -z "$cb" || -z "$pa" || -z "$pb" ]]; then
+    ok=0
+    echo "bench_sse: $label $sc: the subscribers or the publisher exited during the run" >&2
   fi
   wait_line "$sub_out" signal 1 10 || echo "bench_sse: $label $sc: no second report from the subscribers" >&2
   wait_line "$pub_out" signal 1 10 || echo "bench_sse: $label $sc: no second report from the publisher" >&2
@@ -179,7 +189,7 @@ run_one() { # server round scenario
   pids=()
   [[ -s "$pub_out.err" ]] && cat "$pub_out.err" >&2
   [[ -s "$sub_out.err" ]] && cat "$sub_out.err" >&2
-  [[ -n "$sb" && -n "$rss2" ]] || return 1
+  ((ok)) || return 1
 
   python3 - "$out" "$label" "$round" "$sc" "$sub_out" "$pub_out" "$tck" "$ta" "$tb" "$sa" "$sb" \
     "$ca" "$cb" "$pa" "$pb" "$rss0" "$rss1" "$rss2" "$ka" "$kb" "$la" "$lb" <<'PY'
