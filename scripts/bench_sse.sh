@@ -5,6 +5,7 @@
 # scenarios, each with a freshly started server and one topic:
 #   a: 10,000 subscribers, 1 event/s published (10,000 deliveries/s)
 #   b:  1,000 subscribers, 100 events/s published (100,000 deliveries/s)
+#      (a fixed schedule over up to RATE_CONNS connections)
 #   c:  1,000 subscribers, published back to back (B2B_CONNS connections, one
 #       request in flight on each): how many deliveries/s the server manages
 # RSS (VmRSS) is read before subscribing and once all subscribers are open (and
@@ -18,6 +19,9 @@
 #   OURS_CMD=... AXUM_CMD=...   server commands; each exec's the server (its PID
 #                               is the one measured) and has its own --port P
 #   WARMUP=3 SIZE=64 (event data bytes) B2B_CONNS=1 BATCH_US=1000 (fanout sub)
+#   RATE_CONNS=4   connections the fixed-rate publisher may use (one request in
+#                  flight on each): with one, a server that answers a publish only
+#                  after its fan-out (axum) cannot be held at 100 events/s
 #   PRIO="chrt -f 5"   runs the server and the subscribers under this prefix: on a
 #                      shared machine, other work then gets only the time they
 #                      leave idle (a nice level is not enough: a woken server
@@ -40,6 +44,7 @@ servers=${SERVERS:-ours axum}
 scenarios=${SCENARIOS:-a b c}
 size=${SIZE:-64}
 b2b_conns=${B2B_CONNS:-1}
+rate_conns=${RATE_CONNS:-4}
 batch_us=${BATCH_US:-1000}
 ours_default="target/release/examples/sse_server --port 8091 --pollers 1 --handler-threads 0 --access-log off --queue 1024 --max-connections 20000"
 ours_cmd=${OURS_CMD:-$ours_default}
@@ -120,8 +125,8 @@ run_one() { # server round scenario
   local label=$1 round=$2 sc=$3 cmd port subs rate conns=1
   case $label in ours) cmd=$ours_cmd ;; axum) cmd=$axum_cmd ;; esac
   case $sc in
-    a) subs=10000 rate=1 ;;
-    b) subs=1000 rate=100 ;;
+    a) subs=10000 rate=1 conns=$rate_conns ;;
+    b) subs=1000 rate=100 conns=$rate_conns ;;
     c) subs=1000 rate=0 conns=$b2b_conns ;;
   esac
   port=$(port_of "$cmd")
