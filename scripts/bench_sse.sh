@@ -20,8 +20,8 @@
 #                               is the one measured) and has its own --port P
 #   WARMUP=3 SIZE=64 (event data bytes) B2B_CONNS=1 BATCH_US=1000 (fanout sub)
 #   RATE_CONNS=4   connections the fixed-rate publisher may use (one request in
-#                  flight on each): with one, a server that answers a publish only
-#                  after its fan-out (axum) cannot be held at 100 events/s
+#                  flight on each): with one, a server that takes up a publish only
+#                  once the fan-out under way is done (axum) falls short of 100/s
 #   PRIO="chrt -f 5"   runs the server and the subscribers under this prefix: on a
 #                      shared machine, other work then gets only the time they
 #                      leave idle (a nice level is not enough: a woken server
