@@ -155,6 +155,8 @@ struct StreamState {
     pacer: Option<Box<Pacer>>,
     /// Runs once the stream is over, however it ended.
     on_close: Option<Writable>,
+    /// The poller timer that wakes a flow-controlled stream, once armed.
+    timer: Option<poller::TimerKey>,
 }
 
 impl StreamState {
@@ -492,6 +494,7 @@ impl Conn {
                 status,
                 pacer: flow.map(|f| Box::new(Pacer::new(f, Instant::now()))),
                 on_close: None,
+                timer: None,
             });
         }
         let wake = st.pause_unseen || paced;
@@ -836,7 +839,7 @@ impl Conn {
     /// read, reports a broken connection, a finished answer and the bytes
     /// queued. A pause the poller has not seen is flushed at once: the
     /// socket's writable edge may have come and gone before it knew.
-    pub fn sync(&self, unrecorded_in: usize) -> Result<Synced, CloseReason> {
+    pub fn sync(self: &Arc<Self>, unrecorded_in: usize) -> Result<Synced, CloseReason> {
         let mut st = self.lock();
         st.stats.add_in(unrecorded_in);
         if let Some(reason) = st.broken {
@@ -961,11 +964,14 @@ impl Conn {
     }
 
     /// Has the poller wake this connection at `at` (from the poller thread,
-    /// this costs no syscall).
-    fn wake_at(&self, at: Instant) {
-        let (token, id) = (self.token as usize, self.id);
+    /// this costs no syscall). The stream keeps one timer: the one this
+    /// replaces is cancelled, so a stream woken earlier and earlier (a rate
+    /// wake-up ahead of a heartbeat) never piles timers up in the poller.
+    fn wake_at(self: &Arc<Self>, at: Instant) {
+        let conn = Arc::clone(self);
         poller::run_on(self.poller as usize, move |core| {
-            core.add_timer(
+            let (token, id) = (conn.token as usize, conn.id);
+            let key = core.add_timer(
                 at,
                 Box::new(move |core: &mut poller::Core, cancelled: bool| {
                     if !cancelled && core.id_of(token) == Some(id) {
@@ -973,6 +979,17 @@ impl Conn {
                     }
                 }),
             );
+            let replaced = {
+                let mut st = conn.lock();
+                match st.extra.as_mut().and_then(|e| e.stream.as_mut()) {
+                    Some(stream) => stream.timer.replace(key),
+                    // The stream is over: its timer is not needed.
+                    None => Some(key),
+                }
+            };
+            if let Some(old) = replaced {
+                core.cancel_timer(old);
+            }
         });
     }
 
