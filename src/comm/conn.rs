@@ -10,7 +10,7 @@
 //! this file; the poller and the writers reach it through methods that each
 //! take the lock once.
 
-use super::flow::{FlowControl, Held, Pacer};
+use super::flow::{FlowControl, Held, Pacer, Released};
 use super::transport::Transport;
 use super::ConnConfig;
 use crate::metrics::{CloseReason, ConnStats};
@@ -651,9 +651,12 @@ impl Conn {
         }
     }
 
-    /// Whether a flow-controlled stream is open.
-    pub fn paced_stream_open(&self) -> bool {
-        self.lock().pacer().is_some()
+    /// Whether a flow-controlled stream that ends when its peer shuts its
+    /// side is open.
+    pub fn stream_ends_on_peer_shutdown(&self) -> bool {
+        self.lock()
+            .pacer()
+            .is_some_and(|p| p.ends_on_peer_shutdown())
     }
 
     /// Whether stream `id` is still open.
@@ -915,7 +918,11 @@ impl Conn {
         let released = if out_empty {
             pacer.release(now, false)
         } else {
-            Default::default()
+            // Output waits on the socket now, not on the rate.
+            Released {
+                delayed: pacer.socket_busy(now),
+                ..Default::default()
+            }
         };
         let finish = pacer.finishing && pacer.held_messages() == 0;
         st.stats.add_events_sent(released.messages);

@@ -78,6 +78,10 @@ impl FlowCounters {
     }
 }
 
+/// Longest stall timeout or heartbeat interval (a year): longer ones are
+/// taken as this, so instants computed from them cannot overflow.
+const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How a stream paces its output and treats a consumer that falls behind.
 ///
 /// Attach it when the stream starts (`ServerTask::stream_with`). Every limit
@@ -121,6 +125,7 @@ struct FlowSpec {
     gap_note: Option<GapNote>,
     farewell: Option<Bytes>,
     counters: Option<Arc<FlowCounters>>,
+    peer_shutdown_ends: bool,
 }
 
 impl std::fmt::Debug for FlowControl {
@@ -153,6 +158,7 @@ impl Default for FlowSpec {
             gap_note: None,
             farewell: None,
             counters: None,
+            peer_shutdown_ends: false,
         }
     }
 }
@@ -216,7 +222,7 @@ impl FlowControl {
     /// Closes the connection with `slow_consumer` when output has waited this
     /// long with the socket taking none of it.
     pub fn stall_timeout(mut self, after: Duration) -> Self {
-        self.spec_mut().stall_timeout = Some(after);
+        self.spec_mut().stall_timeout = Some(after.min(LONGEST_WAIT));
         self
     }
 
@@ -224,7 +230,8 @@ impl FlowControl {
     /// comment keeps proxies from timing the stream out and finds vanished
     /// peers).
     pub fn heartbeat(mut self, every: Duration, piece: impl Into<Bytes>) -> Self {
-        self.spec_mut().heartbeat = Some((every.max(Duration::from_millis(1)), piece.into()));
+        let every = every.clamp(Duration::from_millis(1), LONGEST_WAIT);
+        self.spec_mut().heartbeat = Some((every, piece.into()));
         self
     }
 
@@ -238,6 +245,16 @@ impl FlowControl {
     /// Counts this stream's sent and dropped messages into `counters` too.
     pub fn counters(mut self, counters: Arc<FlowCounters>) -> Self {
         self.spec_mut().counters = Some(counters);
+        self
+    }
+
+    /// The stream (and its connection) ends as soon as the peer shuts its
+    /// side, instead of at the next write that fails: for push streams,
+    /// whose clients never half-close (`EventSource`, `curl -N`), so a
+    /// subscriber that left is forgotten at once. Off by default: an HTTP/1.x
+    /// client may half-close after its request and still read the answer.
+    pub fn end_on_peer_shutdown(mut self) -> Self {
+        self.spec_mut().peer_shutdown_ends = true;
         self
     }
 
@@ -494,6 +511,22 @@ impl Pacer {
         (len as u64).saturating_sub(self.free_left) as f64
     }
 
+    /// Output waits on the socket, not on the rate: the time from here is
+    /// not rate-limit delay, and the bucket refills as for an idle stream
+    /// (capped at the burst), so a consumer that stalls does not earn a
+    /// burst larger than its own when it comes back.
+    /// Returns the rate-limit delay that ends here.
+    pub fn socket_busy(&mut self, now: Instant) -> Duration {
+        self.throttled_since
+            .take()
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+
+    /// Whether the peer shutting its side ends the stream.
+    pub fn ends_on_peer_shutdown(&self) -> bool {
+        self.cfg.peer_shutdown_ends
+    }
+
     /// The farewell piece, for a shutdown.
     pub fn farewell(&self) -> Option<Bytes> {
         self.cfg.farewell.clone()
@@ -580,6 +613,24 @@ mod tests {
             gap > Duration::from_millis(69) && gap < Duration::from_millis(71),
             "{gap:?}"
         );
+    }
+
+    #[test]
+    fn a_socket_stall_earns_no_burst_beyond_the_bucket() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(FlowControl::new().message_rate(10, 1), t0);
+        for _ in 0..50 {
+            p.hold(piece(1));
+        }
+        assert_eq!(p.release(t0, false).messages, 1);
+        assert!(p.throttled());
+        // The socket fills; the consumer stalls for 10 s, then drains.
+        let busy = t0 + Duration::from_millis(50);
+        assert_eq!(p.socket_busy(busy), Duration::from_millis(50));
+        let back = t0 + Duration::from_secs(10);
+        let r = p.release(back, false);
+        assert_eq!(r.messages, 1, "a burst of one, not 100");
+        assert_eq!(r.delayed, Duration::ZERO);
     }
 
     #[test]

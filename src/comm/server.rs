@@ -738,12 +738,12 @@ impl<P: Protocol, S: Service<P>> Handler for ServerConn<P, S> {
         self.read.on_ready(ready);
         if ready.read_closed
             && matches!(self.phase, Phase::Dispatched { .. })
-            && self.conn.paced_stream_open()
+            && self.conn.stream_ends_on_peer_shutdown()
         {
-            // A flow-controlled stream is a long-lived push whose peer sends
-            // nothing more: its end of input means it left (an SSE client
-            // never half-closes), so it is forgotten now rather than at the
-            // next heartbeat.
+            // A push stream that asked for it (`end_on_peer_shutdown`): its
+            // peer never half-closes (an SSE client), so its end of input
+            // means it left, and it is forgotten now rather than at the next
+            // heartbeat.
             let reason = match self.conn.take_error() {
                 Ok(Some(_)) => CloseReason::Reset,
                 _ => CloseReason::PeerClosed,

@@ -75,10 +75,12 @@ pub const RETRY_AFTER_SHUTDOWN: Duration = Duration::from_secs(3);
 
 /// Flow control with SSE's pieces: `base` plus a heartbeat comment every
 /// `heartbeat`, a comment announcing dropped events ahead of the next one,
-/// and a farewell comment with a `retry:` hint for a server shutdown.
+/// a farewell comment with a `retry:` hint for a server shutdown, and the
+/// stream's end as soon as the client shuts its side.
 pub fn flow(base: FlowControl, heartbeat: Duration) -> FlowControl {
     let retry = RETRY_AFTER_SHUTDOWN.as_millis();
     base.heartbeat(heartbeat, ":\n\n")
+        .end_on_peer_shutdown()
         .gap_note(|n| comment(&format!("{n} events dropped")))
         .farewell(Bytes::from(format!(
             ": server shutting down\nretry: {retry}\n\n"
