@@ -684,6 +684,44 @@ fn last_event_id_past_the_history_or_ahead_is_announced() {
     assert!(comments.is_empty(), "{comments:?}");
 }
 
+/// A resume owed more events than the subscriber's queue holds gets the
+/// newest that fit (its queue less one, for the note) and a note counting the
+/// rest, instead of meeting its own overflow policy (here `disconnect`,
+/// which would close it at once and have it reconnect forever).
+#[test]
+fn a_resume_longer_than_the_queue_gets_what_fits_and_a_note() {
+    let srv = server(&[
+        "--tick-ms",
+        "0",
+        "--history",
+        "100",
+        "--queue",
+        "8",
+        "--policy",
+        "disconnect",
+        "--access-log",
+        "off",
+    ]);
+    let addr = srv.addr();
+    let mut p = sse::Conn::new(addr);
+    publish_numbered(&mut p, "q", 1..=50);
+    // Owed 11..=50 (40); the queue holds 8: 7 events and the note.
+    let mut c = Client::open(addr, "/events?topic=q", &[("Last-Event-ID", "10")]);
+    assert_eq!(c.status, 200);
+    let items = read_until_id(&mut c, 50);
+    let Some(Item::Comment(note)) = items.first() else {
+        panic!("no comment first: {items:?}")
+    };
+    assert_eq!(note, "33 events missed: resuming at id 44");
+    let (evs, comments) = summary(&items[1..]);
+    assert_eq!(evs, numbered(44..=50));
+    assert!(comments.is_empty(), "{comments:?}");
+    // Still subscribed: the next event arrives.
+    publish_numbered(&mut p, "q", 51..=51);
+    let (evs, _) = summary(&read_until_id(&mut c, 51));
+    assert_eq!(evs, numbered(51..=51));
+}
+
 /// The multi-line bodies of the issue and what a WHATWG parser must make of
 /// each: line breaks of any style come back as LF.
 const MULTI_LINE: [(&str, &str); 4] = [

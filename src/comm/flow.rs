@@ -170,6 +170,16 @@ impl FlowControl {
         Self::default()
     }
 
+    /// Messages held unsent at most.
+    pub fn message_limit(&self) -> usize {
+        self.spec.max_messages
+    }
+
+    /// Bytes held unsent at most.
+    pub fn byte_limit(&self) -> usize {
+        self.spec.max_bytes
+    }
+
     /// The spec, copied first if other clones share it.
     fn spec_mut(&mut self) -> &mut FlowSpec {
         Arc::make_mut(&mut self.spec)

@@ -263,7 +263,7 @@ impl Hub {
                     return Err(HubError::Closed);
                 }
             };
-            replay(&state, &stream, last_id);
+            replay(&state, &stream, last_id, &topic.flow);
             (state.subscribers.insert((id, stream.clone())), stream)
         };
         // Registered outside the topic's lock: on a stream that is over
@@ -432,9 +432,16 @@ impl Hub {
     }
 }
 
+/// Room a replay leaves in the subscriber's queue for the comment ahead of
+/// it, in bytes.
+const NOTE_ROOM: usize = 128;
+
 /// Sends a resuming subscriber what it missed after `last_id` (under the
-/// topic's lock, so nothing is published in between).
-fn replay(state: &TopicState, stream: &Stream, last_id: Option<u64>) {
+/// topic's lock, so nothing is published in between): as many of the newest
+/// events it is owed as its queue (`flow`'s bound) holds, so the replay never
+/// meets its own overflow policy, and ahead of them a comment counting those
+/// it will not get (older than the history, or more than its queue holds).
+fn replay(state: &TopicState, stream: &Stream, last_id: Option<u64>, flow: &FlowControl) {
     let Some(last) = last_id else { return };
     let newest = state.next_id - 1;
     if last > newest {
@@ -445,16 +452,26 @@ fn replay(state: &TopicState, stream: &Stream, last_id: Option<u64>) {
         return;
     }
     let oldest = state.history.front().map_or(state.next_id, |(id, _)| *id);
-    if last + 1 < oldest {
-        let note = format!(
-            "{} events missed: the history starts at id {oldest}",
-            oldest - last - 1
-        );
+    let skip = usize::try_from((last + 1).saturating_sub(oldest)).unwrap_or(usize::MAX);
+    let owed = state.history.len().saturating_sub(skip);
+    let (mut room, mut bytes) = (flow.message_limit().saturating_sub(1), flow.byte_limit());
+    bytes = bytes.saturating_sub(NOTE_ROOM);
+    let mut sent = 0;
+    for (_, event) in state.history.iter().rev().take(owed) {
+        if room == 0 || event.len() > bytes {
+            break;
+        }
+        room -= 1;
+        bytes -= event.len();
+        sent += 1;
+    }
+    // The first id replayed (or the next one published, if none is).
+    let first = state.next_id - sent as u64;
+    if first > last + 1 {
+        let note = format!("{} events missed: resuming at id {first}", first - last - 1);
         let _ = stream.send(comment(&note));
     }
-    let skip = (last + 1).saturating_sub(oldest);
-    let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-    for (_, event) in state.history.iter().skip(skip) {
+    for (_, event) in state.history.iter().skip(state.history.len() - sent) {
         let _ = stream.send(event.clone());
     }
 }

@@ -19,7 +19,8 @@
 //! gets exactly the events after that id, then the live ones, with no gap and
 //! no duplicate: the history is read and the subscriber added under the
 //! topic's lock, the same lock a publish takes to number its event. When the
-//! history no longer reaches back far enough, the client is told how many
+//! history no longer reaches back far enough, or the client is owed more
+//! than its queue holds (it gets the newest that fit), it is told how many
 //! events it missed.
 //!
 //! **Streams end cleanly.** A silent stream gets a heartbeat comment (every
