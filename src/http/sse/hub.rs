@@ -22,6 +22,7 @@ pub struct HubConfig {
     flow: FlowControl,
     heartbeat: Duration,
     history: usize,
+    history_bytes: usize,
     max_topics: usize,
     max_subscribers: usize,
     max_event_bytes: usize,
@@ -33,6 +34,7 @@ impl Default for HubConfig {
             flow: FlowControl::new(),
             heartbeat: HEARTBEAT,
             history: 1024,
+            history_bytes: 1 << 20,
             max_topics: 10_000,
             max_subscribers: 100_000,
             max_event_bytes: 64 * 1024,
@@ -63,8 +65,18 @@ impl HubConfig {
         self
     }
 
-    /// Topics the hub holds at most; a publish or subscribe to a new topic
-    /// past this fails with 503. Default 10,000.
+    /// Bytes of encoded events each topic's history keeps at most (the
+    /// oldest go first). Default 1 MiB: with `max_topics`, this bounds the
+    /// memory publishers can make the hub hold.
+    pub fn history_bytes(mut self, n: usize) -> Self {
+        self.history_bytes = n;
+        self
+    }
+
+    /// Topics the hub holds at most. A new topic past this takes the place
+    /// of one that has no subscribers (its history goes with it); if every
+    /// topic has subscribers, the publish or subscribe fails with 503.
+    /// Default 10,000.
     pub fn max_topics(mut self, n: usize) -> Self {
         self.max_topics = n;
         self
@@ -139,8 +151,8 @@ pub struct TopicStats {
     pub subscribers: usize,
     /// Events published.
     pub published: u64,
-    /// Event deliveries written to subscribers' sockets (history replays and
-    /// notes included).
+    /// Messages released to subscribers' sockets: events, history replays
+    /// and resume comments (not heartbeats or gap notes).
     pub delivered: u64,
     /// Event deliveries dropped or refused by subscribers' overflow policies.
     pub dropped: u64,
@@ -184,9 +196,14 @@ struct TopicState {
     next_id: u64,
     /// The last events, oldest first, with consecutive ids.
     history: VecDeque<(u64, Bytes)>,
+    /// Bytes of the events in `history`.
+    history_bytes: usize,
     /// Subscribers by key, each with the hub-wide id that guards its key
     /// against reuse.
     subscribers: Slab<(u64, Stream)>,
+    /// The topic was evicted from the hub to make room for another: whoever
+    /// holds it looks the name up again.
+    evicted: bool,
 }
 
 impl Topic {
@@ -241,30 +258,25 @@ impl Hub {
                 .set_header("Cache-Control", "no-cache");
             return Ok(());
         }
-        let topic = self.topic(name)?;
         let inner = &self.inner;
         if inner.subscribers.fetch_add(1, Relaxed) >= inner.config.max_subscribers {
             inner.subscribers.fetch_sub(1, Relaxed);
             return Err(HubError::TooManySubscribers);
         }
-        let flow = topic.flow.clone();
         let id = inner.next_subscriber.fetch_add(1, Relaxed);
         // The head goes out under the topic's lock, with the subscriber
         // added before the lock is released: a client that has the head is
         // subscribed, so an event published once it has it reaches it. (The
         // lock order is a publish's: topic, then connection.)
-        let (key, stream) = {
-            let mut state = topic.lock();
-            let stream = match start(task, flow) {
-                Ok(stream) => stream,
-                Err(_) => {
-                    drop(state);
-                    inner.subscribers.fetch_sub(1, Relaxed);
-                    return Err(HubError::Closed);
-                }
-            };
-            replay(&state, &stream, last_id, &topic.flow);
-            (state.subscribers.insert((id, stream.clone())), stream)
+        let joined = self.with_topic(name, |topic, state| {
+            let stream = start(task, topic.flow.clone()).ok()?;
+            replay(state, &stream, last_id, &topic.flow);
+            let key = state.subscribers.insert((id, stream.clone()));
+            Some((topic.clone(), key, stream))
+        });
+        let Ok(Some((topic, key, stream))) = joined else {
+            inner.subscribers.fetch_sub(1, Relaxed);
+            return Err(joined.err().unwrap_or(HubError::Closed));
         };
         // Registered outside the topic's lock: on a stream that is over
         // already it runs at once, and takes that lock.
@@ -280,21 +292,26 @@ impl Hub {
         if event.data().len() > self.inner.config.max_event_bytes {
             return Err(HubError::EventTooLarge);
         }
-        let topic = self.topic(topic)?;
         let mut gone = Vec::new();
-        let id = {
-            let mut state = topic.lock();
+        let (topic, id) = self.with_topic(topic, |topic, state| {
             let id = state.next_id;
             state.next_id += 1;
             let mut buf = Vec::with_capacity(event.data().len() + 32);
             event.encode_into(Some(itoa::Buffer::new().format(id)), &mut buf);
             let bytes = Bytes::from(buf);
-            let keep = self.inner.config.history;
-            if keep > 0 {
-                if state.history.len() >= keep {
-                    state.history.pop_front();
-                }
+            let config = &self.inner.config;
+            // Trimmed from the front only, so the ids it holds stay
+            // consecutive up to the newest (what a replay counts on).
+            if config.history > 0 {
+                state.history_bytes += bytes.len();
                 state.history.push_back((id, bytes.clone()));
+                while state.history.len() > config.history
+                    || state.history_bytes > config.history_bytes
+                {
+                    if let Some((_, old)) = state.history.pop_front() {
+                        state.history_bytes -= old.len();
+                    }
+                }
             }
             let dead: Vec<usize> = state
                 .subscribers
@@ -311,8 +328,8 @@ impl Hub {
             for key in dead {
                 gone.push(state.subscribers.remove(key));
             }
-            id
-        };
+            (topic.clone(), id)
+        })?;
         topic.published.fetch_add(1, Relaxed);
         self.inner.subscribers.fetch_sub(gone.len(), Relaxed);
         // Streams are dropped outside the topic's lock (a last handle's drop
@@ -400,7 +417,19 @@ impl Hub {
             return Ok(t.clone());
         }
         if topics.len() >= self.inner.config.max_topics {
-            return Err(HubError::TooManyTopics);
+            // Make room by evicting a topic nobody listens to (a rare path:
+            // it looks at every topic).
+            let idle = topics.iter().find_map(|(name, t)| {
+                let mut state = t.lock();
+                state.subscribers.is_empty().then(|| {
+                    state.evicted = true;
+                    name.clone()
+                })
+            });
+            match idle {
+                Some(name) => topics.remove(&name),
+                None => return Err(HubError::TooManyTopics),
+            };
         }
         let counters = Arc::new(FlowCounters::new());
         let topic = Arc::new(Topic {
@@ -408,7 +437,9 @@ impl Hub {
             state: Mutex::new(TopicState {
                 next_id: 1,
                 history: VecDeque::new(),
+                history_bytes: 0,
                 subscribers: Slab::new(),
+                evicted: false,
             }),
             flow: flow(self.inner.config.flow.clone(), self.inner.config.heartbeat)
                 .counters(counters.clone()),
@@ -417,6 +448,22 @@ impl Hub {
         });
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
+    }
+
+    /// Runs `f` on topic `name` (created if new) under its lock; a topic
+    /// evicted between the lookup and the lock is looked up again.
+    fn with_topic<R>(
+        &self,
+        name: &str,
+        mut f: impl FnMut(&Arc<Topic>, &mut TopicState) -> R,
+    ) -> Result<R, HubError> {
+        loop {
+            let topic = self.topic(name)?;
+            let mut state = topic.lock();
+            if !state.evicted {
+                return Ok(f(&topic, &mut state));
+            }
+        }
     }
 
     /// Forgets subscriber `id` at `key` of `topic` (its stream is over).
@@ -540,6 +587,47 @@ mod tests {
     }
 
     #[test]
+    fn history_is_bounded_in_bytes_too() {
+        let hub = Hub::new(HubConfig::default().history(100).history_bytes(100));
+        for i in 1..=10 {
+            hub.publish("t", Event::new(format!("event {i:02}")))
+                .unwrap();
+        }
+        let topic = hub.topic("t").unwrap();
+        let state = topic.lock();
+        // Each is 25 bytes ("id: N\ndata: event NN\n\n"): the newest 4 fit.
+        let ids: Vec<u64> = state.history.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [7, 8, 9, 10]);
+        assert_eq!(
+            state.history_bytes,
+            state.history.iter().map(|(_, b)| b.len()).sum()
+        );
+    }
+
+    #[test]
+    fn a_new_topic_past_the_limit_takes_an_idle_ones_place() {
+        let hub = Hub::new(HubConfig::default().max_topics(2));
+        hub.publish("a", Event::new("1")).unwrap();
+        hub.publish("b", Event::new("1")).unwrap();
+        let a = hub.topic("a").unwrap();
+        assert_eq!(hub.publish("c", Event::new("1")), Ok(1));
+        let names: Vec<String> = hub.topics().into_iter().map(|t| t.name).collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.contains(&"c".to_string()), "{names:?}");
+        // Whoever still holds an evicted topic sees the mark and looks again.
+        let evicted = ["a", "b"]
+            .iter()
+            .find(|n| !names.contains(&n.to_string()))
+            .unwrap();
+        let held = if *evicted == "a" {
+            a
+        } else {
+            hub.inner.topics.lock().unwrap()["a"].clone()
+        };
+        assert_eq!(held.lock().evicted, *evicted == "a");
+    }
+
+    #[test]
     fn publish_refuses_what_it_cannot_hold() {
         let hub = Hub::new(HubConfig::default().max_topics(1).max_event_bytes(4));
         assert_eq!(hub.publish("a b", Event::new("x")), Err(HubError::BadTopic));
@@ -548,16 +636,15 @@ mod tests {
             Err(HubError::EventTooLarge)
         );
         assert_eq!(hub.publish("a", Event::new("1234")), Ok(1));
-        assert_eq!(
-            hub.publish("b", Event::new("1")),
-            Err(HubError::TooManyTopics)
-        );
+        // "a" has no subscriber: "b" takes its place.
+        assert_eq!(hub.publish("b", Event::new("1")), Ok(1));
         let mut out = String::new();
         hub.render_prometheus("sse_", &mut out);
         assert!(
-            out.contains("sse_events_published_total{topic=\"a\"} 1\n"),
+            out.contains("sse_events_published_total{topic=\"b\"} 1\n"),
             "{out}"
         );
-        assert!(out.contains("sse_subscribers{topic=\"a\"} 0\n"), "{out}");
+        assert!(out.contains("sse_subscribers{topic=\"b\"} 0\n"), "{out}");
+        assert!(!out.contains("topic=\"a\""), "{out}");
     }
 }
