@@ -160,6 +160,15 @@ struct StreamState {
 }
 
 impl StreamState {
+    /// The stream is over: its wake-up timer is cancelled (on `poller`, its
+    /// connection's), and its close callback returned, to run unlocked.
+    fn retire(self, poller: u32) -> Option<Writable> {
+        if let Some(key) = self.timer {
+            poller::cancel_timer(poller as usize, key);
+        }
+        self.on_close
+    }
+
     /// Frames `piece` onto `chunks`, counting its payload and framing bytes.
     fn frame(&mut self, piece: Bytes, chunks: &mut Vec<Bytes>) -> Result<(), SendError> {
         let len = piece.len() as u64;
@@ -619,7 +628,7 @@ impl Conn {
             return None;
         }
         let writable = st.extra.as_mut().and_then(|extra| {
-            let on_close = extra.stream.take().and_then(|s| s.on_close);
+            let on_close = extra.stream.take().and_then(|s| s.retire(self.poller));
             both(extra.writable.take(), on_close)
         });
         st.stats.request_done();
@@ -691,6 +700,9 @@ impl Conn {
         else {
             return (false, None);
         };
+        if let Some(key) = stream.timer.take() {
+            poller::cancel_timer(self.poller as usize, key);
+        }
         let writable = both(writable, stream.on_close.take());
         let mut chunks = Vec::with_capacity(1);
         if let Some(mut pacer) = stream.pacer.take() {
@@ -1094,7 +1106,7 @@ impl Conn {
             if e.stream.is_some() {
                 st.stats.request_done();
             }
-            both(e.writable, e.stream.and_then(|s| s.on_close))
+            both(e.writable, e.stream.and_then(|s| s.retire(self.poller)))
         });
         let local = self.io.local_addr();
         st.stats.close(reason, local);
