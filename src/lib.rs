@@ -38,6 +38,7 @@
 //! | [`comm`] | connections: accept, the server and client engines, pools, DNS, timeouts, backpressure, streams |
 //! | [`task`] | [`Series`], [`Parallel`], timers, counters, go tasks, and the server and client tasks over any protocol |
 //! | [`http`] | HTTP/1.1 messages and framing, its server and client tasks |
+//! | [`redis`] | RESP2/RESP3 values, an incremental bounded parser and an encoder (the client tasks come later) |
 //!
 //! Beside them, plain traits and data that import no runtime layer:
 //! [`protocol`] (what a protocol implements) and [`metrics`] (per-connection
@@ -53,6 +54,7 @@ pub mod metrics;
 pub mod os;
 mod poller;
 pub mod protocol;
+pub mod redis;
 mod settings;
 #[allow(unsafe_code)] // the one module allowed unsafe; each block has a SAFETY comment
 mod sys;
