@@ -16,7 +16,7 @@ mod support;
 use bytes::Bytes;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, MutexGuard, Once};
 use std::time::{Duration, Instant};
 use support::*;
@@ -268,40 +268,6 @@ impl Client {
     /// `timeout`, reading and discarding whatever comes first.
     fn closed_within(&mut self, timeout: Duration) -> bool {
         closed_by_peer(&mut self.s, timeout)
-    }
-}
-
-/// Samples this process's RSS every 10 ms until stopped; returns the peak.
-struct RssWatch {
-    stop: Arc<AtomicBool>,
-    peak: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssWatch {
-    fn start() -> RssWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(rss_kib()));
-        let (s, p) = (stop.clone(), peak.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                p.fetch_max(rss_kib(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        RssWatch {
-            stop,
-            peak,
-            thread: Some(thread),
-        }
-    }
-
-    fn peak(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        self.peak.load(Ordering::Relaxed)
     }
 }
 

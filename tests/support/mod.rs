@@ -126,6 +126,40 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Samples this process's RSS every 10 ms until stopped; returns the peak.
+pub struct RssWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssWatch {
+    pub fn start() -> RssWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss_kib()));
+        let (s, p) = (stop.clone(), peak.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                p.fetch_max(rss_kib(), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        RssWatch {
+            stop,
+            peak,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn peak(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The most a server with the default watermarks may queue for one client of
 /// [`pipelined_peak_queued`]: the high watermark (256 KiB) plus one 64 KiB
 /// reply and its head.
