@@ -67,6 +67,23 @@ fn serve(
         .expect("serve")
 }
 
+/// A server whose every path answers with a stream under `flow`, a client
+/// that asked for `/events` and read the head, and the stream's handle.
+fn open_stream(builder: ServerBuilder, flow: FlowControl) -> (ServerHandle, Client, Stream) {
+    let (tx, rx) = mpsc::channel::<Stream>();
+    let server = serve(builder, move |task| {
+        let Ok(stream) = task.stream_with(flow.clone()) else {
+            return;
+        };
+        let _ = tx.send(stream);
+    });
+    let mut c = Client::connect(server.local_addr());
+    c.get("/events");
+    c.stream_head();
+    let stream = rx.recv_timeout(Duration::from_secs(10)).expect("streaming");
+    (server, c, stream)
+}
+
 /// A piece of `size` bytes that starts with its id (8 digits).
 fn piece(id: u64, size: usize) -> Bytes {
     let mut v = format!("{id:08}").into_bytes();
@@ -1042,17 +1059,10 @@ fn on_close_runs_when_the_client_leaves_and_a_send_finds_out() {
 fn on_close_runs_when_the_last_held_piece_meets_a_reset() {
     let _serial = setup();
     let log = MemoryLog::new();
-    let (tx, rx) = mpsc::channel::<Stream>();
-    let server = serve(Server::builder().access_log(log.clone()), move |task| {
-        let Ok(stream) = task.stream_with(FlowControl::new().message_rate(5, 1)) else {
-            return;
-        };
-        let _ = tx.send(stream);
-    });
-    let mut c = Client::connect(server.local_addr());
-    c.get("/events");
-    c.stream_head();
-    let stream = rx.recv_timeout(Duration::from_secs(10)).expect("streaming");
+    let (_server, mut c, stream) = open_stream(
+        Server::builder().access_log(log.clone()),
+        FlowControl::new().message_rate(5, 1),
+    );
     let (closed_tx, closed_rx) = mpsc::channel::<()>();
     stream.on_close(move || {
         let _ = closed_tx.send(());
@@ -1080,17 +1090,8 @@ fn on_close_runs_when_the_last_held_piece_meets_a_reset() {
 #[test]
 fn on_close_runs_when_the_stream_finishes_and_at_once_when_late() {
     let _serial = setup();
-    let (tx, rx) = mpsc::channel::<Stream>();
-    let server = serve(Server::builder(), move |task| {
-        let Ok(stream) = task.stream_with(FlowControl::new().message_rate(10, 1)) else {
-            return;
-        };
-        let _ = tx.send(stream);
-    });
-    let mut c = Client::connect(server.local_addr());
-    c.get("/events");
-    c.stream_head();
-    let stream = rx.recv_timeout(Duration::from_secs(10)).expect("streaming");
+    let (_server, mut c, stream) =
+        open_stream(Server::builder(), FlowControl::new().message_rate(10, 1));
     let (closed_tx, closed_rx) = mpsc::channel::<Instant>();
     let closed = closed_tx.clone();
     stream.on_close(move || {
@@ -1199,17 +1200,8 @@ fn shutdown_sends_what_is_held_then_the_farewell_then_the_end() {
 #[test]
 fn a_finishing_stream_refuses_more_pieces() {
     let _serial = setup();
-    let (tx, rx) = mpsc::channel::<Stream>();
-    let server = serve(Server::builder(), move |task| {
-        let Ok(stream) = task.stream_with(FlowControl::new().message_rate(20, 1)) else {
-            return;
-        };
-        let _ = tx.send(stream);
-    });
-    let mut c = Client::connect(server.local_addr());
-    c.get("/events");
-    c.stream_head();
-    let stream = rx.recv_timeout(Duration::from_secs(10)).expect("streaming");
+    let (_server, mut c, stream) =
+        open_stream(Server::builder(), FlowControl::new().message_rate(20, 1));
     for i in 0..3 {
         stream.send(format!("msg {i}\n")).expect("held");
     }
