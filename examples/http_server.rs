@@ -129,12 +129,7 @@ fn main() -> std::io::Result<()> {
                 Route::Metrics => {
                     let mut out = String::new();
                     m.render_prometheus("taskweave", &mut out);
-                    let name = "taskweave_requests_rate_limited_total";
-                    out.push_str(&format!(
-                        "# HELP {name} Requests refused with 429 over --max-rps.\n\
-                             # TYPE {name} counter\n{name} {}\n",
-                        rate_limited.total()
-                    ));
+                    rate_limited.render_prometheus("taskweave", &mut out);
                     task.response()
                         .set_header("Content-Type", "text/plain; version=0.0.4");
                     task.response().set_body(out);

@@ -32,7 +32,7 @@ mod args;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use taskweave::comm::{FlowControl, Overflow};
+use taskweave::comm::{FlowControl, Overflow, RateLimited};
 use taskweave::http::sse::{Event, Hub, HubConfig};
 use taskweave::http::{Server, ServerTask};
 use taskweave::metrics::ServerMetrics;
@@ -64,9 +64,7 @@ fn main() -> std::io::Result<()> {
     let rate_limited = builder.rate_limited();
     let server = builder.serve(
         ("127.0.0.1", port),
-        move |task: &mut ServerTask, _: &mut Series| {
-            route(&h, &metrics, task, rate_limited.total())
-        },
+        move |task: &mut ServerTask, _: &mut Series| route(&h, &metrics, &rate_limited, task),
     )?;
     eprintln!("sse_server listening on http://{}", server.local_addr());
 
@@ -112,7 +110,7 @@ fn hub_config(args: &args::Args) -> HubConfig {
         .max_event_bytes(args.get("max-event-bytes", 64 * 1024))
 }
 
-fn route(hub: &Hub, metrics: &ServerMetrics, task: &mut ServerTask, rate_limited: u64) {
+fn route(hub: &Hub, metrics: &ServerMetrics, rate_limited: &RateLimited, task: &mut ServerTask) {
     let topic = query_str(task.request().query(), "topic").unwrap_or(TICKER);
     let topic = topic.to_owned();
     match (task.request().method(), task.request().path()) {
@@ -144,11 +142,7 @@ fn route(hub: &Hub, metrics: &ServerMetrics, task: &mut ServerTask, rate_limited
             let mut out = String::new();
             metrics.render_prometheus("taskweave", &mut out);
             hub.render_prometheus("taskweave_sse_", &mut out);
-            let name = "taskweave_requests_rate_limited_total";
-            out.push_str(&format!(
-                "# HELP {name} Requests refused with 429 over --max-rps.\n\
-                 # TYPE {name} counter\n{name} {rate_limited}\n"
-            ));
+            rate_limited.render_prometheus("taskweave", &mut out);
             task.response()
                 .set_header("Content-Type", "text/plain; version=0.0.4")
                 .set_body(out);

@@ -175,6 +175,21 @@ impl RateLimited {
         self.limit.get().map_or(0, |l| l.refused())
     }
 
+    /// Appends the count in the Prometheus text format, as the counter
+    /// `<prefix>_requests_rate_limited_total` (like `ServerMetrics`, an empty
+    /// prefix means no prefix).
+    pub fn render_prometheus(&self, prefix: &str, out: &mut String) {
+        use std::fmt::Write as _;
+        let sep = if prefix.is_empty() { "" } else { "_" };
+        let name = format!("{prefix}{sep}requests_rate_limited_total");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests refused (429) over the request rate limit."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", self.total());
+    }
+
     /// Ties the counter to the limit of the server that starts with it.
     pub(crate) fn attach(&self, limit: Arc<RateLimit>) {
         let _ = self.limit.set(limit);
@@ -217,6 +232,14 @@ mod tests {
         // One second later: 50 more, whichever poller asked.
         assert!((49..=51).contains(&admitted), "{admitted}");
         assert_eq!(limit.refused(), 101);
+    }
+
+    #[test]
+    fn the_count_renders_as_a_prometheus_counter() {
+        let mut out = String::new();
+        RateLimited::new().render_prometheus("taskweave", &mut out);
+        assert!(out.contains("# TYPE taskweave_requests_rate_limited_total counter\n"));
+        assert!(out.ends_with("\ntaskweave_requests_rate_limited_total 0\n"), "{out}");
     }
 
     #[test]
