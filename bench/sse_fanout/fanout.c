@@ -177,6 +177,18 @@ static int ep, nopen, ninflight, next_new, *retry, nretry, all_open_said;
 static uint64_t events, gaps, dups, closed_n, errors, bad_status, bytes_in, reads, polls;
 static double t_start;
 
+/* Reports when SIGUSR1 asked for it, and every --report seconds. */
+static void report_if_due(void (*report)(const char *), double *next_tick) {
+  if (want_report) {
+    want_report = 0;
+    report("signal");
+  }
+  if (now() >= *next_tick) {
+    report("tick");
+    *next_tick += report_every;
+  }
+}
+
 static void sub_report(const char *why) {
   printf("{\"mode\":\"sub\",\"event\":\"%s\",\"t\":%.3f,\"want\":%d,\"open\":%d,"
          "\"events\":%llu,\"gaps\":%llu,\"dups\":%llu,\"closed\":%llu,\"errors\":%llu,"
@@ -493,14 +505,7 @@ static int run_sub(void) {
       if (subs[i].state == S_CONNECTING) sub_writable(i);
       else if (subs[i].state == S_HEADERS || subs[i].state == S_BODY) sub_readable(i);
     }
-    if (want_report) {
-      want_report = 0;
-      sub_report("signal");
-    }
-    if (now() >= next_tick) {
-      sub_report("tick");
-      next_tick += report_every;
-    }
+    report_if_due(sub_report, &next_tick);
   }
   sub_report("final");
   return 0;
@@ -660,14 +665,7 @@ static int run_pub(void) {
         return 1;
       }
     }
-    if (want_report) {
-      want_report = 0;
-      pub_report("signal");
-    }
-    if (now() >= next_tick) {
-      pub_report("tick");
-      next_tick += report_every;
-    }
+    report_if_due(pub_report, &next_tick);
   }
   pub_report("final");
   return 0;
