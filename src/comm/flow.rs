@@ -41,16 +41,16 @@ pub enum Overflow {
 /// A rate with a burst: `per_sec` units a second on average, up to `burst` at
 /// once after a quiet spell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
+struct Rate {
     /// Units per second (bytes or messages); at least 1.
-    pub per_sec: u64,
+    per_sec: u64,
     /// Units that may go at once; at least 1.
-    pub burst: u64,
+    burst: u64,
 }
 
 /// Builds the piece announcing that `n` messages were dropped (e.g. an SSE
 /// comment), sent ahead of the next message.
-pub type GapNote = Arc<dyn Fn(u64) -> Bytes + Send + Sync>;
+type GapNote = Arc<dyn Fn(u64) -> Bytes + Send + Sync>;
 
 /// Counters that several flow-controlled streams can share (say, a topic's
 /// subscribers), kept as messages go out or are dropped, so they can be shown

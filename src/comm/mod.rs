@@ -37,7 +37,7 @@ pub use client::{Target, Timings};
 pub use config::{ClientConfig, ConnConfig};
 pub use conn::{SendError, SendState};
 pub use dns::DNS_TTL;
-pub use flow::{FlowControl, FlowCounters, GapNote, Overflow, Rate};
+pub use flow::{FlowControl, FlowCounters, Overflow};
 pub use ratelimit::RateLimited;
 pub use reply::Stream;
 pub use server::ServerHandle;
