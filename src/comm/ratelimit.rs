@@ -239,7 +239,10 @@ mod tests {
         let mut out = String::new();
         RateLimited::new().render_prometheus("taskweave", &mut out);
         assert!(out.contains("# TYPE taskweave_requests_rate_limited_total counter\n"));
-        assert!(out.ends_with("\ntaskweave_requests_rate_limited_total 0\n"), "{out}");
+        assert!(
+            out.ends_with("\ntaskweave_requests_rate_limited_total 0\n"),
+            "{out}"
+        );
     }
 
     #[test]
