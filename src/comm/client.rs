@@ -312,6 +312,7 @@ fn connect<P: Protocol>(
             wait: 0,
             push,
             served: 0,
+            greeting: Greeting::None,
         }))
     });
     match res {
@@ -325,6 +326,12 @@ fn connect<P: Protocol>(
             }
             pool::attempt_failed::<P>(core, &key);
         }
+    }
+}
+
+impl<P: Protocol> Greeting<P> {
+    fn is_sent(&self) -> bool {
+        matches!(self, Greeting::Sent(_))
     }
 }
 
@@ -364,6 +371,18 @@ struct ClientConn<P: Protocol> {
     push: Option<PushHandler<P>>,
     /// Replies received (the connection is "reused" after the first).
     served: u32,
+    /// The protocol's greeting, while it is owed or unanswered.
+    greeting: Greeting<P>,
+}
+
+/// Where a new connection is with the protocol's greeting.
+enum Greeting<P: Protocol> {
+    /// None is owed, or it was answered.
+    None,
+    /// To be written before any request.
+    Unsent(P::Request),
+    /// Written; its reply is the next message that is not a push.
+    Sent(P::Request),
 }
 
 impl<P: Protocol> ClientConn<P> {
@@ -384,7 +403,7 @@ impl<P: Protocol> ClientConn<P> {
             Phase::Closed => return,
             Phase::Connecting => KIND_CONNECT,
             Phase::Open if self.conn.queued() > 0 => KIND_SEND,
-            Phase::Open if !self.fifo.is_empty() => KIND_RECEIVE,
+            Phase::Open if !self.fifo.is_empty() || self.greeting.is_sent() => KIND_RECEIVE,
             Phase::Open => KIND_IDLE,
         };
         self.set_wait(token, core, kind, restart);
@@ -404,37 +423,53 @@ impl<P: Protocol> ClientConn<P> {
         });
     }
 
-    /// Writes every request not yet written. `Some` when the connection is
-    /// done for.
+    /// Writes every request not yet written, the greeting first, in one
+    /// send: pipelined requests share a `writev` (and the peer reads them in
+    /// one go). `Some` when the connection is done for.
     fn write_pending(&mut self, core: &mut Core) -> Option<Flow> {
-        while self.phase == Phase::Open && self.written < self.fifo.len() {
-            let item = &mut self.fifo[self.written];
-            let req = item.job.request_mut();
-            let chunks = &mut self.chunks;
-            req.encode(chunks);
-            let sizes = req.sizes().unwrap_or_default();
-            let done = Done::Request {
-                head: sizes.head,
-                body: sizes.body,
-            };
-            item.info().reused = self.served > 0;
-            match self.conn.send(chunks, Some(done)) {
-                Ok(SendState::Written | SendState::Queued | SendState::AboveHigh) => {
-                    self.written += 1;
-                }
-                Err(SendError::Full | SendError::Invalid) => {
-                    // Only this request is refused; the others stay in flight.
-                    if let Some(item) = self.fifo.remove(self.written) {
-                        item.fail(Error::LimitExceeded("client send queue full"));
-                        pool::finished_one::<P>(core, &self.key, self.seat);
-                    }
-                }
-                Err(SendError::Closed) => {
-                    return Some(self.fail_all(core, Error::Reset, CloseReason::Reset))
-                }
-            }
+        if self.phase != Phase::Open {
+            return None;
         }
-        None
+        let (mut head, mut body) = (0, 0);
+        if let Greeting::Unsent(mut req) = std::mem::replace(&mut self.greeting, Greeting::None) {
+            req.encode(&mut self.chunks);
+            let sizes = req.sizes().unwrap_or_default();
+            (head, body) = (sizes.head, sizes.body);
+            self.greeting = Greeting::Sent(req);
+        }
+        let first = self.written;
+        for item in self.fifo.iter_mut().skip(first) {
+            let req = item.job.request_mut();
+            req.encode(&mut self.chunks);
+            let sizes = req.sizes().unwrap_or_default();
+            head += sizes.head;
+            body += sizes.body;
+            item.info().reused = self.served > 0;
+        }
+        if self.chunks.is_empty() && first == self.fifo.len() {
+            return None;
+        }
+        match self.conn.send(&mut self.chunks, Some(Done::Request { head, body })) {
+            Ok(SendState::Written | SendState::Queued | SendState::AboveHigh) => {
+                self.written = self.fifo.len();
+                None
+            }
+            Err(SendError::Full | SendError::Invalid) => {
+                self.chunks.clear();
+                if self.greeting.is_sent() {
+                    let err = Error::LimitExceeded("client send queue full");
+                    return Some(self.fail_all(core, err, CloseReason::Local));
+                }
+                // Only these requests are refused; those already written
+                // stay in flight.
+                for item in self.fifo.drain(first..).collect::<Vec<_>>() {
+                    item.fail(Error::LimitExceeded("client send queue full"));
+                    pool::finished_one::<P>(core, &self.key, self.seat);
+                }
+                None
+            }
+            Err(SendError::Closed) => Some(self.fail_all(core, Error::Reset, CloseReason::Reset)),
+        }
     }
 
     /// Fails (or re-sends) every request in flight, then closes.
@@ -458,6 +493,7 @@ impl<P: Protocol> ClientConn<P> {
             }
         }
         self.written = 0;
+        self.greeting = Greeting::None;
         // Re-sent requests keep their place at the head of the queue; the
         // close frees this connection's slot and lets the pool go on.
         for item in again.into_iter().rev() {
@@ -565,15 +601,16 @@ impl<P: Protocol> ClientConn<P> {
         let mut off = 0;
         while off < data.len() {
             if self.parser.is_none() {
-                let fresh = match self.fifo.front_mut() {
-                    Some(front) => {
+                let fresh = match (&self.greeting, self.fifo.front_mut()) {
+                    (Greeting::Sent(req), _) => Some(self.proto.new_response(req)),
+                    (_, Some(front)) => {
                         let now = Instant::now();
                         let since = now - front.started;
                         front.info().timings.first_byte = Some(since);
                         self.conn.with_stats(|s| s.first_byte(now));
                         Some(front.job.proto().new_response(front.job.request()))
                     }
-                    None => self.proto.new_unsolicited(),
+                    (_, None) => self.proto.new_unsolicited(),
                 };
                 let Some(parser) = fresh else {
                     // Bytes nobody asked for.
@@ -584,16 +621,23 @@ impl<P: Protocol> ClientConn<P> {
             self.got_bytes = true;
             let parser = self.parser.as_mut()?;
             let rest = &data[off..];
-            match parser.append(rest) {
+            let progress = parser.append(rest);
+            while let Some(push) = self.parser.as_mut().and_then(|p| p.take_push()) {
+                self.deliver_push(push);
+            }
+            match progress {
                 Ok(Progress::Complete(n)) => {
                     off += n.clamp(1, rest.len());
                     let msg = self.parser.take()?;
                     if self.proto.is_push(&msg) {
-                        match self.push.as_mut() {
-                            Some(push) => {
-                                poller::contain("a push handler", || push(msg));
-                            }
-                            None => log::debug!("taskweave: a push with no handler dropped"),
+                        self.deliver_push(msg);
+                        continue;
+                    }
+                    if let Greeting::Sent(_) = self.greeting {
+                        self.greeting = Greeting::None;
+                        if let Err(e) = self.proto.greeted(&msg) {
+                            let err = Error::Protocol(e);
+                            return Some(self.fail_all(core, err, CloseReason::ProtocolError));
                         }
                         continue;
                     }
@@ -626,6 +670,16 @@ impl<P: Protocol> ClientConn<P> {
         None
     }
 
+    /// Hands a push to the connection's handler, if it has one.
+    fn deliver_push(&mut self, msg: P::Response) {
+        match self.push.as_mut() {
+            Some(push) => {
+                poller::contain("a push handler", || push(msg));
+            }
+            None => log::debug!("taskweave: a push with no handler dropped"),
+        }
+    }
+
     fn on_connected(&mut self, core: &mut Core) -> Option<Flow> {
         if let Ok(Some(e)) | Err(e) = self.conn.take_error() {
             return Some(self.fail_all(core, Error::Connect(e.kind()), CloseReason::Reset));
@@ -633,6 +687,9 @@ impl<P: Protocol> ClientConn<P> {
         match self.conn.peer_addr() {
             Ok(_) => {
                 self.phase = Phase::Open;
+                if let Some(req) = self.proto.greeting() {
+                    self.greeting = Greeting::Unsent(req);
+                }
                 pool::opened::<P>(&self.key, self.seat);
                 let now = Instant::now();
                 let connect = self.conn.with_stats(|s| {

@@ -33,6 +33,8 @@ use std::time::Instant;
 pub(super) struct PoolKey {
     hash: u64,
     proto: TypeId,
+    /// The protocol value's `connection_class`.
+    class: u64,
     target: Target,
     /// The config's identity (its `Arc`'s address; the pool holds the `Arc`,
     /// so the address is not reused while the pool exists).
@@ -40,14 +42,15 @@ pub(super) struct PoolKey {
 }
 
 impl PoolKey {
-    fn new(proto: TypeId, target: Target, config: usize) -> PoolKey {
+    fn new(proto: TypeId, class: u64, target: Target, config: usize) -> PoolKey {
         // FNV-1a: the few pools of a process need no flood resistance, and
         // this runs once per request.
         let mut h = FnvHasher::default();
-        (proto, &target, config).hash(&mut h);
+        (proto, class, &target, config).hash(&mut h);
         PoolKey {
             hash: h.finish(),
             proto,
+            class,
             target,
             config,
         }
@@ -58,6 +61,7 @@ impl PartialEq for PoolKey {
     fn eq(&self, other: &PoolKey) -> bool {
         self.hash == other.hash
             && self.proto == other.proto
+            && self.class == other.class
             && self.config == other.config
             && self.target == other.target
     }
@@ -200,7 +204,12 @@ pub(crate) fn submit<P: Protocol>(
 ) {
     let item = InFlight::new(job, Instant::now());
     let config_id = Arc::as_ptr(&config) as *const () as usize;
-    let key = PoolKey::new(TypeId::of::<P>(), target.clone(), config_id);
+    let key = PoolKey::new(
+        TypeId::of::<P>(),
+        proto.connection_class(),
+        target.clone(),
+        config_id,
+    );
     poller::run_on(poller_for(&key), move |core| {
         POOLS.with(|pools| {
             pools.borrow_mut().entry(key.clone()).or_insert_with(|| {

@@ -109,6 +109,17 @@ pub trait Message: Send + 'static {
     fn start_stream(&mut self) -> Box<dyn PieceFramer> {
         Box::new(RawPieces)
     }
+
+    /// Client: a push the parser found between the parts of this message
+    /// (RESP3 sends pushes between the replies of a pipeline), taken out as
+    /// a message of its own. The engine asks after every `append` and hands
+    /// each one to the connection's push handler. The default finds none.
+    fn take_push(&mut self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// Frames the pieces of a streamed message and its end: HTTP/1.1 wraps each
@@ -236,5 +247,30 @@ pub trait Protocol: Send + Sync + 'static {
     /// request whose repetition is harmless may say yes; the default is no.
     fn may_retry(&self, _req: &Self::Request) -> bool {
         false
+    }
+
+    /// Client: which connections this protocol value may use. Requests whose
+    /// protocols give different classes never share a connection, even to
+    /// one target with one config: a Redis client's credentials and
+    /// database make its connections its own. The default, 0, is one class.
+    fn connection_class(&self) -> u64 {
+        0
+    }
+
+    /// Client: a request sent first on every new connection, before any
+    /// other (Redis's `HELLO`, `AUTH` and `SELECT`). Its reply goes to
+    /// [`greeted`](Protocol::greeted), never to a task. The default sends
+    /// none.
+    fn greeting(&self) -> Option<Self::Request> {
+        None
+    }
+
+    /// Client: checks the reply to the [`greeting`](Protocol::greeting).
+    /// An error fails every request on the connection with it and closes
+    /// the connection (a wrong password reaches the task that caused the
+    /// connect, not a later one).
+    fn greeted(&self, reply: &Self::Response) -> Result<(), ProtocolError> {
+        let _ = reply;
+        Ok(())
     }
 }
