@@ -55,5 +55,5 @@ mod parse;
 mod value;
 
 pub use encode::{command, encode_command, encode_value};
-pub use parse::{parse, Limits, RespError};
+pub use parse::{parse, Limits, Parser, RespError};
 pub use value::Value;

@@ -123,6 +123,8 @@ const PREALLOC: usize = 64;
 /// ends inside the value (call again once more bytes arrived, with all of
 /// them), or an error if `buf` is not RESP or breaks `limits`. Never panics,
 /// whatever `buf` holds; nesting is handled with a heap stack, not recursion.
+/// A connection that reads a reply in pieces uses a [`Parser`], which keeps
+/// what it parsed between calls instead of starting over.
 ///
 /// ```
 /// use taskweave::redis::{parse, Limits, Value};
@@ -135,50 +137,105 @@ const PREALLOC: usize = 64;
 /// assert_eq!(parse(b"$5\r\nhel", &Limits::default()), Ok(None));
 /// ```
 pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Value, usize)>, RespError> {
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut pos = 0;
-    loop {
-        let Some((item, next)) = read_item(buf, pos, limits)? else {
-            return Ok(None);
-        };
-        pos = next;
-        let mut done = match item {
-            Item::Value(v) => v,
-            Item::Open(kind, count) => {
-                if stack.len() >= limits.max_depth {
-                    return Err(RespError::TooDeep {
-                        max: limits.max_depth,
-                    });
-                }
-                let want = match kind {
-                    Kind::Map => count.saturating_mul(2),
-                    Kind::Attribute => count.saturating_mul(2).saturating_add(1),
-                    Kind::Array | Kind::Set | Kind::Push => count,
-                };
-                let frame = Frame {
-                    kind,
-                    want,
-                    items: Vec::with_capacity(want.min(PREALLOC)),
-                };
-                if want > 0 {
-                    stack.push(frame);
-                    continue;
-                }
-                frame.finish()
-            }
-        };
-        // Fold the finished value into its parents, closing each one it fills.
+    let mut parser = Parser::new(*limits);
+    match parser.feed(buf)? {
+        (Some(value), used) => Ok(Some((value, used))),
+        (None, _) => Ok(None),
+    }
+}
+
+/// A RESP parser that keeps the aggregates it has begun between calls, so
+/// a reply that arrives in many reads is parsed once, not again from its
+/// start on every read.
+///
+/// [`feed`](Parser::feed) consumes whole items (a scalar, a blob, an
+/// aggregate's header) from the start of the buffer; the caller drops the
+/// bytes it reports used, keeps the rest (the start of an item still
+/// arriving), and feeds that again, with what arrives next appended.
+///
+/// ```
+/// use taskweave::redis::{Limits, Parser, Value};
+///
+/// let mut parser = Parser::new(Limits::default());
+/// // The array's header and first element are whole; `$3\r\nb` is not.
+/// assert_eq!(parser.feed(b"*2\r\n:1\r\n$3\r\nb").unwrap(), (None, 8));
+/// let (value, used) = parser.feed(b"$3\r\nbar\r\n").unwrap();
+/// assert_eq!(used, 9);
+/// assert_eq!(value, Some(Value::Array(vec![Value::Integer(1), Value::BulkString("bar".into())])));
+/// ```
+#[derive(Debug)]
+pub struct Parser {
+    limits: Limits,
+    /// The aggregates begun and not yet complete, outermost first.
+    stack: Vec<Frame>,
+}
+
+impl Parser {
+    /// A parser that enforces `limits`.
+    pub fn new(limits: Limits) -> Parser {
+        Parser {
+            limits,
+            stack: Vec::new(),
+        }
+    }
+
+    /// Whether the parser is between values (nothing begun).
+    pub fn is_idle(&self) -> bool {
+        self.stack.is_empty()
+    }
+
+    /// Parses from the start of `buf`: the value, once complete, and the
+    /// bytes used either way. Bytes after a complete value are not touched.
+    /// After an error the stream is out of sync; the parser should be
+    /// dropped with its connection.
+    pub fn feed(&mut self, buf: &[u8]) -> Result<(Option<Value>, usize), RespError> {
+        let limits = &self.limits;
+        let stack = &mut self.stack;
+        let mut pos = 0;
         loop {
-            let Some(top) = stack.last_mut() else {
-                return Ok(Some((done, pos)));
+            let Some((item, next)) = read_item(buf, pos, limits)? else {
+                return Ok((None, pos));
             };
-            top.items.push(done);
-            if top.items.len() < top.want {
-                break;
-            }
-            match stack.pop() {
-                Some(frame) => done = frame.finish(),
-                None => return Ok(None), // unreachable: `top` was on the stack
+            pos = next;
+            let mut done = match item {
+                Item::Value(v) => v,
+                Item::Open(kind, count) => {
+                    if stack.len() >= limits.max_depth {
+                        return Err(RespError::TooDeep {
+                            max: limits.max_depth,
+                        });
+                    }
+                    let want = match kind {
+                        Kind::Map => count.saturating_mul(2),
+                        Kind::Attribute => count.saturating_mul(2).saturating_add(1),
+                        Kind::Array | Kind::Set | Kind::Push => count,
+                    };
+                    let frame = Frame {
+                        kind,
+                        want,
+                        items: Vec::with_capacity(want.min(PREALLOC)),
+                    };
+                    if want > 0 {
+                        stack.push(frame);
+                        continue;
+                    }
+                    frame.finish()
+                }
+            };
+            // Fold the finished value into its parents, closing each one it
+            // fills.
+            loop {
+                let Some(top) = stack.last_mut() else {
+                    return Ok((Some(done), pos));
+                };
+                top.items.push(done);
+                if top.items.len() < top.want {
+                    break;
+                }
+                match stack.pop() {
+                    Some(frame) => done = frame.finish(),
+                    None => return Ok((None, pos)), // unreachable: `top` was on the stack
+                }
             }
         }
     }
@@ -195,6 +252,7 @@ enum Kind {
 
 /// An aggregate being filled: `want` values, flat (keys and values alternate
 /// for a map; an attribute's pairs are followed by the value it annotates).
+#[derive(Debug)]
 struct Frame {
     kind: Kind,
     want: usize,

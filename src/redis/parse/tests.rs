@@ -508,3 +508,73 @@ proptest! {
         let _ = parse(&wire, &Limits::default());
     }
 }
+
+/// Feeds `wire` to a [`Parser`] in pieces of `step` bytes, the way a
+/// connection does: unused bytes are kept and fed again with the next piece.
+fn feed_in_pieces(wire: &[u8], step: usize) -> Result<Option<(Value, usize)>, RespError> {
+    let mut parser = Parser::new(Limits::default());
+    let mut kept: Vec<u8> = Vec::new();
+    let mut offered = 0;
+    let mut used_total = 0;
+    while offered < wire.len() {
+        let end = (offered + step).min(wire.len());
+        kept.extend_from_slice(&wire[offered..end]);
+        offered = end;
+        let (value, used) = parser.feed(&kept)?;
+        used_total += used;
+        kept.drain(..used);
+        if let Some(v) = value {
+            return Ok(Some((v, used_total)));
+        }
+    }
+    Ok(None)
+}
+
+#[test]
+fn a_parser_keeps_aggregates_between_calls() {
+    let mut parser = Parser::new(Limits::default());
+    assert_eq!(parser.feed(b"*3\r\n:1\r\n").unwrap(), (None, 8));
+    assert!(!parser.is_idle());
+    assert_eq!(parser.feed(b"%1\r\n+k").unwrap(), (None, 4));
+    assert_eq!(parser.feed(b"+k\r\n:2\r\n").unwrap(), (None, 8));
+    let (v, used) = parser.feed(b"_\r\n+next\r\n").unwrap();
+    assert_eq!(used, 3);
+    assert!(parser.is_idle());
+    assert_eq!(
+        v,
+        Some(Value::Array(vec![
+            Value::Integer(1),
+            Value::Map(vec![(simple("k"), Value::Integer(2))]),
+            Value::Null,
+        ]))
+    );
+}
+
+#[test]
+fn a_parser_counts_depth_across_calls() {
+    let limits = Limits {
+        max_depth: 2,
+        ..Limits::default()
+    };
+    let mut parser = Parser::new(limits);
+    assert_eq!(parser.feed(b"*1\r\n*1\r\n").unwrap(), (None, 8));
+    assert_eq!(parser.feed(b"*1\r\n"), Err(RespError::TooDeep { max: 2 }));
+}
+
+proptest! {
+    #[test]
+    fn prop_a_parser_fed_in_pieces_gives_the_whole_value(
+        v in arb_value(),
+        step in 1usize..9,
+        tail in proptest::collection::vec(any::<u8>(), 0..4),
+    ) {
+        let mut wire = Vec::new();
+        encode_value(&v, &mut wire);
+        let n = wire.len();
+        wire.extend_from_slice(&tail);
+        let whole = parse(&wire, &Limits::default());
+        prop_assert_eq!(&whole, &Ok(Some((v, n))));
+        // Pieces never run past the value, so the tail is never offered.
+        prop_assert_eq!(feed_in_pieces(&wire[..n], step), whole);
+    }
+}
