@@ -449,7 +449,10 @@ impl<P: Protocol> ClientConn<P> {
         if self.chunks.is_empty() && first == self.fifo.len() {
             return None;
         }
-        match self.conn.send(&mut self.chunks, Some(Done::Request { head, body })) {
+        match self
+            .conn
+            .send(&mut self.chunks, Some(Done::Request { head, body }))
+        {
             Ok(SendState::Written | SendState::Queued | SendState::AboveHigh) => {
                 self.written = self.fifo.len();
                 None

@@ -249,6 +249,15 @@ pub trait Protocol: Send + Sync + 'static {
         false
     }
 
+    /// Client: checks a request before it is sent. An error fails the task
+    /// at once with `Error::InvalidRequest`, and nothing is sent (Redis
+    /// refuses commands that would break a shared connection). The default
+    /// accepts every request.
+    fn check_request(&self, req: &Self::Request) -> Result<(), ProtocolError> {
+        let _ = req;
+        Ok(())
+    }
+
     /// Client: which connections this protocol value may use. Requests whose
     /// protocols give different classes never share a connection, even to
     /// one target with one config: a Redis client's credentials and

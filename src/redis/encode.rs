@@ -30,7 +30,7 @@ where
 }
 
 /// [`encode_command`] into a new, exactly sized `Vec<u8>`.
-pub fn command<I>(args: I) -> Vec<u8>
+pub fn command_bytes<I>(args: I) -> Vec<u8>
 where
     I: IntoIterator,
     I::IntoIter: ExactSizeIterator + Clone,
@@ -164,11 +164,11 @@ mod tests {
     #[test]
     fn command_is_binary_safe_and_sized_exactly() {
         let args: [&[u8]; 3] = [b"SET", b"\r\n\0", b""];
-        let out = command(args);
+        let out = command_bytes(args);
         assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$3\r\n\r\n\0\r\n$0\r\n\r\n");
         assert_eq!(out.capacity(), out.len());
         let big = "x".repeat(1234);
-        let out = command(["GET", big.as_str()]);
+        let out = command_bytes(["GET", big.as_str()]);
         assert_eq!(out.capacity(), out.len());
     }
 
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn command_parses_back() {
-        let out = command(["HSET", "h", "f", "1"]);
+        let out = command_bytes(["HSET", "h", "f", "1"]);
         let (v, used) = parse(&out, &Limits::default()).unwrap().unwrap();
         assert_eq!(used, out.len());
         let words: Vec<_> = v.into_array().unwrap();

@@ -50,10 +50,16 @@
     )
 )]
 
+mod client;
 mod encode;
 mod parse;
+mod proto;
+mod url;
 mod value;
 
-pub use encode::{command, encode_command, encode_value};
+pub use client::{command, Client, RedisTask};
+pub use encode::{command_bytes, encode_command, encode_value};
 pub use parse::{parse, Limits, Parser, RespError};
+pub use proto::{Redis, Reply, Request, GREETING_REFUSED, MALFORMED_REPLY, REFUSED_COMMAND};
+pub use url::Url;
 pub use value::Value;

@@ -132,7 +132,16 @@ impl<P: Protocol> ClientTask<P> {
 }
 
 impl<P: Protocol> Task for ClientTask<P> {
-    fn run(mut self: Box<Self>, series: Box<Series>) -> Step {
+    fn run(mut self: Box<Self>, mut series: Box<Series>) -> Step {
+        // A request the protocol refuses fails here, inside the series
+        // loop, so a long series of such tasks does not recurse.
+        if let Err(e) = self.proto.check_request(&self.req) {
+            self.error = Some(Error::InvalidRequest(e.reason.into_owned()));
+            if let Some(cb) = self.callback.take() {
+                series.guard(|s| cb(&mut self, s));
+            }
+            return Step::Next(series);
+        }
         self.series = Some(series);
         let (proto, target, config) =
             (self.proto.clone(), self.target.clone(), self.config.clone());

@@ -1,0 +1,720 @@
+//! The Redis [`Protocol`]: requests of one or more commands, replies counted
+//! in order, pushes set aside, and the greeting a new connection sends.
+//!
+//! A [`Request`] is a pipeline: its commands are encoded once, go out in one
+//! write, and its [`Reply`] is complete when one value per command (one per
+//! channel for a subscription) has arrived. The engine matches replies to
+//! requests in order, so a reply can only go to the wrong request if the
+//! count is wrong: every command that would break the count, or leave a
+//! shared connection in a state other requests do not expect, is refused
+//! before it is sent (see [`Redis::check_request`]).
+
+use super::encode::encode_command;
+use super::parse::{Limits, Parser};
+use super::url::Url;
+use super::Value;
+use crate::protocol::{Message, MessageSizes, Progress, Protocol, ProtocolError};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+
+/// Code of a [`ProtocolError`] for a reply that is not RESP.
+pub const MALFORMED_REPLY: u16 = 502;
+/// Code of a [`ProtocolError`] for a greeting (`HELLO`, `AUTH`, `SELECT`)
+/// the server refused.
+pub const GREETING_REFUSED: u16 = 401;
+/// Code of a [`ProtocolError`] for a request refused before it was sent.
+pub const REFUSED_COMMAND: u16 = 400;
+
+/// What a connection of this protocol is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Role {
+    /// Commands from many tasks, pipelined on shared connections.
+    Commands,
+    /// One subscriber's own connection: messages come unasked.
+    Subscriber,
+}
+
+/// The Redis protocol for one URL: its greeting, its limits, and which
+/// connections it may share.
+#[derive(Debug, Clone)]
+pub struct Redis {
+    url: Url,
+    limits: Limits,
+    role: Role,
+    max_in_flight: usize,
+    class: u64,
+}
+
+impl Redis {
+    /// The protocol for connections to `url`, with default limits and up to
+    /// 1,024 requests in flight on one connection.
+    pub fn new(url: Url) -> Redis {
+        Redis::with_role(url, Role::Commands, 0)
+    }
+
+    pub(crate) fn with_role(url: Url, role: Role, salt: u64) -> Redis {
+        let mut proto = Redis {
+            url,
+            limits: Limits::default(),
+            role,
+            max_in_flight: 1024,
+            class: 0,
+        };
+        proto.class = proto.compute_class(salt);
+        proto
+    }
+
+    /// Bounds on replies (nesting, element counts, blob and line lengths).
+    pub fn limits(mut self, limits: Limits) -> Redis {
+        self.limits = limits;
+        self
+    }
+
+    /// Most requests in flight on one connection (at least 1).
+    pub fn max_in_flight(mut self, n: usize) -> Redis {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Connections with other credentials, database, protocol version or
+    /// role are not interchangeable.
+    fn compute_class(&self, salt: u64) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&self.url, self.role, salt).hash(&mut h);
+        h.finish()
+    }
+
+    fn error(code: u16, why: impl Into<String>) -> ProtocolError {
+        ProtocolError::new(code, why.into())
+    }
+}
+
+/// Commands that would break reply counting or leave a shared connection in
+/// a state the next request does not expect, and what to use instead.
+fn refused(role: Role, name: &[u8], second: Option<&[u8]>, argc: usize) -> Option<&'static str> {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if name.is_empty() && argc == 0 {
+        return Some("an empty command");
+    }
+    if role == Role::Subscriber {
+        if SUBSCRIPTIONS.iter().any(|n| is(n)) {
+            return (argc < 2).then_some("name the channels");
+        }
+        return (!is("PING"))
+            .then_some("a subscriber connection takes only (un)subscriptions and PING");
+    }
+    if SUBSCRIPTIONS.iter().any(|n| is(n)) {
+        return Some("subscriptions need their own connection: use redis::Subscriber");
+    }
+    if is("MONITOR") {
+        return Some("MONITOR takes over its connection");
+    }
+    if (is("HELLO") && argc > 1) || is("AUTH") || is("SELECT") || is("RESET") {
+        return Some("connection state comes from the URL (user, password, database, protocol)");
+    }
+    if is("CLIENT")
+        && second.is_some_and(|a| {
+            a.eq_ignore_ascii_case(b"REPLY") || a.eq_ignore_ascii_case(b"TRACKING")
+        })
+    {
+        return Some("CLIENT REPLY and CLIENT TRACKING change what a shared connection answers");
+    }
+    None
+}
+
+/// A pipeline of commands, encoded once and written in one go.
+///
+/// ```
+/// use taskweave::redis::Request;
+///
+/// let mut req = Request::new();
+/// req.add(["SET", "k", "v"]).add(["GET", "k"]);
+/// assert_eq!(req.len(), 2);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Why the request cannot be sent at all (a bad URL), if so.
+    invalid: Option<String>,
+    wire: BytesMut,
+    frozen: Option<Bytes>,
+    len: usize,
+    /// Replies expected: one per command, one per channel for a
+    /// (un)subscription.
+    replies: usize,
+    /// Of those, how many are subscription confirmations (RESP3 sends them
+    /// as pushes).
+    confirmations: usize,
+    /// The first command a shared command connection must refuse, and why.
+    bad_for_commands: Option<String>,
+    /// The first command a subscriber connection must refuse, and why.
+    bad_for_subscriber: Option<String>,
+    /// A `MULTI` not yet closed by `EXEC` or `DISCARD`.
+    in_multi: bool,
+    /// A `WATCH` not yet followed by a `MULTI`.
+    watching: bool,
+}
+
+const SUBSCRIPTIONS: [&str; 6] = [
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "SSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "SUNSUBSCRIBE",
+];
+
+impl Request {
+    /// An empty pipeline.
+    pub fn new() -> Request {
+        Request::default()
+    }
+
+    /// A request of one command.
+    pub fn command<I>(args: I) -> Request
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let mut req = Request::new();
+        req.add(args);
+        req
+    }
+
+    /// Appends a command (its name, then its arguments; binary-safe).
+    pub fn add<I>(&mut self, args: I) -> &mut Request
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let args: Vec<I::Item> = args.into_iter().collect();
+        if let Some(frozen) = self.frozen.take() {
+            self.wire = BytesMut::from(&frozen[..]);
+        }
+        encode_command(args.iter().map(AsRef::as_ref), &mut self.wire);
+        self.len += 1;
+        let name = args.first().map(AsRef::as_ref).unwrap_or_default();
+        let second = args.get(1).map(AsRef::as_ref);
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if SUBSCRIPTIONS.iter().any(|n| is(n)) {
+            let channels = args.len().saturating_sub(1).max(1);
+            self.replies += channels;
+            self.confirmations += channels;
+        } else {
+            self.replies += 1;
+        }
+        let what = || String::from_utf8_lossy(name).into_owned();
+        if self.bad_for_commands.is_none() {
+            self.bad_for_commands = refused(Role::Commands, name, second, args.len())
+                .map(|why| format!("{} refused: {why}", what()));
+        }
+        if self.bad_for_subscriber.is_none() {
+            self.bad_for_subscriber = refused(Role::Subscriber, name, second, args.len())
+                .map(|why| format!("{} refused: {why}", what()));
+        }
+        if is("MULTI") {
+            self.in_multi = true;
+            self.watching = false;
+        } else if is("EXEC") || is("DISCARD") {
+            self.in_multi = false;
+        } else if is("WATCH") && !self.in_multi {
+            self.watching = true;
+        }
+        self
+    }
+
+    /// A request that fails before it is sent, with `why`.
+    pub(crate) fn invalid(why: String) -> Request {
+        Request {
+            invalid: Some(why),
+            ..Request::default()
+        }
+    }
+
+    /// How many commands it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many replies it expects: one per command, one per channel of a
+    /// (un)subscription.
+    pub fn replies(&self) -> usize {
+        self.replies
+    }
+
+    /// The encoded commands, as they go on the wire.
+    pub fn wire(&self) -> &[u8] {
+        match &self.frozen {
+            Some(b) => b,
+            None => &self.wire,
+        }
+    }
+
+    /// Checks the pipeline for `role`: no empty command, nothing that
+    /// breaks reply counting, a `MULTI` closed by `EXEC` or `DISCARD`
+    /// within it, a `WATCH` followed by its `MULTI`.
+    fn check(&self, role: Role) -> Result<(), String> {
+        if let Some(why) = &self.invalid {
+            return Err(why.clone());
+        }
+        if self.is_empty() {
+            return Err("no command".into());
+        }
+        let bad = match role {
+            Role::Commands => &self.bad_for_commands,
+            Role::Subscriber => &self.bad_for_subscriber,
+        };
+        if let Some(why) = bad {
+            return Err(why.clone());
+        }
+        if self.in_multi {
+            return Err("MULTI must be sent with its EXEC or DISCARD in one pipeline".into());
+        }
+        if self.watching {
+            return Err("WATCH must be sent with its MULTI ... EXEC in one pipeline".into());
+        }
+        Ok(())
+    }
+}
+
+impl Message for Request {
+    fn append(&mut self, _data: &[u8]) -> Result<Progress, ProtocolError> {
+        Err(Redis::error(
+            REFUSED_COMMAND,
+            "a Redis client does not read requests",
+        ))
+    }
+
+    fn encode(&mut self, out: &mut Vec<Bytes>) {
+        let bytes = match &self.frozen {
+            Some(b) => b.clone(),
+            None => {
+                let b = std::mem::take(&mut self.wire).freeze();
+                self.frozen = Some(b.clone());
+                b
+            }
+        };
+        out.push(bytes);
+    }
+
+    fn sizes(&self) -> Option<MessageSizes> {
+        Some(MessageSizes {
+            head: 0,
+            body: self.wire().len() as u64,
+        })
+    }
+}
+
+/// The replies to one [`Request`], one value per command, in order.
+///
+/// A reply that is an error (`-ERR ...`) is a [`Value::Error`] in its place:
+/// one failed command does not fail the others.
+#[derive(Debug)]
+pub struct Reply {
+    values: Vec<Value>,
+    /// Values still to come.
+    expected: usize,
+    /// Subscription confirmations still to come.
+    confirmations: usize,
+    parser: Parser,
+    /// The start of a value that has not arrived whole.
+    kept: Vec<u8>,
+    /// Pushes found between the values, for the engine to take.
+    pushes: VecDeque<Value>,
+    role: Role,
+    /// A message nobody asked for: it is a push, or the stream is broken.
+    unsolicited: bool,
+    size: u64,
+}
+
+impl Reply {
+    fn new(proto: &Redis, expected: usize, confirmations: usize, unsolicited: bool) -> Reply {
+        Reply {
+            values: Vec::with_capacity(expected.min(64)),
+            expected,
+            confirmations,
+            parser: Parser::new(proto.limits),
+            kept: Vec::new(),
+            pushes: VecDeque::new(),
+            role: proto.role,
+            unsolicited,
+            size: 0,
+        }
+    }
+
+    /// The values, one per command.
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+
+    /// The values, taken out.
+    pub fn into_values(self) -> Vec<Value> {
+        self.values
+    }
+
+    /// Whether this message is a push (a pub/sub message, an invalidation)
+    /// rather than replies.
+    pub fn is_push(&self) -> bool {
+        self.unsolicited
+            && self
+                .values
+                .first()
+                .is_some_and(|v| self.push_kind(v).is_some())
+    }
+
+    /// A push's kind (`message`, `pmessage`, `subscribe`...), for a value
+    /// that is one on this connection: any RESP3 push, and on a RESP2
+    /// subscriber connection an array led by a pub/sub kind.
+    fn push_kind<'a>(&self, v: &'a Value) -> Option<&'a str> {
+        match v {
+            Value::Push(items) => Some(items.first().and_then(Value::as_str).unwrap_or("")),
+            Value::Array(items) if self.role == Role::Subscriber => {
+                let kind = items.first().and_then(Value::as_str)?;
+                PUBSUB_KINDS
+                    .iter()
+                    .any(|k| kind.eq_ignore_ascii_case(k))
+                    .then_some(kind)
+            }
+            _ => None,
+        }
+    }
+
+    /// Files a whole top-level value: a reply in its place, or a push aside.
+    fn accept(&mut self, v: Value) {
+        let kind = self.push_kind(&v);
+        let confirmation =
+            kind.is_some_and(|k| CONFIRM_KINDS.iter().any(|c| k.eq_ignore_ascii_case(c)));
+        match kind {
+            Some(_) if confirmation && self.confirmations > 0 => {
+                self.confirmations -= 1;
+                self.values.push(v);
+            }
+            // A message or an invalidation between replies.
+            Some(_) if !self.unsolicited => self.pushes.push_back(v),
+            _ => self.values.push(v),
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.values.len() >= self.expected
+    }
+
+    /// Parses `buf` from its start; how many bytes were used, and whether
+    /// the reply is complete.
+    fn parse_from(&mut self, buf: &[u8]) -> Result<(usize, bool), ProtocolError> {
+        let mut off = 0;
+        while !self.complete() {
+            let rest = buf.get(off..).unwrap_or_default();
+            let (value, used) = self
+                .parser
+                .feed(rest)
+                .map_err(|e| Redis::error(MALFORMED_REPLY, e.to_string()))?;
+            off += used;
+            match value {
+                Some(v) => self.accept(v),
+                None => return Ok((off, false)),
+            }
+        }
+        Ok((off, true))
+    }
+}
+
+/// The kinds of pub/sub messages a RESP2 subscriber connection receives.
+const PUBSUB_KINDS: [&str; 9] = [
+    "message",
+    "pmessage",
+    "smessage",
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+];
+
+/// The kinds that confirm a (un)subscription: the replies to those commands.
+const CONFIRM_KINDS: [&str; 6] = [
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+];
+
+impl Message for Reply {
+    fn append(&mut self, data: &[u8]) -> Result<Progress, ProtocolError> {
+        if self.kept.is_empty() {
+            let (used, done) = self.parse_from(data)?;
+            self.size += used as u64;
+            if done {
+                return Ok(Progress::Complete(used));
+            }
+            self.kept
+                .extend_from_slice(data.get(used..).unwrap_or_default());
+            return Ok(Progress::NeedMore(data.len()));
+        }
+        // A value began in an earlier read: parse it with what came now.
+        let before = self.kept.len();
+        self.kept.extend_from_slice(data);
+        let mut kept = std::mem::take(&mut self.kept);
+        let res = self.parse_from(&kept);
+        let (used, done) = res?;
+        self.size += used as u64;
+        if done {
+            // The kept bytes were only the start of a value, so the value
+            // that completed the reply ended inside `data`.
+            return Ok(Progress::Complete(used.saturating_sub(before).max(1)));
+        }
+        kept.drain(..used);
+        self.kept = kept;
+        Ok(Progress::NeedMore(data.len()))
+    }
+
+    fn encode(&mut self, out: &mut Vec<Bytes>) {
+        let mut buf = Vec::new();
+        for v in &self.values {
+            super::encode_value(v, &mut buf);
+        }
+        out.push(buf.into());
+    }
+
+    fn sizes(&self) -> Option<MessageSizes> {
+        Some(MessageSizes {
+            head: 0,
+            body: self.size,
+        })
+    }
+
+    fn take_push(&mut self) -> Option<Reply> {
+        let v = self.pushes.pop_front()?;
+        Some(Reply {
+            values: vec![v],
+            expected: 1,
+            confirmations: 0,
+            parser: Parser::new(Limits::default()),
+            kept: Vec::new(),
+            pushes: VecDeque::new(),
+            role: self.role,
+            unsolicited: true,
+            size: 0,
+        })
+    }
+}
+
+impl Protocol for Redis {
+    type Request = Request;
+    type Response = Reply;
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn new_request(&self) -> Request {
+        Request::new()
+    }
+
+    fn new_response(&self, req: &Request) -> Reply {
+        Reply::new(self, req.replies, req.confirmations, false)
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    fn is_push(&self, msg: &Reply) -> bool {
+        msg.is_push()
+    }
+
+    fn new_unsolicited(&self) -> Option<Reply> {
+        Some(Reply::new(self, 1, 0, true))
+    }
+
+    fn connection_class(&self) -> u64 {
+        self.class
+    }
+
+    fn check_request(&self, req: &Request) -> Result<(), ProtocolError> {
+        req.check(self.role)
+            .map_err(|why| Redis::error(REFUSED_COMMAND, why))
+    }
+
+    fn greeting(&self) -> Option<Request> {
+        let url = &self.url;
+        let mut req = Request::new();
+        if url.resp3() {
+            let mut hello = vec!["HELLO", "3"];
+            if let Some(password) = url.password() {
+                hello.extend(["AUTH", url.user().unwrap_or("default"), password]);
+            }
+            req.add(hello);
+        } else if let Some(password) = url.password() {
+            match url.user() {
+                Some(user) => req.add(["AUTH", user, password]),
+                None => req.add(["AUTH", password]),
+            };
+        }
+        if url.db() != 0 && self.role == Role::Commands {
+            req.add(["SELECT", itoa::Buffer::new().format(url.db())]);
+        }
+        (!req.is_empty()).then_some(req)
+    }
+
+    fn greeted(&self, reply: &Reply) -> Result<(), ProtocolError> {
+        match reply.values().iter().find(|v| v.is_error()) {
+            Some(err) => Err(Redis::error(
+                GREETING_REFUSED,
+                format!(
+                    "the server refused the connection's greeting: {}",
+                    error_text(err)
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The text of an error reply.
+pub(crate) fn error_text(v: &Value) -> String {
+    match v.unannotated() {
+        Value::Error(s) => s.clone(),
+        Value::BulkError(b) => String::from_utf8_lossy(b).into_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proto() -> Redis {
+        Redis::new(Url::new("127.0.0.1", 6379))
+    }
+
+    fn feed_all(reply: &mut Reply, wire: &[u8], step: usize) -> Option<usize> {
+        let mut off = 0;
+        while off < wire.len() {
+            let end = (off + step).min(wire.len());
+            match reply.append(&wire[off..end]).unwrap() {
+                Progress::Complete(n) => return Some(off + n),
+                Progress::NeedMore(n) => off += n,
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_pipeline_reply_completes_after_its_count_at_any_split() {
+        let mut req = Request::new();
+        req.add(["SET", "k", "v"])
+            .add(["GET", "k"])
+            .add(["LRANGE", "l", "0", "-1"]);
+        let wire = b"+OK\r\n$1\r\nv\r\n*2\r\n:1\r\n:2\r\n+NEXT\r\n";
+        for step in 1..wire.len() {
+            let mut reply = proto().new_response(&req);
+            assert_eq!(
+                feed_all(&mut reply, wire, step),
+                Some(wire.len() - 7),
+                "step {step}"
+            );
+            assert_eq!(reply.values().len(), 3);
+            assert_eq!(reply.values()[1].as_str(), Some("v"));
+        }
+    }
+
+    #[test]
+    fn pushes_between_replies_are_set_aside() {
+        let req = Request::command(["GET", "k"]);
+        let mut reply = proto().new_response(&req);
+        let wire = b">2\r\n+invalidate\r\n*1\r\n+k\r\n$1\r\nv\r\n";
+        assert_eq!(feed_all(&mut reply, wire, 5), Some(wire.len()));
+        assert_eq!(reply.values(), &[Value::BulkString("v".into())]);
+        let push = reply.take_push().unwrap();
+        assert!(push.is_push());
+        assert!(reply.take_push().is_none());
+    }
+
+    #[test]
+    fn resp3_subscription_confirmations_are_the_replies() {
+        let sub = Redis::with_role(Url::new("h", 1), Role::Subscriber, 7);
+        let req = Request::command(["SUBSCRIBE", "a", "b"]);
+        let mut reply = sub.new_response(&req);
+        let wire = b">3\r\n+message\r\n+x\r\n+p\r\n>3\r\n+subscribe\r\n+a\r\n:1\r\n>3\r\n+subscribe\r\n+b\r\n:2\r\n";
+        assert_eq!(feed_all(&mut reply, wire, 64), Some(wire.len()));
+        assert_eq!(reply.values().len(), 2);
+        assert!(reply.take_push().is_some());
+    }
+
+    #[test]
+    fn resp2_messages_are_pushes_only_on_a_subscriber_connection() {
+        let wire = b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\np\r\n";
+        let sub = Redis::with_role(Url::new("h", 1), Role::Subscriber, 7);
+        let mut msg = sub.new_unsolicited().unwrap();
+        assert_eq!(feed_all(&mut msg, wire, 3), Some(wire.len()));
+        assert!(sub.is_push(&msg));
+        // On a command connection the same array is an LRANGE's answer.
+        let mut reply = proto().new_response(&Request::command(["LRANGE", "l", "0", "2"]));
+        assert_eq!(feed_all(&mut reply, wire, 3), Some(wire.len()));
+        assert_eq!(reply.values().len(), 1);
+        assert!(!proto().is_push(&reply));
+    }
+
+    #[test]
+    fn commands_that_break_shared_connections_are_refused() {
+        let p = proto();
+        for cmd in [
+            vec!["SUBSCRIBE", "c"],
+            vec!["select", "1"],
+            vec!["MONITOR"],
+            vec!["CLIENT", "reply", "off"],
+            vec!["MULTI"],
+            vec!["WATCH", "k"],
+        ] {
+            let err = p.check_request(&Request::command(&cmd)).unwrap_err();
+            assert_eq!(err.code, REFUSED_COMMAND, "{cmd:?}");
+        }
+        assert!(p.check_request(&Request::new()).is_err());
+        let mut tx = Request::new();
+        tx.add(["WATCH", "k"])
+            .add(["MULTI"])
+            .add(["INCR", "k"])
+            .add(["EXEC"]);
+        assert!(p.check_request(&tx).is_ok());
+        assert!(p.check_request(&Request::command(["GET", "k"])).is_ok());
+    }
+
+    #[test]
+    fn the_greeting_follows_the_url() {
+        assert!(proto().greeting().is_none());
+        let url: Url = "redis://u:p@h/3?protocol=3".parse().unwrap();
+        let g = Redis::new(url).greeting().unwrap();
+        assert_eq!(
+            g.wire(),
+            &b"*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$1\r\np\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n"[..]
+        );
+        let url: Url = "redis://:p@h".parse().unwrap();
+        assert_eq!(
+            Redis::new(url).greeting().unwrap().wire(),
+            b"*2\r\n$4\r\nAUTH\r\n$1\r\np\r\n"
+        );
+    }
+
+    #[test]
+    fn classes_differ_by_url_and_role() {
+        let a = Redis::new("redis://h/1".parse().unwrap());
+        let b = Redis::new("redis://h/2".parse().unwrap());
+        assert_ne!(a.connection_class(), b.connection_class());
+        let c = Redis::new("redis://h/1".parse().unwrap());
+        assert_eq!(a.connection_class(), c.connection_class());
+    }
+}
