@@ -54,6 +54,7 @@ mod client;
 mod encode;
 mod parse;
 mod proto;
+mod subscriber;
 mod url;
 mod value;
 
@@ -61,5 +62,6 @@ pub use client::{command, Client, RedisTask};
 pub use encode::{command_bytes, encode_command, encode_value};
 pub use parse::{parse, Limits, Parser, RespError};
 pub use proto::{Redis, Reply, Request, GREETING_REFUSED, MALFORMED_REPLY, REFUSED_COMMAND};
+pub use subscriber::{Message, Status, Subscriber, SubscriberHandle};
 pub use url::Url;
 pub use value::Value;
