@@ -4,12 +4,14 @@
 //! Checks, besides "never panics": a value parsed from the whole input is
 //! found at the same length from any prefix that holds it, and every shorter
 //! prefix asks for more (or fails the same way); small limits reach the
-//! depth, count and length checks with small inputs.
+//! depth, count and length checks with small inputs. A `Parser` fed the
+//! input in pieces (sizes from the seed), keeping only the bytes it did not
+//! use, as a connection does, gives the same outcome as the whole input.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use taskweave::redis::{parse, Limits};
+use taskweave::redis::{parse, Limits, Parser};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&seed, input)) = data.split_first() else { return };
@@ -37,4 +39,37 @@ fuzz_target!(|data: &[u8]| {
         let again = parse(&input[..*used], &limits);
         assert_eq!(format!("{again:?}"), format!("{:?}", Ok::<_, ()>(Some((value, used)))));
     }
+    let step = usize::from(seed & 0x0f) + 1;
+    let pieces = in_pieces(input, step, limits);
+    match (&whole, &pieces) {
+        (Ok(Some((a, n))), Ok(Some((b, m)))) => {
+            assert_eq!(n, m);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        }
+        (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+        _ => panic!("whole {whole:?} but in pieces of {step} {pieces:?}"),
+    }
 });
+
+/// The input fed to one `Parser` `step` bytes at a time.
+fn in_pieces(
+    input: &[u8],
+    step: usize,
+    limits: Limits,
+) -> Result<Option<(taskweave::redis::Value, usize)>, taskweave::redis::RespError> {
+    let mut parser = Parser::new(limits);
+    let mut kept = Vec::new();
+    let (mut offered, mut used_total) = (0, 0);
+    while offered < input.len() {
+        let end = (offered + step).min(input.len());
+        kept.extend_from_slice(&input[offered..end]);
+        offered = end;
+        let (value, used) = parser.feed(&kept)?;
+        used_total += used;
+        kept.drain(..used);
+        if let Some(v) = value {
+            return Ok(Some((v, used_total)));
+        }
+    }
+    Ok(None)
+}
