@@ -431,11 +431,15 @@ impl<P: Protocol> ClientConn<P> {
             return None;
         }
         let (mut head, mut body) = (0, 0);
-        if let Greeting::Unsent(mut req) = std::mem::replace(&mut self.greeting, Greeting::None) {
-            req.encode(&mut self.chunks);
-            let sizes = req.sizes().unwrap_or_default();
-            (head, body) = (sizes.head, sizes.body);
-            self.greeting = Greeting::Sent(req);
+        // Only an unsent greeting is taken; one awaiting its reply stays.
+        if let Greeting::Unsent(_) = self.greeting {
+            if let Greeting::Unsent(mut req) = std::mem::replace(&mut self.greeting, Greeting::None)
+            {
+                req.encode(&mut self.chunks);
+                let sizes = req.sizes().unwrap_or_default();
+                (head, body) = (sizes.head, sizes.body);
+                self.greeting = Greeting::Sent(req);
+            }
         }
         let first = self.written;
         for item in self.fifo.iter_mut().skip(first) {
