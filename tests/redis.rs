@@ -352,9 +352,29 @@ fn client_kill_under_pipelined_load_never_mismatches_replies() {
     let Some(server) = RedisServer::start() else {
         return;
     };
+    let url = server.url("");
+    kill_storm(&server, url, None);
+}
+
+/// The same with a greeting on every new connection (`HELLO 3 AUTH`, then
+/// `SELECT 2`): a connection killed around its greeting never lets the
+/// greeting's replies reach a command, or a command's reach the greeting.
+#[test]
+#[ignore = "library bug: comm/client.rs write_pending forgets a greeting still owed its reply, so replies shift to the wrong commands; run with --ignored once fixed"]
+fn client_kill_under_pipelined_load_with_a_greeting_never_mismatches_replies() {
+    let Some(server) = RedisServer::start_with(&["--requirepass", "secret"]) else {
+        return;
+    };
+    let url = format!("redis://:secret@127.0.0.1:{}/2?protocol=3", server.port());
+    kill_storm(&server, url, Some("secret"));
+}
+
+/// The kill storm against `server`, through a client for `url`; the killer
+/// authenticates with `password` if there is one.
+fn kill_storm(server: &RedisServer, url: String, password: Option<&'static str>) {
     let srv = server.clone();
-    bounded(&server, Duration::from_secs(40), move || {
-        let client = client(&srv.url(""), ConnConfig::default());
+    bounded(server, Duration::from_secs(40), move || {
+        let client = client(&url, ConnConfig::default());
         let storm = Arc::new(Storm {
             last: Mutex::new(vec![None; STORM_SERIES]),
             ..Storm::default()
@@ -367,6 +387,9 @@ fn client_kill_under_pipelined_load_never_mismatches_replies() {
                 .start();
         }
         let mut killer = srv.raw();
+        if let Some(password) = password {
+            assert_eq!(killer.command(&["AUTH", password]), "OK");
+        }
         let mut killed = 0;
         for _ in 0..15 {
             std::thread::sleep(Duration::from_millis(200));
@@ -721,4 +744,74 @@ fn the_access_log_records_redis_connections() {
         assert_eq!(r.requests(), 3);
         assert_eq!(r.close_reason(), Some(CloseReason::KeepAliveTimeout));
     });
+}
+
+/// Whether `buf` holds `needle`.
+fn holds(buf: &[u8], needle: &[u8]) -> bool {
+    buf.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A command written while the greeting's reply is still owed must not
+/// make the client forget the greeting: its reply is the greeting's, and
+/// each command gets its own. A hand-written server makes the order
+/// certain: it answers nothing until it has read the greeting and the
+/// first command, then lets the test send a second command, and answers
+/// all three once that one has arrived too.
+#[test]
+#[ignore = "library bug: comm/client.rs write_pending forgets a greeting still owed its reply, so replies shift to the wrong commands; run with --ignored once fixed"]
+fn a_command_pipelined_behind_an_unanswered_greeting_gets_its_own_reply() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (first_read, first_arrived) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let mut told = false;
+        while !holds(&seen, b"$1\r\nb\r\n") {
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "the client closed");
+            seen.extend_from_slice(&chunk[..n]);
+            if !told && holds(&seen, b"SELECT") && holds(&seen, b"$1\r\na\r\n") {
+                told = true;
+                first_read.send(()).unwrap();
+            }
+        }
+        // SELECT 2, GET a, GET b.
+        s.write_all(b"+OK\r\n$1\r\nA\r\n$1\r\nB\r\n").unwrap();
+        let _ = s.read(&mut chunk); // hold the connection open
+    });
+    let outcome = with_deadline(Duration::from_secs(20), move || {
+        let redis = Client::new(&format!("redis://127.0.0.1:{port}/2"))
+            .unwrap()
+            .with_config(Arc::new(
+                Client::config(ConnConfig::default()).max_per_target(1),
+            ));
+        let (tx, rx) = mpsc::channel();
+        let (ta, tb) = (tx.clone(), tx);
+        Series::new(redis.command(["GET", "a"], move |t, _| {
+            let _ = ta.send(("a", t.take_values()));
+        }))
+        .start();
+        first_arrived
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the server read the greeting and GET a");
+        Series::new(redis.command(["GET", "b"], move |t, _| {
+            let _ = tb.send(("b", t.take_values()));
+        }))
+        .start();
+        let mut got: Vec<_> = (0..2)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        got.sort_by_key(|(k, _)| *k);
+        got
+    })
+    .expect("both commands completed");
+    assert_eq!(
+        outcome,
+        vec![("a", Ok(vec![bulk("A")])), ("b", Ok(vec![bulk("B")]))],
+        "GET a got the greeting's reply and GET b got GET a's: the greeting was forgotten"
+    );
 }
