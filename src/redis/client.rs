@@ -113,17 +113,32 @@ impl Client {
     pub fn default_config() -> Arc<ClientConfig> {
         static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
         DEFAULT
-            .get_or_init(|| Arc::new(Client::config(ConnConfig::default())))
+            .get_or_init(|| {
+                Arc::new(Client::config(ConnConfig {
+                    connect_timeout: Duration::from_secs(10),
+                    receive_timeout: Duration::from_secs(10),
+                    ..ConnConfig::default()
+                }))
+            })
             .clone()
     }
 
-    /// A config with the Redis defaults and these connection settings.
+    /// A config with the Redis defaults (four connections per server, up to
+    /// 10,000 tasks waiting, no retries) and these connection settings,
+    /// timeouts included.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskweave::comm::ConnConfig;
+    /// use taskweave::redis::Client;
+    ///
+    /// let config = Client::config(ConnConfig {
+    ///     receive_timeout: Duration::from_millis(200),
+    ///     ..ConnConfig::default()
+    /// });
+    /// assert_eq!(config.conn().receive_timeout, Duration::from_millis(200));
+    /// ```
     pub fn config(conn: ConnConfig) -> ClientConfig {
-        let conn = ConnConfig {
-            connect_timeout: Duration::from_secs(10),
-            receive_timeout: Duration::from_secs(10),
-            ..conn
-        };
         ClientConfig::new(conn)
             .max_per_target(4)
             .max_waiting(10_000)

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: raw frame I/O over std sockets and
-//! bounded waiting; raw HTTP in [`raw_http`], child processes in [`child`].
+//! bounded waiting; raw HTTP in [`raw_http`], child processes in [`child`], a
+//! real `redis-server` in [`redis`].
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -10,6 +11,7 @@ use taskweave::metrics::{CloseReason, ConnStats, MemoryLog};
 pub mod child;
 pub mod example;
 pub mod raw_http;
+pub mod redis;
 pub mod sse;
 
 /// Raises the soft descriptor limit to the hard one (tests open thousands).
