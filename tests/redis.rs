@@ -360,7 +360,6 @@ fn client_kill_under_pipelined_load_never_mismatches_replies() {
 /// `SELECT 2`): a connection killed around its greeting never lets the
 /// greeting's replies reach a command, or a command's reach the greeting.
 #[test]
-#[ignore = "library bug: comm/client.rs write_pending forgets a greeting still owed its reply, so replies shift to the wrong commands; run with --ignored once fixed"]
 fn client_kill_under_pipelined_load_with_a_greeting_never_mismatches_replies() {
     let Some(server) = RedisServer::start_with(&["--requirepass", "secret"]) else {
         return;
@@ -758,7 +757,6 @@ fn holds(buf: &[u8], needle: &[u8]) -> bool {
 /// first command, then lets the test send a second command, and answers
 /// all three once that one has arrived too.
 #[test]
-#[ignore = "library bug: comm/client.rs write_pending forgets a greeting still owed its reply, so replies shift to the wrong commands; run with --ignored once fixed"]
 fn a_command_pipelined_behind_an_unanswered_greeting_gets_its_own_reply() {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
