@@ -457,6 +457,25 @@ impl Hub {
         drop(gone);
     }
 
+    /// The id of the newest event on `topic`; 0 if it has none or the hub
+    /// does not hold it. A publisher that numbers events elsewhere can pass
+    /// it on, so the numbering never falls behind what subscribers have
+    /// seen (if the counter it keeps is lost, say).
+    ///
+    /// ```
+    /// use taskweave::http::sse::{Event, Hub, HubConfig};
+    ///
+    /// let hub = Hub::new(HubConfig::default());
+    /// assert_eq!(hub.last_id("news"), 0);
+    /// hub.publish_with_id("news", 41, Event::new("a"))?;
+    /// assert_eq!(hub.last_id("news"), 41);
+    /// # Ok::<(), taskweave::http::sse::HubError>(())
+    /// ```
+    pub fn last_id(&self, topic: &str) -> u64 {
+        let topic = self.topics_lock().get(topic).cloned();
+        topic.map_or(0, |t| t.lock().next_id - 1)
+    }
+
     /// Subscribers over all topics.
     pub fn subscribers(&self) -> usize {
         self.inner.subscribers.load(Relaxed)
@@ -784,6 +803,7 @@ mod tests {
         assert_eq!(publish(8), Ok(Numbered::Next));
         assert_eq!(publish(9), Ok(Numbered::Next));
         assert_eq!(history_ids(&hub, "t"), (vec![7, 8, 9], 10));
+        assert_eq!(hub.last_id("t"), 9);
         // Duplicates (and what is out of range) change nothing.
         for dup in [9, 8, 1, 0, u64::MAX] {
             assert_eq!(publish(dup), Ok(Numbered::Duplicate), "{dup}");
@@ -806,6 +826,9 @@ mod tests {
         drop(state);
         // Only what was published is counted.
         assert_eq!(hub.topics()[0].published, 9);
+        assert_eq!(hub.last_id("t"), 18);
+        assert_eq!(hub.last_id("unknown"), 0);
+        assert_eq!(hub.topics().len(), 1, "last_id creates no topic");
     }
 
     #[test]
