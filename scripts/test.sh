@@ -3,7 +3,7 @@
 # The tests talk to real peers on 127.0.0.1: curl for HTTP, headless Chromium
 # for the SSE page's EventSource (tests/sse.rs); the DNS tests run in a
 # loopback-only network namespace (unshare from util-linux, ip from iproute2)
-# with a resolver that never answers.
+# with a resolver that never answers; tests/sse_redis.rs starts redis-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
