@@ -18,24 +18,35 @@
 //! every stream ends with a `retry:` hint and every access-log record is
 //! written.
 //!
+//! With `--redis URL`, instances share their topics through Redis pub/sub:
+//! a publish (POST or ticker) runs one Lua script that takes the topic's
+//! next id from a Redis counter and publishes the event with it, and every
+//! instance feeds what it receives into its hub with that id. So an event
+//! posted to any instance reaches the subscribers of all of them under one
+//! id, and a client can resume with `Last-Event-ID` on any instance.
+//!
 //! `cargo run --release --example sse_server -- [--port 8090] [--rate N]
 //!  [--burst N] [--policy drop-oldest|disconnect|reject] [--queue N]
 //!  [--stall-ms N] [--history N] [--heartbeat-ms N] [--tick-ms N]
 //!  [--max-subscribers N] [--max-event-bytes N] [--max-rps N]
 //!  [--access-log PATH|-|off] [--pollers N] [--handler-threads N]
-//!  [--max-connections N]`
+//!  [--max-connections N] [--redis URL] [--redis-prefix P]
+//!  [--redis-timeout-ms N]`
 
 #[path = "common/access_log.rs"]
 mod access_log;
 #[path = "common/args.rs"]
 mod args;
 
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use taskweave::comm::{FlowControl, Overflow, RateLimited};
-use taskweave::http::sse::{Event, Hub, HubConfig};
+use taskweave::comm::{ConnConfig, FlowControl, Overflow, RateLimited};
+use taskweave::http::sse::{Event, Hub, HubConfig, Numbered};
 use taskweave::http::{Server, ServerTask};
 use taskweave::metrics::ServerMetrics;
+use taskweave::redis::{self, Message, Status, Subscriber, SubscriberHandle, Value};
 use taskweave::{timer, Series, Settings};
 
 /// The page at `/`: an `EventSource` view of a topic.
@@ -53,29 +64,44 @@ fn main() -> std::io::Result<()> {
     settings.apply().map_err(std::io::Error::other)?;
 
     let hub = Hub::new(hub_config(&args));
+    let (publisher, subscription) = match args.raw("redis") {
+        None => (Publisher::Local, None),
+        Some(url) => {
+            let bus = Arc::new(Bus::new(&args, url, hub.clone())?);
+            let handle = bus.subscribe(url)?;
+            (Publisher::Redis(bus), Some(handle))
+        }
+    };
     let metrics = Arc::new(ServerMetrics::new());
     let access_log::Chosen { log, writer } =
         access_log::choose(args.raw("access-log"), metrics.clone())?;
-    let h = hub.clone();
     let builder = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
         .max_rps(args.get("max-rps", 0))
         .access_log(log);
-    let rate_limited = builder.rate_limited();
+    let app = Arc::new(App {
+        hub: hub.clone(),
+        publisher: publisher.clone(),
+        metrics,
+        rate_limited: builder.rate_limited(),
+    });
     let server = builder.serve(
         ("127.0.0.1", port),
-        move |task: &mut ServerTask, _: &mut Series| route(&h, &metrics, &rate_limited, task),
+        move |task: &mut ServerTask, series: &mut Series| route(&app, task, series),
     )?;
     eprintln!("sse_server listening on http://{}", server.local_addr());
 
     let tick_ms: u64 = args.get("tick-ms", 1000);
     if tick_ms > 0 {
-        start_ticker(hub, Duration::from_millis(tick_ms));
+        start_ticker(hub, publisher, Duration::from_millis(tick_ms));
     }
 
     taskweave::os::wait_for_shutdown_signal()?;
     eprintln!("sse_server: shutting down");
     server.shutdown(Duration::from_secs(5));
+    if let Some(handle) = subscription {
+        handle.stop();
+    }
     if let Some(w) = writer {
         w.flush()?;
     }
@@ -110,7 +136,16 @@ fn hub_config(args: &args::Args) -> HubConfig {
         .max_event_bytes(args.get("max-event-bytes", 64 * 1024))
 }
 
-fn route(hub: &Hub, metrics: &ServerMetrics, rate_limited: &RateLimited, task: &mut ServerTask) {
+/// What every request's handler shares.
+struct App {
+    hub: Hub,
+    publisher: Publisher,
+    metrics: Arc<ServerMetrics>,
+    rate_limited: RateLimited,
+}
+
+fn route(app: &App, task: &mut ServerTask, series: &mut Series) {
+    let hub = &app.hub;
     let topic = query_str(task.request().query(), "topic").unwrap_or(TICKER);
     let topic = topic.to_owned();
     match (task.request().method(), task.request().path()) {
@@ -130,19 +165,33 @@ fn route(hub: &Hub, metrics: &ServerMetrics, rate_limited: &RateLimited, task: &
                     .set_body("the event must be UTF-8 text\n");
                 return;
             };
-            match hub.publish(&topic, Event::new(data)) {
-                Ok(id) => task.response().set_body(format!("{id}\n")),
-                Err(e) => task
-                    .response()
-                    .set_status(e.status())
-                    .set_body(format!("{e}\n")),
+            let event = Event::new(data);
+            let published = match &app.publisher {
+                Publisher::Local => hub.publish(&topic, event),
+                Publisher::Redis(bus) => match hub.check_publish(&topic, &event) {
+                    // Answered when Redis has numbered the event, as the
+                    // series ends.
+                    Ok(()) => {
+                        series.push_back(bus.publish(&topic, event.data(), |res, s| {
+                            if let Some(task) = ServerTask::of_series(s) {
+                                answer_publish(task, res);
+                            }
+                        }));
+                        return;
+                    }
+                    Err(e) => Err(e),
+                },
             };
+            answer_publish(task, published.map_err(|e| (e.status(), e.to_string())));
         }
         ("GET", "/metrics") => {
             let mut out = String::new();
-            metrics.render_prometheus("taskweave", &mut out);
+            app.metrics.render_prometheus("taskweave", &mut out);
             hub.render_prometheus("taskweave_sse_", &mut out);
-            rate_limited.render_prometheus("taskweave", &mut out);
+            app.rate_limited.render_prometheus("taskweave", &mut out);
+            if let Publisher::Redis(bus) = &app.publisher {
+                bus.render_prometheus("taskweave_sse_redis_", &mut out);
+            }
             task.response()
                 .set_header("Content-Type", "text/plain; version=0.0.4")
                 .set_body(out);
@@ -158,6 +207,18 @@ fn route(hub: &Hub, metrics: &ServerMetrics, rate_limited: &RateLimited, task: &
     }
 }
 
+/// Answers a publish with the event's id, or with the status and message of
+/// why it failed.
+fn answer_publish(task: &mut ServerTask, res: Result<u64, (u16, String)>) {
+    match res {
+        Ok(id) => task.response().set_body(format!("{id}\n")),
+        Err((status, why)) => task
+            .response()
+            .set_status(status)
+            .set_body(format!("{why}\n")),
+    };
+}
+
 /// The value of `key` in a query string, as it is (topic names need no
 /// decoding: the hub refuses any byte that would).
 fn query_str<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
@@ -167,16 +228,292 @@ fn query_str<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
 }
 
 /// Publishes `tick N <unix ms>` on the ticker topic every `every`, from a
-/// series of timer tasks (no thread of its own).
-fn start_ticker(hub: Hub, every: Duration) {
-    fn tick(hub: Hub, every: Duration, n: u64) -> taskweave::TimerTask {
+/// series of timer tasks (no thread of its own); through Redis with
+/// `--redis` (every instance runs its own ticker: give all but one
+/// `--tick-ms 0`).
+fn start_ticker(hub: Hub, publisher: Publisher, every: Duration) {
+    fn tick(hub: Hub, publisher: Publisher, every: Duration, n: u64) -> taskweave::TimerTask {
         timer(every, move |_, series: &mut Series| {
             let ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
-            let _ = hub.publish(TICKER, Event::new(format!("tick {n} {ms}")));
-            series.push_back(tick(hub, every, n + 1));
+            let text = format!("tick {n} {ms}");
+            match &publisher {
+                Publisher::Local => {
+                    let _ = hub.publish(TICKER, Event::new(text));
+                }
+                // The next tick waits for this one's publish (at most the
+                // Redis timeout), so ticks never pile up while Redis is away.
+                Publisher::Redis(bus) => series.push_back(bus.publish(TICKER, &text, |res, _| {
+                    if let Err((_, why)) = res {
+                        eprintln!("sse_server: warning: tick not published: {why}");
+                    }
+                })),
+            }
+            series.push_back(tick(hub, publisher, every, n + 1));
         })
     }
-    Series::new(tick(hub, every, 1)).start();
+    Series::new(tick(hub, publisher, every, 1)).start();
+}
+
+/// Where a publish goes.
+#[derive(Clone)]
+enum Publisher {
+    /// Into this instance's hub, which numbers it.
+    Local,
+    /// To Redis, which numbers it and hands it to every instance's hub.
+    Redis(Arc<Bus>),
+}
+
+/// Takes the topic's next id from the counter `KEYS[1]` and publishes
+/// `<id> <data>` on channel `ARGV[1]`, in one step: Redis runs a script
+/// alone, so the events of a topic are published in the order of their ids
+/// and every subscriber receives them in that order. `ARGV[3]` is the
+/// newest id the publishing instance has seen on the topic: if the counter
+/// is behind it (Redis lost its data), it moves past it, so the new event
+/// is not taken for a duplicate.
+const PUBLISH_SCRIPT: &str = "local id = redis.call('INCR', KEYS[1])\n\
+local seen = tonumber(ARGV[3])\n\
+if id <= seen then id = seen + 1; redis.call('SET', KEYS[1], id) end\n\
+redis.call('PUBLISH', ARGV[1], string.format('%d', id) .. ' ' .. ARGV[2])\n\
+return id";
+
+/// Instances sharing their topics through Redis: topic `T` is channel
+/// `<prefix>T`, and its ids come from the counter key `<prefix>id:T`.
+struct Bus {
+    client: redis::Client,
+    prefix: String,
+    hub: Hub,
+    /// Whether the subscription is up now.
+    subscribed: AtomicBool,
+    /// Messages handed to the hub, duplicates ignored, events missed (a
+    /// topic's id jumped), messages that were not ours to read, publishes
+    /// that failed.
+    received: AtomicU64,
+    duplicates: AtomicU64,
+    missed: AtomicU64,
+    malformed: AtomicU64,
+    publish_failures: AtomicU64,
+}
+
+impl Bus {
+    fn new(args: &args::Args, url: &str, hub: Hub) -> std::io::Result<Bus> {
+        let timeout = Duration::from_millis(args.get("redis-timeout-ms", 2000));
+        let config = redis::Client::config(ConnConfig {
+            connect_timeout: timeout,
+            dns_timeout: timeout,
+            receive_timeout: timeout,
+            ..ConnConfig::default()
+        })
+        .wait_timeout(timeout);
+        let client = redis::Client::new(url)
+            .map_err(|e| bad_arg("redis", &e.to_string()))?
+            .with_config(Arc::new(config));
+        Ok(Bus {
+            client,
+            prefix: args
+                .raw("redis-prefix")
+                .unwrap_or("taskweave:sse:")
+                .to_string(),
+            hub,
+            subscribed: AtomicBool::new(false),
+            received: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
+        })
+    }
+
+    /// A task publishing `data` on `topic` through the script; `done` gets
+    /// the event's id, or a 503 and why.
+    fn publish(
+        self: &Arc<Self>,
+        topic: &str,
+        data: &str,
+        done: impl FnOnce(Result<u64, (u16, String)>, &mut Series) + Send + 'static,
+    ) -> redis::RedisTask {
+        let key = format!("{}id:{topic}", self.prefix);
+        let channel = format!("{}{topic}", self.prefix);
+        let seen = self.hub.last_id(topic).to_string();
+        let args: [&[u8]; 7] = [
+            b"EVAL",
+            PUBLISH_SCRIPT.as_bytes(),
+            b"1",
+            key.as_bytes(),
+            channel.as_bytes(),
+            data.as_bytes(),
+            seen.as_bytes(),
+        ];
+        let bus = self.clone();
+        self.client.command(args, move |t, s| {
+            let res = match t.value() {
+                Ok(Value::Integer(id)) if *id > 0 => Ok(id.unsigned_abs()),
+                Ok(Value::Error(e)) => Err(format!("redis refused the publish: {e}")),
+                Ok(other) => Err(format!("redis answered the publish with {other:?}")),
+                Err(e) => Err(format!("redis unavailable: {e}")),
+            };
+            if res.is_err() {
+                bus.publish_failures.fetch_add(1, Relaxed);
+            }
+            done(res.map_err(|why| (503, why)), s)
+        })
+    }
+
+    /// Subscribes to every topic's channel (a pattern on the prefix) and
+    /// feeds the hub. Waits up to 5 s for the subscription, so an instance
+    /// that says it listens receives what is published from then on; if
+    /// Redis is not there yet, it goes on (and keeps trying).
+    fn subscribe(self: &Arc<Self>, url: &str) -> std::io::Result<SubscriberHandle> {
+        let (up_tx, up_rx) = mpsc::channel();
+        let (on_msg, on_status) = (self.clone(), self.clone());
+        let handle = Subscriber::new(url)
+            .map_err(|e| bad_arg("redis", &e.to_string()))?
+            .patterns([glob_escape(&self.prefix) + "*"])
+            .on_message(move |m| on_msg.received(m))
+            .on_status(move |st| {
+                on_status.status(st);
+                let _ = up_tx.send(());
+            })
+            .start();
+        if up_rx.recv_timeout(Duration::from_secs(5)).is_err() || !handle.is_subscribed() {
+            eprintln!(
+                "sse_server: warning: not subscribed to {url} yet; publishing answers 503 \
+                 until Redis answers"
+            );
+        }
+        Ok(handle)
+    }
+
+    /// One message from Redis: `<id> <data>` on `<prefix><topic>`.
+    fn received(&self, m: Message) {
+        self.received.fetch_add(1, Relaxed);
+        let parsed = (|| {
+            let topic =
+                std::str::from_utf8(m.channel.strip_prefix(self.prefix.as_bytes())?).ok()?;
+            let space = m.payload.iter().position(|&b| b == b' ')?;
+            let id: u64 = std::str::from_utf8(&m.payload[..space])
+                .ok()?
+                .parse()
+                .ok()?;
+            let data = std::str::from_utf8(&m.payload[space + 1..]).ok()?;
+            Some((topic, id, data))
+        })();
+        let Some((topic, id, data)) = parsed else {
+            self.malformed.fetch_add(1, Relaxed);
+            eprintln!(
+                "sse_server: warning: ignored a message on {:?} that is not `<id> <data>`",
+                String::from_utf8_lossy(&m.channel)
+            );
+            return;
+        };
+        match self.hub.publish_with_id(topic, id, Event::new(data)) {
+            Ok(Numbered::Next) => {}
+            Ok(Numbered::Duplicate) => {
+                // Pub/sub never delivers twice: the counter went back.
+                self.duplicates.fetch_add(1, Relaxed);
+                eprintln!(
+                    "sse_server: warning: topic {topic}: id {id} is not above the newest \
+                     ({}); ignored (did Redis lose its counters?)",
+                    self.hub.last_id(topic)
+                );
+            }
+            Ok(Numbered::AfterGap { missed }) => {
+                self.missed.fetch_add(missed, Relaxed);
+                eprintln!(
+                    "sse_server: warning: topic {topic}: {missed} events missed before id {id} \
+                     (clients resuming from before them are told)"
+                );
+            }
+            Err(e) => {
+                self.malformed.fetch_add(1, Relaxed);
+                eprintln!("sse_server: warning: event {id} on {topic:?} refused: {e}");
+            }
+        }
+    }
+
+    fn status(&self, status: Status) {
+        match status {
+            Status::Subscribed { gap } => {
+                self.subscribed.store(true, Relaxed);
+                match gap {
+                    None => eprintln!("sse_server: subscribed to Redis"),
+                    Some(gap) => eprintln!(
+                        "sse_server: warning: resubscribed to Redis after {gap:?}: events \
+                         published meanwhile did not reach this instance"
+                    ),
+                }
+            }
+            Status::Lost { error, retry_in } => {
+                self.subscribed.store(false, Relaxed);
+                eprintln!(
+                    "sse_server: warning: Redis subscription lost ({error}); retrying in \
+                     {retry_in:?}"
+                );
+            }
+        }
+    }
+
+    fn render_prometheus(&self, prefix: &str, out: &mut String) {
+        let families: [(&str, &str, &str, u64); 6] = [
+            (
+                "subscribed",
+                "gauge",
+                "Whether the Redis subscription is up.",
+                self.subscribed.load(Relaxed).into(),
+            ),
+            (
+                "messages_total",
+                "counter",
+                "Messages received from Redis.",
+                self.received.load(Relaxed),
+            ),
+            (
+                "duplicates_total",
+                "counter",
+                "Messages ignored as duplicates.",
+                self.duplicates.load(Relaxed),
+            ),
+            (
+                "missed_total",
+                "counter",
+                "Events that never reached this instance (ids skipped).",
+                self.missed.load(Relaxed),
+            ),
+            (
+                "malformed_total",
+                "counter",
+                "Messages that were not events of ours.",
+                self.malformed.load(Relaxed),
+            ),
+            (
+                "publish_failures_total",
+                "counter",
+                "Publishes Redis did not number (answered 503).",
+                self.publish_failures.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = writeln!(out, "# HELP {prefix}{name} {help}");
+            let _ = writeln!(out, "# TYPE {prefix}{name} {kind}");
+            let _ = writeln!(out, "{prefix}{name} {value}");
+        }
+    }
+}
+
+/// `s` with Redis's glob characters escaped, for a pattern matching it
+/// literally.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn bad_arg(name: &str, why: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--{name}: {why}"))
 }

@@ -3,8 +3,9 @@
 # The tests talk to real peers on 127.0.0.1: curl for HTTP, headless Chromium
 # for the SSE page's EventSource (tests/sse.rs); the DNS tests run in a
 # loopback-only network namespace (unshare from util-linux, ip from iproute2)
-# with a resolver that never answers; the Redis client tests (tests/redis.rs)
-# start their own redis-server (package redis-server) on free ports.
+# with a resolver that never answers; the Redis tests (tests/redis*.rs,
+# tests/sse_redis.rs) start their own redis-server (package redis-server) on
+# free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

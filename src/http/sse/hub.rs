@@ -142,6 +142,23 @@ impl std::fmt::Display for HubError {
 
 impl std::error::Error for HubError {}
 
+/// What [`Hub::publish_with_id`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numbered {
+    /// Published: its id follows the topic's newest (or it is the topic's
+    /// first).
+    Next,
+    /// Published after a jump: `missed` ids between the topic's newest and
+    /// this one never came. The history was cleared (a replay cannot
+    /// bridge the gap), and subscribers were told ahead of the event.
+    AfterGap {
+        /// Ids skipped.
+        missed: u64,
+    },
+    /// Not above the topic's newest id: ignored.
+    Duplicate,
+}
+
 /// One topic's numbers, for metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicStats {
@@ -164,8 +181,11 @@ pub struct TopicStats {
 /// A publish numbers the event (ids are per topic, from 1), encodes it once,
 /// keeps it in the topic's history and enqueues the one `Bytes` on every
 /// subscriber's stream; each subscriber's poller writes it at that
-/// subscriber's rate. Publishing never waits for a subscriber. See the
-/// [module docs](super) for the guarantees and an example.
+/// subscriber's rate. Publishing never waits for a subscriber. Where ids
+/// are assigned elsewhere (several hubs fed from one ordered source, as
+/// `examples/sse_server --redis` does), [`publish_with_id`](Hub::publish_with_id)
+/// takes them as they come. See the [module docs](super) for the guarantees
+/// and an example.
 #[derive(Clone, Debug)]
 pub struct Hub {
     inner: Arc<Inner>,
@@ -288,54 +308,172 @@ impl Hub {
     /// Publishes `event` on `topic` (created if new) and returns its id. The
     /// event's own id, if any, is replaced by the topic's next one.
     pub fn publish(&self, topic: &str, event: Event) -> Result<u64, HubError> {
+        self.check_publish(topic, &event)?;
+        let mut gone = Vec::new();
+        let (topic, id) = self.with_topic(topic, |topic, state| {
+            let id = state.next_id;
+            self.append(state, id, &event, None, &mut gone);
+            (topic.clone(), id)
+        })?;
+        self.published(&topic, gone);
+        Ok(id)
+    }
+
+    /// Publishes `event` on `topic` (created if new) with the id `id`
+    /// assigned elsewhere, e.g. by a shared counter that several hubs (one
+    /// per server instance) take their events from. Ids must come in
+    /// increasing order, as one ordered feed delivers them; then every hub
+    /// holds the same events under the same ids, so a client can resume on
+    /// any of them with `Last-Event-ID`.
+    ///
+    /// - `id` directly after the topic's newest, or any id for a topic
+    ///   with no event yet: published ([`Numbered::Next`]).
+    /// - `id` further on (events were lost on the way, e.g. while the feed
+    ///   was disconnected): published, and since the history must hold
+    ///   consecutive ids for a replay, it is cleared first: a client resuming
+    ///   from before the gap is told how many events it missed. Subscribers
+    ///   get the same note ahead of the event ([`Numbered::AfterGap`]).
+    /// - `id` not above the topic's newest: a duplicate, ignored
+    ///   ([`Numbered::Duplicate`]). So are 0 and `u64::MAX` (out of range).
+    ///
+    /// The event's own id, if any, is replaced by `id`. Do not mix
+    /// [`publish`](Hub::publish) and `publish_with_id` on one topic: the
+    /// former numbers after the newest id, which the next `id` would then
+    /// repeat.
+    ///
+    /// ```
+    /// use taskweave::http::sse::{Event, Hub, HubConfig, Numbered};
+    ///
+    /// let hub = Hub::new(HubConfig::default());
+    /// assert_eq!(hub.publish_with_id("news", 41, Event::new("a")), Ok(Numbered::Next));
+    /// assert_eq!(hub.publish_with_id("news", 42, Event::new("b")), Ok(Numbered::Next));
+    /// assert_eq!(hub.publish_with_id("news", 42, Event::new("b")), Ok(Numbered::Duplicate));
+    /// assert_eq!(
+    ///     hub.publish_with_id("news", 50, Event::new("c")),
+    ///     Ok(Numbered::AfterGap { missed: 7 })
+    /// );
+    /// ```
+    pub fn publish_with_id(
+        &self,
+        topic: &str,
+        id: u64,
+        event: Event,
+    ) -> Result<Numbered, HubError> {
+        self.check_publish(topic, &event)?;
+        let mut gone = Vec::new();
+        let (topic, numbered) = self.with_topic(topic, |topic, state| {
+            if id == 0 || id == u64::MAX || id < state.next_id {
+                return (topic.clone(), Numbered::Duplicate);
+            }
+            // A topic that never had an event starts at `id` (this hub came
+            // later than the feed, or the topic is new to it).
+            let missed = if state.next_id > 1 {
+                id - state.next_id
+            } else {
+                0
+            };
+            if missed == 0 {
+                self.append(state, id, &event, None, &mut gone);
+                return (topic.clone(), Numbered::Next);
+            }
+            state.history.clear();
+            state.history_bytes = 0;
+            let note = comment(&format!("{missed} events missed: resuming at id {id}"));
+            self.append(state, id, &event, Some(note), &mut gone);
+            (topic.clone(), Numbered::AfterGap { missed })
+        })?;
+        if numbered != Numbered::Duplicate {
+            self.published(&topic, gone);
+        }
+        Ok(numbered)
+    }
+
+    /// Whether [`publish`](Hub::publish) would refuse `event` on `topic`
+    /// for its name or size (a full hub is found out only by publishing):
+    /// lets a caller that numbers events elsewhere refuse before it takes a
+    /// number.
+    pub fn check_publish(&self, topic: &str, event: &Event) -> Result<(), HubError> {
         check_topic(topic)?;
         if event.data().len() > self.inner.config.max_event_bytes {
             return Err(HubError::EventTooLarge);
         }
-        let mut gone = Vec::new();
-        let (topic, id) = self.with_topic(topic, |topic, state| {
-            let id = state.next_id;
-            state.next_id += 1;
-            let mut buf = Vec::with_capacity(event.data().len() + 32);
-            event.encode_into(Some(itoa::Buffer::new().format(id)), &mut buf);
-            let bytes = Bytes::from(buf);
-            let config = &self.inner.config;
-            // Trimmed from the front only, so the ids it holds stay
-            // consecutive up to the newest (what a replay counts on).
-            if config.history > 0 {
-                state.history_bytes += bytes.len();
-                state.history.push_back((id, bytes.clone()));
-                while state.history.len() > config.history
-                    || state.history_bytes > config.history_bytes
-                {
-                    if let Some((_, old)) = state.history.pop_front() {
-                        state.history_bytes -= old.len();
-                    }
+        Ok(())
+    }
+
+    /// Adds event `id` (not below the topic's next) to the topic's history
+    /// and enqueues it, after `note` if any, on every subscriber; the
+    /// subscribers found closed go to `gone`. Under the topic's lock.
+    fn append(
+        &self,
+        state: &mut TopicState,
+        id: u64,
+        event: &Event,
+        note: Option<Bytes>,
+        gone: &mut Vec<(u64, Stream)>,
+    ) {
+        state.next_id = id + 1;
+        let mut buf = Vec::with_capacity(event.data().len() + 32);
+        event.encode_into(Some(itoa::Buffer::new().format(id)), &mut buf);
+        let bytes = Bytes::from(buf);
+        let config = &self.inner.config;
+        // Trimmed from the front only, so the ids it holds stay
+        // consecutive up to the newest (what a replay counts on).
+        if config.history > 0 {
+            state.history_bytes += bytes.len();
+            state.history.push_back((id, bytes.clone()));
+            while state.history.len() > config.history || state.history_bytes > config.history_bytes
+            {
+                if let Some((_, old)) = state.history.pop_front() {
+                    state.history_bytes -= old.len();
                 }
             }
-            let dead: Vec<usize> = state
-                .subscribers
-                .iter()
-                .filter(|(_, (_, stream))| {
-                    // Full: refused by a `reject` policy, which counted it.
-                    matches!(
-                        stream.send(bytes.clone()),
-                        Err(SendError::Closed | SendError::Invalid)
-                    )
-                })
-                .map(|(key, _)| key)
-                .collect();
-            for key in dead {
-                gone.push(state.subscribers.remove(key));
-            }
-            (topic.clone(), id)
-        })?;
+        }
+        let dead: Vec<usize> = state
+            .subscribers
+            .iter()
+            .filter(|(_, (_, stream))| {
+                if let Some(note) = &note {
+                    let _ = stream.send(note.clone());
+                }
+                // Full: refused by a `reject` policy, which counted it.
+                matches!(
+                    stream.send(bytes.clone()),
+                    Err(SendError::Closed | SendError::Invalid)
+                )
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in dead {
+            gone.push(state.subscribers.remove(key));
+        }
+    }
+
+    /// Counts a publish on `topic` and forgets the subscribers it found
+    /// closed (dropped here, outside the topic's lock: a last handle's drop
+    /// may run callbacks that take it).
+    fn published(&self, topic: &Topic, gone: Vec<(u64, Stream)>) {
         topic.published.fetch_add(1, Relaxed);
         self.inner.subscribers.fetch_sub(gone.len(), Relaxed);
-        // Streams are dropped outside the topic's lock (a last handle's drop
-        // may run callbacks that take it).
         drop(gone);
-        Ok(id)
+    }
+
+    /// The id of the newest event on `topic`; 0 if it has none or the hub
+    /// does not hold it. A publisher that numbers events elsewhere can pass
+    /// it on, so the numbering never falls behind what subscribers have
+    /// seen (if the counter it keeps is lost, say).
+    ///
+    /// ```
+    /// use taskweave::http::sse::{Event, Hub, HubConfig};
+    ///
+    /// let hub = Hub::new(HubConfig::default());
+    /// assert_eq!(hub.last_id("news"), 0);
+    /// hub.publish_with_id("news", 41, Event::new("a"))?;
+    /// assert_eq!(hub.last_id("news"), 41);
+    /// # Ok::<(), taskweave::http::sse::HubError>(())
+    /// ```
+    pub fn last_id(&self, topic: &str) -> u64 {
+        let topic = self.topics_lock().get(topic).cloned();
+        topic.map_or(0, |t| t.lock().next_id - 1)
     }
 
     /// Subscribers over all topics.
@@ -646,5 +784,73 @@ mod tests {
         );
         assert!(out.contains("sse_subscribers{topic=\"b\"} 0\n"), "{out}");
         assert!(!out.contains("topic=\"a\""), "{out}");
+    }
+
+    /// The ids in topic `name`'s history, and the id its next event gets.
+    fn history_ids(hub: &Hub, name: &str) -> (Vec<u64>, u64) {
+        let topic = hub.topic(name).unwrap();
+        let state = topic.lock();
+        let ids = state.history.iter().map(|(id, _)| *id).collect();
+        (ids, state.next_id)
+    }
+
+    #[test]
+    fn publish_with_id_keeps_ids_increasing_and_the_history_consecutive() {
+        let hub = Hub::new(HubConfig::default().history(4));
+        let publish = |id: u64| hub.publish_with_id("t", id, Event::new(format!("e{id}")));
+        // A topic new to this hub starts wherever the feed is.
+        assert_eq!(publish(7), Ok(Numbered::Next));
+        assert_eq!(publish(8), Ok(Numbered::Next));
+        assert_eq!(publish(9), Ok(Numbered::Next));
+        assert_eq!(history_ids(&hub, "t"), (vec![7, 8, 9], 10));
+        assert_eq!(hub.last_id("t"), 9);
+        // Duplicates (and what is out of range) change nothing.
+        for dup in [9, 8, 1, 0, u64::MAX] {
+            assert_eq!(publish(dup), Ok(Numbered::Duplicate), "{dup}");
+        }
+        assert_eq!(history_ids(&hub, "t"), (vec![7, 8, 9], 10));
+        // A jump clears the history: what it holds stays consecutive.
+        assert_eq!(publish(13), Ok(Numbered::AfterGap { missed: 3 }));
+        assert_eq!(history_ids(&hub, "t"), (vec![13], 14));
+        for id in 14..=18 {
+            assert_eq!(publish(id), Ok(Numbered::Next));
+        }
+        assert_eq!(history_ids(&hub, "t"), (vec![15, 16, 17, 18], 19));
+        let topic = hub.topic("t").unwrap();
+        let state = topic.lock();
+        assert_eq!(&state.history[3].1[..], b"id: 18\ndata: e18\n\n");
+        assert_eq!(
+            state.history_bytes,
+            state.history.iter().map(|(_, b)| b.len()).sum()
+        );
+        drop(state);
+        // Only what was published is counted.
+        assert_eq!(hub.topics()[0].published, 9);
+        assert_eq!(hub.last_id("t"), 18);
+        assert_eq!(hub.last_id("unknown"), 0);
+        assert_eq!(hub.topics().len(), 1, "last_id creates no topic");
+    }
+
+    #[test]
+    fn publish_with_id_checks_like_publish() {
+        let hub = Hub::new(HubConfig::default().max_event_bytes(4));
+        assert_eq!(
+            hub.publish_with_id("a b", 1, Event::new("x")),
+            Err(HubError::BadTopic)
+        );
+        assert_eq!(
+            hub.publish_with_id("a", 1, Event::new("12345")),
+            Err(HubError::EventTooLarge)
+        );
+        assert_eq!(
+            hub.check_publish("a", &Event::new("12345")),
+            Err(HubError::EventTooLarge)
+        );
+        assert_eq!(hub.check_publish("a", &Event::new("1234")), Ok(()));
+        // The event's own id is replaced.
+        let ev = Event::new("x").with_id("99").unwrap();
+        assert_eq!(hub.publish_with_id("a", 5, ev), Ok(Numbered::Next));
+        let topic = hub.topic("a").unwrap();
+        assert_eq!(&topic.lock().history[0].1[..], b"id: 5\ndata: x\n\n");
     }
 }

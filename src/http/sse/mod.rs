@@ -61,7 +61,7 @@ mod event;
 mod hub;
 
 pub use event::{comment, Event, EventError};
-pub use hub::{Hub, HubConfig, HubError, TopicStats};
+pub use hub::{Hub, HubConfig, HubError, Numbered, TopicStats};
 
 use super::ServerTask;
 use crate::comm::{FlowControl, SendError, Stream};
