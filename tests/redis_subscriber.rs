@@ -282,14 +282,10 @@ fn a_channel_added_right_after_start_is_subscribed() {
     w.handle.stop();
 }
 
-/// `stop()` says it "closes the connection (with QUIT)", but the
-/// subscriber's own protocol refuses QUIT (`check_request` on
-/// `Role::Subscriber` takes only (un)subscriptions and PING), so nothing
-/// is sent: the connection stays subscribed until its keep-alive timeout
-/// (`ping_every * 3 + reply_timeout`, 35 s by default). The existing test
-/// only passes because its pings (200 ms) make that 1.1 s.
+/// `stop()` closes the connection with QUIT at once, not at its keep-alive
+/// timeout (`ping_every * 3 + reply_timeout`, 35 s by default; the other
+/// tests' 200 ms pings make that 1.1 s, which hid a refused QUIT).
 #[test]
-#[ignore = "bug: stop() sends QUIT, which the subscriber role refuses; the connection lingers until keep-alive"]
 fn stop_closes_the_connection_at_once() {
     let Some(server) = RedisServer::start() else {
         return;

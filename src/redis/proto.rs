@@ -106,8 +106,9 @@ fn refused(role: Role, name: &[u8], second: Option<&[u8]>, argc: usize) -> Optio
         if SUBSCRIPTIONS.iter().any(|n| is(n)) {
             return (argc < 2).then_some("name the channels");
         }
-        return (!is("PING"))
-            .then_some("a subscriber connection takes only (un)subscriptions and PING");
+        // QUIT is how `SubscriberHandle::stop` closes the connection.
+        return (!is("PING") && !is("QUIT"))
+            .then_some("a subscriber connection takes only (un)subscriptions, PING and QUIT");
     }
     if SUBSCRIPTIONS.iter().any(|n| is(n)) {
         return Some("subscriptions need their own connection: use redis::Subscriber");
@@ -691,6 +692,15 @@ mod tests {
             .add(["EXEC"]);
         assert!(p.check_request(&tx).is_ok());
         assert!(p.check_request(&Request::command(["GET", "k"])).is_ok());
+    }
+
+    #[test]
+    fn a_subscriber_connection_takes_subscriptions_ping_and_quit() {
+        let sub = Redis::with_role(Url::new("h", 1), Role::Subscriber, 7);
+        for ok in [vec!["SUBSCRIBE", "c"], vec!["PING"], vec!["QUIT"]] {
+            assert!(sub.check_request(&Request::command(&ok)).is_ok(), "{ok:?}");
+        }
+        assert!(sub.check_request(&Request::command(["GET", "k"])).is_err());
     }
 
     #[test]
