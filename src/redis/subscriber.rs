@@ -445,9 +445,11 @@ impl Inner {
                     fresh.push(name);
                 }
             }
-            st.phase == Phase::Subscribed
+            // An attempt on its way was built before these names: they go
+            // out behind it, on its connection (the pool has one).
+            matches!(st.phase, Phase::Subscribed | Phase::Subscribing)
         };
-        // Not subscribed now: the next attempt includes them.
+        // Waiting out a backoff: the next attempt includes them.
         if subscribed && !fresh.is_empty() {
             let args = std::iter::once(Bytes::from(command.to_string())).chain(fresh);
             Series::new(self.task(Request::command(args), |_, _| {})).start();
