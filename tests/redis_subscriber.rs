@@ -227,12 +227,10 @@ fn receivers_become(url: &str, topic: &str, want: i64, limit: Duration) -> bool 
 }
 
 /// `SubscriberHandle`'s docs: "Dropping the handle does not stop it; call
-/// stop". Once subscribed, only the handle holds the subscriber strongly
-/// (the push handler's `LostGuard` and the ping timer hold `Weak`s), so
-/// dropping it silently ends delivery while the connection stays
-/// subscribed.
+/// stop". Once subscribed, the connection's push handler is what keeps the
+/// subscriber alive (it held only a `Weak`, so dropping the handle silently
+/// ended delivery while the connection stayed subscribed).
 #[test]
-#[ignore = "bug: dropping the SubscriberHandle stops message delivery (LostGuard holds only a Weak<Inner>)"]
 fn a_subscriber_whose_handle_is_dropped_keeps_delivering() {
     let Some(server) = RedisServer::start() else {
         return;
@@ -328,4 +326,36 @@ fn a_subscription_refused_as_a_whole_reports_the_servers_error() {
         other => panic!("expected Lost, got {other:?}"),
     }
     w.handle.stop();
+}
+
+/// The push handler holds the subscriber strongly, so a stopped one must
+/// still be freed once its connection closes: its callbacks (and what they
+/// hold) are dropped.
+#[test]
+fn a_stopped_subscriber_is_freed() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url("");
+    let Watch {
+        handle,
+        messages,
+        statuses,
+    } = watch(&url, &["freed"], &[]);
+    match statuses.recv_timeout(WAIT) {
+        Ok(Status::Subscribed { .. }) => {}
+        other => panic!("expected Subscribed, got {other:?}"),
+    }
+    handle.stop();
+    drop(handle);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match messages.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("the stopped subscriber was not freed within 5 s")
+            }
+            Ok(_) => {}
+        }
+    }
 }

@@ -27,7 +27,7 @@ use crate::metrics::AccessLog;
 use crate::task::{timer, ClientTask, Series};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// One pub/sub message.
@@ -355,7 +355,7 @@ impl Inner {
             (st.generation, req)
         };
         let guard = LostGuard {
-            inner: Arc::downgrade(self),
+            inner: self.clone(),
             generation,
         };
         let me = self.clone();
@@ -459,17 +459,17 @@ impl Inner {
 
 /// Lives in the push handler of one attempt's connection: delivers its
 /// messages, and when the connection closes (the handler is dropped with
-/// it), starts the next attempt.
+/// it), starts the next attempt. It holds the subscriber strongly: while
+/// subscribed, nothing else does (the handle may be gone: dropping it does
+/// not stop the subscriber), and the connection closes after `stop`.
 struct LostGuard {
-    inner: Weak<Inner>,
+    inner: Arc<Inner>,
     generation: u64,
 }
 
 impl LostGuard {
     fn deliver(&self, reply: Reply) {
-        let Some(inner) = self.inner.upgrade() else {
-            return;
-        };
+        let inner = &self.inner;
         if inner.stopped.load(Ordering::SeqCst) {
             return;
         }
@@ -484,9 +484,7 @@ impl LostGuard {
 
 impl Drop for LostGuard {
     fn drop(&mut self) {
-        let Some(inner) = self.inner.upgrade() else {
-            return;
-        };
+        let inner = &self.inner;
         {
             let mut st = inner.state();
             if st.generation == self.generation && st.phase == Phase::Subscribing {
