@@ -262,7 +262,8 @@ impl SubscriberHandle {
             st.generation += 1;
             std::mem::replace(&mut st.phase, Phase::Stopped)
         };
-        if was == Phase::Subscribed {
+        // A SUBSCRIBE on its way gets the QUIT behind it, on its connection.
+        if matches!(was, Phase::Subscribed | Phase::Subscribing) {
             let task = self.inner.task(Request::command(["QUIT"]), |_, _| {});
             Series::new(task).start();
         }
