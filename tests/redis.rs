@@ -816,14 +816,13 @@ fn a_command_pipelined_behind_an_unanswered_greeting_gets_its_own_reply() {
 
 /// A request that does not fit the send queue (`SendError::Full`) is
 /// refused alone: "those already written stay in flight"
-/// (`comm/client.rs` `write_pending`). While the greeting's reply is
-/// still owed, `write_pending` instead fails every request on the
-/// connection and closes it, though the greeting went out in an earlier
-/// write: the check is whether the greeting is `Sent`, not whether it was
-/// part of the refused write. A hand-written server that reads nothing
-/// until the second request has failed makes the order certain.
+/// (`comm/client.rs` `write_pending`), also while the reply to a greeting
+/// written earlier is still owed (it failed every request on the
+/// connection, since it checked whether the greeting was `Sent`, not
+/// whether it was part of the refused write). A hand-written server that
+/// reads nothing until the second request has failed makes the order
+/// certain.
 #[test]
-#[ignore = "bug: SendError::Full while the greeting's reply is owed fails the requests already written too"]
 fn a_full_send_queue_behind_an_unanswered_greeting_refuses_only_the_new_request() {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
