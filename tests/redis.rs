@@ -813,3 +813,79 @@ fn a_command_pipelined_behind_an_unanswered_greeting_gets_its_own_reply() {
         "GET a got the greeting's reply and GET b got GET a's: the greeting was forgotten"
     );
 }
+
+/// A request that does not fit the send queue (`SendError::Full`) is
+/// refused alone: "those already written stay in flight"
+/// (`comm/client.rs` `write_pending`), also while the reply to a greeting
+/// written earlier is still owed (it failed every request on the
+/// connection, since it checked whether the greeting was `Sent`, not
+/// whether it was part of the refused write). A hand-written server that
+/// reads nothing until the second request has failed makes the order
+/// certain.
+#[test]
+fn a_full_send_queue_behind_an_unanswered_greeting_refuses_only_the_new_request() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let big = vec![b'x'; 32 << 20];
+    let expected = redis::command_bytes(["AUTH", "pw"]).len()
+        + redis::command_bytes([&b"SET"[..], b"k", &big]).len();
+    let (second_done, go_on) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        // Read nothing until the second request has its outcome.
+        let _ = go_on.recv_timeout(Duration::from_secs(10));
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = 0;
+        let mut chunk = vec![0u8; 1 << 16];
+        while got < expected {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return, // the client gave up
+                Ok(n) => got += n,
+            }
+        }
+        // AUTH, then SET.
+        let _ = s.write_all(b"+OK\r\n+OK\r\n");
+        let _ = s.read(&mut chunk); // hold the connection open
+    });
+    let outcome = with_deadline(Duration::from_secs(30), move || {
+        let redis = Client::new(&format!("redis://:pw@127.0.0.1:{port}"))
+            .unwrap()
+            .with_config(Arc::new(
+                Client::config(ConnConfig {
+                    max_queued: 1 << 16,
+                    ..ConnConfig::default()
+                })
+                .max_per_target(1),
+            ));
+        let (tx, rx) = mpsc::channel();
+        let (t1, t2) = (tx.clone(), tx);
+        Series::new(redis.command([&b"SET"[..], b"k", &big], move |t, _| {
+            let _ = t1.send(("set", t.take_values()));
+        }))
+        .start();
+        // The greeting and the SET are written (mostly queued) by now.
+        std::thread::sleep(Duration::from_millis(300));
+        Series::new(redis.command(["GET", "b"], move |t, _| {
+            let _ = t2.send(("get", t.take_values()));
+        }))
+        .start();
+        let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let _ = second_done.send(());
+        let second = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let mut got = vec![first, second];
+        got.sort_by_key(|(k, _)| *k);
+        got
+    })
+    .expect("both commands completed");
+    assert!(
+        matches!(&outcome[0], ("get", Err(Error::LimitExceeded(_)))),
+        "{:?}",
+        outcome[0]
+    );
+    assert_eq!(
+        outcome[1],
+        ("set", Ok(vec![simple("OK")])),
+        "the SET, written before the queue filled, was failed with the GET"
+    );
+}

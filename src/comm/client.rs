@@ -432,7 +432,8 @@ impl<P: Protocol> ClientConn<P> {
         }
         let (mut head, mut body) = (0, 0);
         // Only an unsent greeting is taken; one awaiting its reply stays.
-        if let Greeting::Unsent(_) = self.greeting {
+        let greeting_now = matches!(self.greeting, Greeting::Unsent(_));
+        if greeting_now {
             if let Greeting::Unsent(mut req) = std::mem::replace(&mut self.greeting, Greeting::None)
             {
                 req.encode(&mut self.chunks);
@@ -463,7 +464,9 @@ impl<P: Protocol> ClientConn<P> {
             }
             Err(SendError::Full | SendError::Invalid) => {
                 self.chunks.clear();
-                if self.greeting.is_sent() {
+                // Refused with this write, the greeting never went out: the
+                // connection is of no use. One written earlier stays owed.
+                if greeting_now {
                     let err = Error::LimitExceeded("client send queue full");
                     return Some(self.fail_all(core, err, CloseReason::Local));
                 }

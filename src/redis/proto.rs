@@ -106,8 +106,9 @@ fn refused(role: Role, name: &[u8], second: Option<&[u8]>, argc: usize) -> Optio
         if SUBSCRIPTIONS.iter().any(|n| is(n)) {
             return (argc < 2).then_some("name the channels");
         }
-        return (!is("PING"))
-            .then_some("a subscriber connection takes only (un)subscriptions and PING");
+        // QUIT is how `SubscriberHandle::stop` closes the connection.
+        return (!is("PING") && !is("QUIT"))
+            .then_some("a subscriber connection takes only (un)subscriptions, PING and QUIT");
     }
     if SUBSCRIPTIONS.iter().any(|n| is(n)) {
         return Some("subscriptions need their own connection: use redis::Subscriber");
@@ -150,13 +151,17 @@ pub struct Request {
     /// Of those, how many are subscription confirmations (RESP3 sends them
     /// as pushes).
     confirmations: usize,
+    /// Each subscription of several channels: the index of its first reply
+    /// and how many it expects. A server that refuses the command as a
+    /// whole (`-NOAUTH`, `-NOPERM`) answers all of them with one error.
+    groups: Vec<(usize, usize)>,
     /// The first command a shared command connection must refuse, and why.
     bad_for_commands: Option<String>,
     /// The first command a subscriber connection must refuse, and why.
     bad_for_subscriber: Option<String>,
     /// A `MULTI` not yet closed by `EXEC` or `DISCARD`.
     in_multi: bool,
-    /// A `WATCH` not yet followed by a `MULTI`.
+    /// A `WATCH` not yet followed by a `MULTI` or an `UNWATCH`.
     watching: bool,
 }
 
@@ -203,6 +208,9 @@ impl Request {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if SUBSCRIPTIONS.iter().any(|n| is(n)) {
             let channels = args.len().saturating_sub(1).max(1);
+            if channels > 1 {
+                self.groups.push((self.replies, channels));
+            }
             self.replies += channels;
             self.confirmations += channels;
         } else {
@@ -224,6 +232,8 @@ impl Request {
             self.in_multi = false;
         } else if is("WATCH") && !self.in_multi {
             self.watching = true;
+        } else if is("UNWATCH") && !self.in_multi {
+            self.watching = false;
         }
         self
     }
@@ -262,7 +272,7 @@ impl Request {
 
     /// Checks the pipeline for `role`: no empty command, nothing that
     /// breaks reply counting, a `MULTI` closed by `EXEC` or `DISCARD`
-    /// within it, a `WATCH` followed by its `MULTI`.
+    /// within it, a `WATCH` followed by its `MULTI` (or an `UNWATCH`).
     fn check(&self, role: Role) -> Result<(), String> {
         if let Some(why) = &self.invalid {
             return Err(why.clone());
@@ -326,6 +336,11 @@ pub struct Reply {
     expected: usize,
     /// Subscription confirmations still to come.
     confirmations: usize,
+    /// The request's subscriptions of several channels (see `Request`).
+    groups: Vec<(usize, usize)>,
+    /// Replies accounted for: values, and the confirmations an error
+    /// stood in for.
+    slot: usize,
     parser: Parser,
     /// The start of a value that has not arrived whole.
     kept: Vec<u8>,
@@ -343,6 +358,8 @@ impl Reply {
             values: Vec::with_capacity(expected.min(64)),
             expected,
             confirmations,
+            groups: Vec::new(),
+            slot: 0,
             parser: Parser::new(proto.limits),
             kept: Vec::new(),
             pushes: VecDeque::new(),
@@ -397,11 +414,29 @@ impl Reply {
         match kind {
             Some(_) if confirmation && self.confirmations > 0 => {
                 self.confirmations -= 1;
+                self.slot += 1;
                 self.values.push(v);
             }
             // A message or an invalidation between replies.
             Some(_) if !self.unsolicited => self.pushes.push_back(v),
-            _ => self.values.push(v),
+            _ => {
+                self.slot += 1;
+                if v.is_error() {
+                    self.refused_whole(self.slot - 1);
+                }
+                self.values.push(v);
+            }
+        }
+    }
+
+    /// An error took the place of reply `slot`: if a subscription of
+    /// several channels starts there, the server refused it as a whole,
+    /// and that one error is all of its replies.
+    fn refused_whole(&mut self, slot: usize) {
+        if let Some(&(_, n)) = self.groups.iter().find(|(start, _)| *start == slot) {
+            self.expected = self.expected.saturating_sub(n - 1);
+            self.confirmations = self.confirmations.saturating_sub(n);
+            self.slot += n - 1;
         }
     }
 
@@ -502,6 +537,8 @@ impl Message for Reply {
             values: vec![v],
             expected: 1,
             confirmations: 0,
+            groups: Vec::new(),
+            slot: 1,
             parser: Parser::new(Limits::default()),
             kept: Vec::new(),
             pushes: VecDeque::new(),
@@ -525,7 +562,9 @@ impl Protocol for Redis {
     }
 
     fn new_response(&self, req: &Request) -> Reply {
-        Reply::new(self, req.replies, req.confirmations, false)
+        let mut reply = Reply::new(self, req.replies, req.confirmations, false);
+        reply.groups.clone_from(&req.groups);
+        reply
     }
 
     fn max_in_flight(&self) -> usize {
@@ -691,6 +730,49 @@ mod tests {
             .add(["EXEC"]);
         assert!(p.check_request(&tx).is_ok());
         assert!(p.check_request(&Request::command(["GET", "k"])).is_ok());
+    }
+
+    #[test]
+    fn a_subscriber_connection_takes_subscriptions_ping_and_quit() {
+        let sub = Redis::with_role(Url::new("h", 1), Role::Subscriber, 7);
+        for ok in [vec!["SUBSCRIBE", "c"], vec!["PING"], vec!["QUIT"]] {
+            assert!(sub.check_request(&Request::command(&ok)).is_ok(), "{ok:?}");
+        }
+        assert!(sub.check_request(&Request::command(["GET", "k"])).is_err());
+    }
+
+    /// A server that refuses a subscription as a whole (`-NOAUTH`,
+    /// `-NOPERM`, `-ERR unknown command` for SSUBSCRIBE before Redis 7)
+    /// answers it with ONE error, not one per channel: the reply must end
+    /// there, and the next reply (here a PING's) is not its.
+    #[test]
+    fn a_subscription_refused_as_a_whole_is_one_error_reply() {
+        let sub = Redis::with_role(Url::new("h", 1), Role::Subscriber, 7);
+        let req = Request::command(["SUBSCRIBE", "a", "b"]);
+        let refusal = b"-NOPERM this user has no permissions to access the 'a' channel\r\n";
+        let mut wire = refusal.to_vec();
+        wire.extend_from_slice(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+        let mut reply = sub.new_response(&req);
+        assert_eq!(feed_all(&mut reply, &wire, 64), Some(refusal.len()));
+        assert!(reply.values()[0].is_error());
+        assert_eq!(reply.values().len(), 1);
+        // A subscription after the refused one still gets its own reply.
+        let mut req = Request::command(["SUBSCRIBE", "a", "b"]);
+        req.add(["PSUBSCRIBE", "p*"]);
+        let mut wire = refusal.to_vec();
+        wire.extend_from_slice(b">3\r\n+psubscribe\r\n+p*\r\n:1\r\n+PONG\r\n");
+        let mut reply = sub.new_response(&req);
+        assert_eq!(feed_all(&mut reply, &wire, 7), Some(wire.len() - 7));
+        assert_eq!(reply.values().len(), 2);
+    }
+
+    /// `WATCH k`, `GET k`, `UNWATCH` leaves the connection as it found it
+    /// (only a `MULTI` ended a `WATCH`: it was refused as unfinished).
+    #[test]
+    fn watch_then_unwatch_is_accepted() {
+        let mut req = Request::new();
+        req.add(["WATCH", "k"]).add(["GET", "k"]).add(["UNWATCH"]);
+        assert!(proto().check_request(&req).is_ok());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::metrics::AccessLog;
 use crate::task::{timer, ClientTask, Series};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// One pub/sub message.
@@ -262,7 +262,8 @@ impl SubscriberHandle {
             st.generation += 1;
             std::mem::replace(&mut st.phase, Phase::Stopped)
         };
-        if was == Phase::Subscribed {
+        // A SUBSCRIBE on its way gets the QUIT behind it, on its connection.
+        if matches!(was, Phase::Subscribed | Phase::Subscribing) {
             let task = self.inner.task(Request::command(["QUIT"]), |_, _| {});
             Series::new(task).start();
         }
@@ -355,7 +356,7 @@ impl Inner {
             (st.generation, req)
         };
         let guard = LostGuard {
-            inner: Arc::downgrade(self),
+            inner: self.clone(),
             generation,
         };
         let me = self.clone();
@@ -445,9 +446,11 @@ impl Inner {
                     fresh.push(name);
                 }
             }
-            st.phase == Phase::Subscribed
+            // An attempt on its way was built before these names: they go
+            // out behind it, on its connection (the pool has one).
+            matches!(st.phase, Phase::Subscribed | Phase::Subscribing)
         };
-        // Not subscribed now: the next attempt includes them.
+        // Waiting out a backoff: the next attempt includes them.
         if subscribed && !fresh.is_empty() {
             let args = std::iter::once(Bytes::from(command.to_string())).chain(fresh);
             Series::new(self.task(Request::command(args), |_, _| {})).start();
@@ -457,17 +460,17 @@ impl Inner {
 
 /// Lives in the push handler of one attempt's connection: delivers its
 /// messages, and when the connection closes (the handler is dropped with
-/// it), starts the next attempt.
+/// it), starts the next attempt. It holds the subscriber strongly: while
+/// subscribed, nothing else does (the handle may be gone: dropping it does
+/// not stop the subscriber), and the connection closes after `stop`.
 struct LostGuard {
-    inner: Weak<Inner>,
+    inner: Arc<Inner>,
     generation: u64,
 }
 
 impl LostGuard {
     fn deliver(&self, reply: Reply) {
-        let Some(inner) = self.inner.upgrade() else {
-            return;
-        };
+        let inner = &self.inner;
         if inner.stopped.load(Ordering::SeqCst) {
             return;
         }
@@ -482,9 +485,7 @@ impl LostGuard {
 
 impl Drop for LostGuard {
     fn drop(&mut self) {
-        let Some(inner) = self.inner.upgrade() else {
-            return;
-        };
+        let inner = &self.inner;
         {
             let mut st = inner.state();
             if st.generation == self.generation && st.phase == Phase::Subscribing {
