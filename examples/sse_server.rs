@@ -451,6 +451,7 @@ impl Bus {
                      {retry_in:?}"
                 );
             }
+            other => eprintln!("sse_server: warning: Redis subscription: {other:?}"),
         }
     }
 

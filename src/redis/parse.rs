@@ -8,7 +8,7 @@ use super::Value;
 
 /// How much one reply may ask of the parser; every bound is checked before
 /// anything is allocated for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limits {
     /// How many aggregates (arrays, maps, sets, pushes, attributes) may be
     /// open inside each other. Default 64.

@@ -43,6 +43,8 @@ pub struct Redis {
     limits: Limits,
     role: Role,
     max_in_flight: usize,
+    /// Makes a subscriber's connections its own.
+    salt: u64,
     class: u64,
 }
 
@@ -59,21 +61,24 @@ impl Redis {
             limits: Limits::default(),
             role,
             max_in_flight: 1024,
+            salt,
             class: 0,
         };
-        proto.class = proto.compute_class(salt);
+        proto.class = proto.compute_class();
         proto
     }
 
     /// Bounds on replies (nesting, element counts, blob and line lengths).
     pub fn limits(mut self, limits: Limits) -> Redis {
         self.limits = limits;
+        self.class = self.compute_class();
         self
     }
 
     /// Most requests in flight on one connection (at least 1).
     pub fn max_in_flight(mut self, n: usize) -> Redis {
         self.max_in_flight = n.max(1);
+        self.class = self.compute_class();
         self
     }
 
@@ -82,11 +87,13 @@ impl Redis {
         &self.url
     }
 
-    /// Connections with other credentials, database, protocol version or
-    /// role are not interchangeable.
-    fn compute_class(&self, salt: u64) -> u64 {
+    /// Connections with other credentials, database, protocol version,
+    /// role or settings are not interchangeable (a pool takes its depth and
+    /// limits from the protocol that made it).
+    fn compute_class(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&self.url, self.role, salt).hash(&mut h);
+        let settings = (self.limits, self.max_in_flight);
+        (&self.url, self.role, self.salt, settings).hash(&mut h);
         h.finish()
     }
 
@@ -113,18 +120,28 @@ fn refused(role: Role, name: &[u8], second: Option<&[u8]>, argc: usize) -> Optio
     if SUBSCRIPTIONS.iter().any(|n| is(n)) {
         return Some("subscriptions need their own connection: use redis::Subscriber");
     }
-    if is("MONITOR") {
-        return Some("MONITOR takes over its connection");
+    if is("MONITOR") || is("SYNC") || is("PSYNC") {
+        return Some("it takes over its connection");
+    }
+    if is("QUIT") {
+        return Some("the pool closes shared connections; QUIT would fail the commands behind it");
+    }
+    if is("READONLY") || is("READWRITE") {
+        return Some("connection state would leak to the next task");
     }
     if (is("HELLO") && argc > 1) || is("AUTH") || is("SELECT") || is("RESET") {
         return Some("connection state comes from the URL (user, password, database, protocol)");
     }
-    if is("CLIENT")
-        && second.is_some_and(|a| {
-            a.eq_ignore_ascii_case(b"REPLY") || a.eq_ignore_ascii_case(b"TRACKING")
-        })
-    {
+    let client_sub = |n: &str| second.is_some_and(|a| a.eq_ignore_ascii_case(n.as_bytes()));
+    if is("CLIENT") && (client_sub("REPLY") || client_sub("TRACKING")) {
         return Some("CLIENT REPLY and CLIENT TRACKING change what a shared connection answers");
+    }
+    if is("CLIENT")
+        && ["SETNAME", "NO-EVICT", "NO-TOUCH", "SETINFO"]
+            .iter()
+            .any(|n| client_sub(n))
+    {
+        return Some("connection state would leak to the next task");
     }
     None
 }
@@ -718,6 +735,10 @@ mod tests {
             vec!["CLIENT", "reply", "off"],
             vec!["MULTI"],
             vec!["WATCH", "k"],
+            vec!["QUIT"],
+            vec!["PSYNC", "?", "-1"],
+            vec!["CLIENT", "SETNAME", "x"],
+            vec!["READONLY"],
         ] {
             let err = p.check_request(&Request::command(&cmd)).unwrap_err();
             assert_eq!(err.code, REFUSED_COMMAND, "{cmd:?}");
@@ -798,5 +819,12 @@ mod tests {
         assert_ne!(a.connection_class(), b.connection_class());
         let c = Redis::new("redis://h/1".parse().unwrap());
         assert_eq!(a.connection_class(), c.connection_class());
+        let shallow = Redis::new("redis://h/1".parse().unwrap()).max_in_flight(1);
+        assert_ne!(a.connection_class(), shallow.connection_class());
+        let strict = Redis::new("redis://h/1".parse().unwrap()).limits(Limits {
+            max_depth: 2,
+            ..Limits::default()
+        });
+        assert_ne!(a.connection_class(), strict.connection_class());
     }
 }

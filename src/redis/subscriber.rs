@@ -42,14 +42,31 @@ pub struct Message {
 }
 
 /// A change in a subscriber's connection.
+///
+/// Reports come in the order the changes happened; one that a newer
+/// change overtook on its way (they are made on different threads) is
+/// skipped rather than delivered late, so the last status received is
+/// always the subscriber's state.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Status {
-    /// Every channel and pattern is subscribed. `gap` is how long the
-    /// subscriber was not subscribed before this (after a reconnect):
+    /// Every channel and pattern is subscribed (but those refused). `gap`
+    /// is how long the subscriber was not subscribed before this:
     /// messages published meanwhile were not received.
     Subscribed {
-        /// Time since the connection was lost; `None` the first time.
+        /// Time since the subscription was lost, or since the first
+        /// attempt failed; `None` when nothing failed before.
         gap: Option<Duration>,
+    },
+    /// The server refused a channel or pattern (an ACL's `NOPERM`). It is
+    /// dropped from the subscription; the others stay.
+    Refused {
+        /// The channel or pattern.
+        name: Bytes,
+        /// Whether it was a pattern.
+        pattern: bool,
+        /// The server's error message.
+        error: String,
     },
     /// The connection was lost or could not be made; the subscriber tries
     /// again after `retry_in`.
@@ -144,7 +161,8 @@ impl Subscriber {
         self
     }
 
-    /// Where connection changes go (same thread rules as messages).
+    /// Where connection changes go: on a poller or a handler thread, one
+    /// at a time, in order (see [`Status`]).
     pub fn on_status(mut self, f: impl FnMut(Status) + Send + 'static) -> Subscriber {
         self.on_status = Box::new(f);
         self
@@ -191,7 +209,7 @@ impl Subscriber {
             proto: Arc::new(Redis::with_role(self.url, Role::Subscriber, salt)),
             config: Arc::new(config),
             on_message: Mutex::new(self.on_message),
-            on_status: Mutex::new(self.on_status),
+            on_status: Mutex::new((0, self.on_status)),
             stopped: AtomicBool::new(false),
             ping_every: self.ping_every,
             backoff: self.backoff,
@@ -202,6 +220,7 @@ impl Subscriber {
                 phase: Phase::Subscribing,
                 failures: 0,
                 down_since: None,
+                reports: 0,
                 closed_early: None,
             }),
         });
@@ -234,7 +253,7 @@ impl SubscriberHandle {
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
-        self.inner.add("SUBSCRIBE", names, |s| &mut s.channels);
+        self.inner.add(false, names);
     }
 
     /// Subscribes to more patterns.
@@ -243,7 +262,7 @@ impl SubscriberHandle {
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
-        self.inner.add("PSUBSCRIBE", patterns, |s| &mut s.patterns);
+        self.inner.add(true, patterns);
     }
 
     /// Whether every channel and pattern is subscribed right now.
@@ -291,6 +310,8 @@ struct State {
     failures: u32,
     /// When the subscription was lost.
     down_since: Option<Instant>,
+    /// Numbers status reports in the order of the changes.
+    reports: u64,
     /// An attempt whose connection closed before its reply was handled.
     closed_early: Option<u64>,
 }
@@ -300,7 +321,8 @@ struct Inner {
     target: Target,
     config: Arc<ClientConfig>,
     on_message: Mutex<OnMessage>,
-    on_status: Mutex<OnStatus>,
+    /// The status callback, with the number of the last report it got.
+    on_status: Mutex<(u64, OnStatus)>,
     stopped: AtomicBool,
     ping_every: Duration,
     backoff: (Duration, Duration),
@@ -321,18 +343,24 @@ impl Inner {
             .with_config(self.config.clone())
     }
 
-    fn report(&self, status: Status) {
+    /// Delivers report number `seq` (taken under the state lock when the
+    /// change was made), unless a newer one went first.
+    fn report(&self, seq: u64, status: Status) {
         if self.stopped.load(Ordering::SeqCst) {
             return;
         }
-        let mut f = self.on_status.lock().unwrap_or_else(|e| e.into_inner());
-        f(status);
+        let mut slot = self.on_status.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, f) = &mut *slot;
+        if seq > *last {
+            *last = seq;
+            f(status);
+        }
     }
 
     /// Subscribes to everything, on the connection the pool gives (a new
     /// one after a loss).
     fn attempt(self: &Arc<Self>) {
-        let (generation, req) = {
+        let (generation, req, names) = {
             let mut st = self.state();
             if st.phase == Phase::Stopped {
                 return;
@@ -340,20 +368,12 @@ impl Inner {
             st.generation += 1;
             st.phase = Phase::Subscribing;
             let mut req = Request::new();
-            if !st.channels.is_empty() {
-                req.add(
-                    std::iter::once(&b"SUBSCRIBE"[..]).chain(st.channels.iter().map(|c| &c[..])),
-                );
-            }
-            if !st.patterns.is_empty() {
-                req.add(
-                    std::iter::once(&b"PSUBSCRIBE"[..]).chain(st.patterns.iter().map(|c| &c[..])),
-                );
-            }
+            let names = Names::of(&st);
+            names.add_to(&mut req);
             if req.is_empty() {
                 req.add(["PING"]);
             }
-            (st.generation, req)
+            (st.generation, req, names)
         };
         let guard = LostGuard {
             inner: self.clone(),
@@ -362,17 +382,56 @@ impl Inner {
         let me = self.clone();
         let task = self
             .task(req, move |t, _| match t.values() {
-                Ok(values) => match values.iter().find(|v| v.is_error()) {
-                    Some(err) => {
-                        let why = super::proto::error_text(err);
-                        me.lost(generation, Error::InvalidRequest(why));
+                Ok(values) => {
+                    // Names an ACL refuses go; any other error is the
+                    // connection's (NOAUTH, LOADING): try again later.
+                    if let Some(err) = me.refused(&names, values) {
+                        return me.lost(generation, Error::InvalidRequest(err));
                     }
-                    None => me.subscribed(generation),
-                },
+                    me.subscribed(generation);
+                }
                 Err(e) => me.lost(generation, e.clone()),
             })
             .on_push(move |reply| guard.deliver(reply));
         Series::new(task).start();
+    }
+
+    /// Drops and reports the names the server refused with `NOPERM` in
+    /// `values` (one reply per name of `names`); returns the first other
+    /// error, if any.
+    fn refused(&self, names: &Names, values: &[Value]) -> Option<String> {
+        let mut other = None;
+        let mut reports = Vec::new();
+        {
+            let mut st = self.state();
+            for ((name, pattern), value) in names.iter().zip(values) {
+                if !value.is_error() {
+                    continue;
+                }
+                let error = super::proto::error_text(value);
+                if !error.starts_with("NOPERM") {
+                    other.get_or_insert(error);
+                    continue;
+                }
+                let list = if pattern {
+                    &mut st.patterns
+                } else {
+                    &mut st.channels
+                };
+                list.retain(|n| n != name);
+                st.reports += 1;
+                let status = Status::Refused {
+                    name: name.clone(),
+                    pattern,
+                    error,
+                };
+                reports.push((st.reports, status));
+            }
+        }
+        for (seq, status) in reports {
+            self.report(seq, status);
+        }
+        other
     }
 
     fn subscribed(self: &Arc<Self>, generation: u64) {
@@ -387,9 +446,10 @@ impl Inner {
             }
             st.phase = Phase::Subscribed;
             st.failures = 0;
-            st.down_since.take().map(|t| t.elapsed())
+            st.reports += 1;
+            (st.reports, st.down_since.take().map(|t| t.elapsed()))
         };
-        self.report(Status::Subscribed { gap });
+        self.report(gap.0, Status::Subscribed { gap: gap.1 });
     }
 
     /// The connection of attempt `generation` is gone, or the attempt
@@ -406,9 +466,11 @@ impl Inner {
             let (min, max) = self.backoff;
             let delay = min.saturating_mul(1 << st.failures.min(16)).min(max);
             st.failures = st.failures.saturating_add(1);
-            delay
+            st.reports += 1;
+            (st.reports, delay)
         };
-        self.report(Status::Lost { error, retry_in });
+        let (seq, retry_in) = retry_in;
+        self.report(seq, Status::Lost { error, retry_in });
         let me = self.clone();
         Series::new(timer(retry_in, move |_, _| me.attempt())).start();
     }
@@ -430,20 +492,24 @@ impl Inner {
         Series::new(tick).start();
     }
 
-    fn add<I>(&self, command: &str, names: I, list: impl FnOnce(&mut State) -> &mut Vec<Bytes>)
+    fn add<I>(self: &Arc<Self>, pattern: bool, names: I)
     where
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
-        let mut fresh = Vec::new();
+        let mut fresh = Names::default();
         let subscribed = {
             let mut st = self.state();
-            let all = list(&mut st);
+            let all = if pattern {
+                &mut st.patterns
+            } else {
+                &mut st.channels
+            };
             for name in names {
                 let name = Bytes::copy_from_slice(name.as_ref());
                 if !all.contains(&name) {
                     all.push(name.clone());
-                    fresh.push(name);
+                    fresh.0.push((name, pattern));
                 }
             }
             // An attempt on its way was built before these names: they go
@@ -451,10 +517,49 @@ impl Inner {
             matches!(st.phase, Phase::Subscribed | Phase::Subscribing)
         };
         // Waiting out a backoff: the next attempt includes them.
-        if subscribed && !fresh.is_empty() {
-            let args = std::iter::once(Bytes::from(command.to_string())).chain(fresh);
-            Series::new(self.task(Request::command(args), |_, _| {})).start();
+        if subscribed && !fresh.0.is_empty() {
+            let mut req = Request::new();
+            fresh.add_to(&mut req);
+            let me = self.clone();
+            let task = self.task(req, move |t, _| {
+                if let Ok(values) = t.values() {
+                    // Other errors are the connection's: the next attempt
+                    // sends these names again.
+                    let _ = me.refused(&fresh, values);
+                }
+            });
+            Series::new(task).start();
         }
+    }
+}
+
+/// Channels and patterns (`true`) to subscribe, one command each, so that
+/// the server's answer to each is its own: an ACL that refuses one name
+/// refuses a whole multi-name `SUBSCRIBE`.
+#[derive(Debug, Default)]
+struct Names(Vec<(Bytes, bool)>);
+
+impl Names {
+    /// Everything the subscriber subscribes to.
+    fn of(st: &State) -> Names {
+        let channels = st.channels.iter().map(|c| (c.clone(), false));
+        let patterns = st.patterns.iter().map(|p| (p.clone(), true));
+        Names(channels.chain(patterns).collect())
+    }
+
+    fn add_to(&self, req: &mut Request) {
+        for (name, pattern) in &self.0 {
+            let command: &[u8] = if *pattern {
+                b"PSUBSCRIBE"
+            } else {
+                b"SUBSCRIBE"
+            };
+            req.add([command, &name[..]]);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Bytes, bool)> {
+        self.0.iter().map(|(n, p)| (n, *p))
     }
 }
 
