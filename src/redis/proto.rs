@@ -218,6 +218,11 @@ impl Request {
         if let Some(frozen) = self.frozen.take() {
             self.wire = BytesMut::from(&frozen[..]);
         }
+        // One allocation for the command: `*N`, then `$len` and the bytes
+        // of each argument, each line with its CRLF (a length has at most
+        // 20 digits).
+        let size = args.iter().fold(24, |n, a| n + a.as_ref().len() + 26);
+        self.wire.reserve(size);
         encode_command(args.iter().map(AsRef::as_ref), &mut self.wire);
         self.len += 1;
         let name = args.first().map(AsRef::as_ref).unwrap_or_default();
