@@ -24,7 +24,14 @@
 #   ROUNDS defaults to 5.
 # env: CLIENTS=50 PIPE=16 OURS_ARGS="--conns 8" (extra redis_task args)
 #      RS_ARGS="..." (extra redis_rs_bench args) TOOLS="rb ours rs" MODES="plain pipe"
+#      TOOLS may add rbr: redis-benchmark with -r 1000000000 (random keys: nearly
+#      every SET makes a new key, as the Rust clients' unique keys do, while plain
+#      redis-benchmark SETs and GETs one key; most of its GETs miss)
 #      PORT=... (else a free one) REDIS_SERVER=redis-server
+#      PRIO="chrt -f 5": runs the server and the clients under this prefix; on a
+#      shared machine other work then only gets the time they leave idle
+#      OURS_BIN=path RS_BIN=path: use these builds (of another checkout, say) instead
+#      of building this one's
 # Prints CSV rows:
 #   mode,client,round,n,ops_per_s,secs,p50_ms,p99_ms,client_cpu_s,client_us_per_op,
 #   server_cpu_s,server_us_per_op,other_cpu_pct
@@ -46,6 +53,7 @@ pipe=${PIPE:-16}
 tools=${TOOLS:-rb ours rs}
 modes=${MODES:-plain pipe}
 redis_server=${REDIS_SERVER:-redis-server}
+prio=${PRIO:-}
 tck=$(getconf CLK_TCK)
 
 for tool in cargo taskset python3 "$redis_server" redis-cli redis-benchmark; do
@@ -56,11 +64,19 @@ if [ "$(nproc --all)" -lt 2 ]; then
   exit 1
 fi
 
-cargo build --release -q --example redis_task
-(cd bench/redis_rs && cargo build --release -q)
-ours=${CARGO_TARGET_DIR:-target}/release/examples/redis_task
-rs=${CARGO_TARGET_DIR:-bench/redis_rs/target}/release/redis_rs_bench
-[[ "$rs" = /* ]] || [[ -z "${CARGO_TARGET_DIR:-}" ]] || rs=bench/redis_rs/$rs
+if [[ -n "${OURS_BIN:-}" ]]; then
+  ours=$OURS_BIN
+else
+  cargo build --release -q --example redis_task
+  ours=${CARGO_TARGET_DIR:-target}/release/examples/redis_task
+fi
+if [[ -n "${RS_BIN:-}" ]]; then
+  rs=$RS_BIN
+else
+  (cd bench/redis_rs && cargo build --release -q)
+  rs=${CARGO_TARGET_DIR:-bench/redis_rs/target}/release/redis_rs_bench
+  [[ "$rs" = /* ]] || [[ -z "${CARGO_TARGET_DIR:-}" ]] || rs=bench/redis_rs/$rs
+fi
 
 port=${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 tmp=$(mktemp -d /tmp/tw-bench-redis-XXXX)
@@ -74,7 +90,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-taskset -c 0 "$redis_server" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+# shellcheck disable=SC2086
+taskset -c 0 $prio "$redis_server" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
   --daemonize no --logfile "$tmp/redis.log" --dir "$tmp" &
 spid=$!
 for ((i = 0; i < 500; i++)); do
@@ -93,19 +110,21 @@ run_client() { # tool mode n
   local tool=$1 mode=$2 n=$3 p=1
   [[ $mode == pipe ]] && p=$pipe
   case $tool in
-    rb)
+    rb | rbr)
       local args=(-p "$port" -c "$clients" -t set,get -n "$n" -q)
       ((p > 1)) && args+=(-P "$p")
-      taskset -c 1 redis-benchmark "${args[@]}" >"$tmp/out"
+      [[ $tool == rbr ]] && args+=(-r 1000000000)
+      # shellcheck disable=SC2086
+      taskset -c 1 $prio redis-benchmark "${args[@]}" >"$tmp/out"
       ;;
     ours)
       # shellcheck disable=SC2086
-      taskset -c 1 "$ours" "redis://127.0.0.1:$port" --bench "$n" --clients "$clients" \
+      taskset -c 1 $prio "$ours" "redis://127.0.0.1:$port" --bench "$n" --clients "$clients" \
         --pipeline "$p" ${OURS_ARGS:-} >"$tmp/out"
       ;;
     rs)
       # shellcheck disable=SC2086
-      taskset -c 1 "$rs" --url "redis://127.0.0.1:$port" --bench "$n" --clients "$clients" \
+      taskset -c 1 $prio "$rs" --url "redis://127.0.0.1:$port" --bench "$n" --clients "$clients" \
         --pipeline "$p" ${RS_ARGS:-} >"$tmp/out"
       ;;
   esac
@@ -113,7 +132,7 @@ run_client() { # tool mode n
 
 # "ops_per_s p50_ms p99_ms" from $tmp/out.
 parse_out() { # tool
-  if [[ $1 == rb ]]; then
+  if [[ $1 == rb* ]]; then
     python3 - "$(tr '\r' '\n' <"$tmp/out" | grep 'requests per second')" <<'PY'
 import re, sys
 rates = [float(x) for x in re.findall(r"([0-9.]+) requests per second", sys.argv[1])]
@@ -153,7 +172,7 @@ client = user + sys_
 server = (int(s1) - int(s0)) / tck
 wall = float(t1) - float(t0)
 other = max(0.0, (int(c1) - int(c0)) / tck - client - server)
-name = {"rb": "redis-benchmark", "ours": "taskweave", "rs": "redis-rs"}[tool]
+name = {"rb": "redis-benchmark", "rbr": "redis-benchmark-r", "ours": "taskweave", "rs": "redis-rs"}[tool]
 print(f"{mode},{name},{rnd},{n},{rate},{ops / float(rate):.3f},{p50},{p99},{client:.2f},"
       f"{client * 1e6 / ops:.2f},{server:.2f},{server * 1e6 / ops:.2f},{100 * other / wall:.0f}")
 PY
@@ -171,7 +190,7 @@ pick_n() { # mode
 }
 
 echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc --all) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# redis-server $($redis_server --version | sed 's/.*v=\([^ ]*\).*/\1/') on 127.0.0.1:$port (core 0), clients on core 1, $clients clients, pipeline $pipe, $rounds rounds"
+echo "# redis-server $($redis_server --version | sed 's/.*v=\([^ ]*\).*/\1/') on 127.0.0.1:$port (core 0), clients on core 1, $clients clients, pipeline $pipe, $rounds rounds${prio:+, under $prio}"
 echo "mode,client,round,n,ops_per_s,secs,p50_ms,p99_ms,client_cpu_s,client_us_per_op,server_cpu_s,server_us_per_op,other_cpu_pct"
 : >"$tmp/rows.csv"
 for mode in $modes; do
@@ -198,13 +217,13 @@ def med(rs, i):
 for mode in dict.fromkeys(r[0] for r in rows):
     print(f"# {mode}: medians over rounds")
     print("summary,mode,client,rounds,ops_per_s,p50_ms,p99_ms,client_us_per_op,server_us_per_op,other_cpu_pct")
-    for name in ("taskweave", "redis-rs", "redis-benchmark"):
+    for name in ("taskweave", "redis-rs", "redis-benchmark", "redis-benchmark-r"):
         rs = by.get((mode, name))
         if rs:
             print(f"summary,{mode},{name},{len(rs)},{med(rs, 4):.0f},{med(rs, 6):.3f},{med(rs, 7):.3f},"
                   f"{med(rs, 9):.2f},{med(rs, 11):.2f},{med(rs, 12):.0f}")
     ours = by.get((mode, "taskweave"), [])
-    for other in ("redis-rs", "redis-benchmark"):
+    for other in ("redis-rs", "redis-benchmark", "redis-benchmark-r"):
         theirs = by.get((mode, other), [])
         if not ours or not theirs:
             continue
