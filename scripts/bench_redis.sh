@@ -24,12 +24,15 @@
 #   ROUNDS defaults to 5.
 # env: CLIENTS=50 PIPE=16 OURS_ARGS="--conns 8" (extra redis_task args)
 #      RS_ARGS="..." (extra redis_rs_bench args) TOOLS="rb ours rs" MODES="plain pipe"
+#      TOOLS may add ours2: redis_task again, as OURS2_BIN (default: the same
+#      binary) with OURS2_ARGS, named taskweave-2 (to compare settings or builds)
 #      TOOLS may add rbr: redis-benchmark with -r 1000000000 (random keys: nearly
 #      every SET makes a new key, as the Rust clients' unique keys do, while plain
 #      redis-benchmark SETs and GETs one key; most of its GETs miss)
 #      PORT=... (else a free one) REDIS_SERVER=redis-server
 #      PRIO="chrt -f 5": runs the server and the clients under this prefix; on a
-#      shared machine other work then only gets the time they leave idle
+#      shared machine other work then only gets the time they leave idle (and
+#      other_cpu_pct shows how much of it there was, not a disturbance)
 #      OURS_BIN=path RS_BIN=path: use these builds (of another checkout, say) instead
 #      of building this one's
 # Prints CSV rows:
@@ -40,7 +43,8 @@
 # from bash's `time`, the server's utime+stime from /proc/PID/stat, both per op.
 # other_cpu_pct: busy time of cores 0 and 1 that was neither's, in % of one core:
 # high means the machine was shared and the figures are disturbed.)
-# then per mode the medians per client and the ratios ours/redis-rs and
+# then per mode the medians per client (rows with other_cpu_pct over MAX_OTHER, 25 by
+# default, left out and listed) and the ratios ours/redis-rs and
 # ours/redis-benchmark (of the medians, and the median of the same-round ratios).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +58,10 @@ tools=${TOOLS:-rb ours rs}
 modes=${MODES:-plain pipe}
 redis_server=${REDIS_SERVER:-redis-server}
 prio=${PRIO:-}
+# Rows in which other work used more than this % of a core are left out of the
+# medians (under PRIO, other work only fills idle time: nothing is left out).
+max_other=${MAX_OTHER:-25}
+[[ -n "$prio" && -z "${MAX_OTHER:-}" ]] && max_other=100000
 tck=$(getconf CLK_TCK)
 
 for tool in cargo taskset python3 "$redis_server" redis-cli redis-benchmark; do
@@ -122,6 +130,11 @@ run_client() { # tool mode n
       taskset -c 1 $prio "$ours" "redis://127.0.0.1:$port" --bench "$n" --clients "$clients" \
         --pipeline "$p" ${OURS_ARGS:-} >"$tmp/out"
       ;;
+    ours2)
+      # shellcheck disable=SC2086
+      taskset -c 1 $prio "${OURS2_BIN:-$ours}" "redis://127.0.0.1:$port" --bench "$n" \
+        --clients "$clients" --pipeline "$p" ${OURS2_ARGS:-} >"$tmp/out"
+      ;;
     rs)
       # shellcheck disable=SC2086
       taskset -c 1 $prio "$rs" --url "redis://127.0.0.1:$port" --bench "$n" --clients "$clients" \
@@ -172,7 +185,8 @@ client = user + sys_
 server = (int(s1) - int(s0)) / tck
 wall = float(t1) - float(t0)
 other = max(0.0, (int(c1) - int(c0)) / tck - client - server)
-name = {"rb": "redis-benchmark", "rbr": "redis-benchmark-r", "ours": "taskweave", "rs": "redis-rs"}[tool]
+name = {"rb": "redis-benchmark", "rbr": "redis-benchmark-r", "ours": "taskweave",
+        "ours2": "taskweave-2", "rs": "redis-rs"}[tool]
 print(f"{mode},{name},{rnd},{n},{rate},{ops / float(rate):.3f},{p50},{p99},{client:.2f},"
       f"{client * 1e6 / ops:.2f},{server:.2f},{server * 1e6 / ops:.2f},{100 * other / wall:.0f}")
 PY
@@ -205,9 +219,15 @@ for mode in $modes; do
   done
 done
 
-python3 - "$tmp/rows.csv" <<'PY'
+python3 - "$tmp/rows.csv" "$max_other" <<'PY'
 import collections, statistics as st, sys
 rows = [l.strip().split(",") for l in open(sys.argv[1]) if l.strip()]
+max_other = float(sys.argv[2])
+out = [r for r in rows if float(r[12]) > max_other]
+if out:
+    print(f"# left out of the medians: {len(out)} of {len(rows)} rows in which other work used "
+          f"more than {max_other:.0f}% of a core (" + ", ".join(f"{r[0]} {r[1]} round {r[2]}" for r in out) + ")")
+rows = [r for r in rows if float(r[12]) <= max_other]
 by = collections.defaultdict(list)
 for r in rows:
     by[(r[0], r[1])].append(r)
@@ -217,20 +237,24 @@ def med(rs, i):
 for mode in dict.fromkeys(r[0] for r in rows):
     print(f"# {mode}: medians over rounds")
     print("summary,mode,client,rounds,ops_per_s,p50_ms,p99_ms,client_us_per_op,server_us_per_op,other_cpu_pct")
-    for name in ("taskweave", "redis-rs", "redis-benchmark", "redis-benchmark-r"):
+    for name in ("taskweave", "taskweave-2", "redis-rs", "redis-benchmark", "redis-benchmark-r"):
         rs = by.get((mode, name))
         if rs:
             print(f"summary,{mode},{name},{len(rs)},{med(rs, 4):.0f},{med(rs, 6):.3f},{med(rs, 7):.3f},"
                   f"{med(rs, 9):.2f},{med(rs, 11):.2f},{med(rs, 12):.0f}")
-    ours = by.get((mode, "taskweave"), [])
-    for other in ("redis-rs", "redis-benchmark", "redis-benchmark-r"):
-        theirs = by.get((mode, other), [])
+    pairs = [("taskweave", o) for o in ("redis-rs", "redis-benchmark", "redis-benchmark-r")]
+    pairs += [("taskweave-2", o) for o in ("taskweave", "redis-rs", "redis-benchmark")]
+    for one, other in pairs:
+        ours, theirs = by.get((mode, one), []), by.get((mode, other), [])
         if not ours or not theirs:
             continue
         a = {r[2]: float(r[4]) for r in ours}
         b = {r[2]: float(r[4]) for r in theirs}
         same = [a[k] / b[k] for k in a if k in b]
-        print(f"ratio,{mode},taskweave/{other},{med(ours, 4) / med(theirs, 4):.2f} (of medians),"
+        if not same:
+            print(f"ratio,{mode},{one}/{other},{med(ours, 4) / med(theirs, 4):.2f} (of medians)")
+            continue
+        print(f"ratio,{mode},{one}/{other},{med(ours, 4) / med(theirs, 4):.2f} (of medians),"
               f"{st.median(same):.2f} (median of {len(same)} same-round ratios, "
               f"{min(same):.2f}-{max(same):.2f})")
 PY
