@@ -3,7 +3,7 @@
 //! ```text
 //! redis_task [URL] [--resp3] CMD [ARG...]
 //! redis_task [URL] [--resp3] --bench N [--clients C] [--pipeline P] [--conns K]
-//!            [--pollers T] [--handler-threads H]
+//!            [--keys client|unique] [--pollers T] [--handler-threads H]
 //! ```
 //!
 //! URL defaults to `redis://127.0.0.1:6379`. A command prints its reply the
@@ -11,10 +11,12 @@
 //! and exits 1 on an error reply or a failure, 2 on bad usage. Options come
 //! before the command; everything from the command name on is the command.
 //!
-//! `--bench N` runs N SET/GET pairs on unique keys (`key:000000000042`) and
-//! values from C series side by side (default 50), each doing its share one
-//! request after another, and checks that every GET returns what its SET
-//! wrote. `--pipeline 1` (the default) sends one command per task and lets
+//! `--bench N` runs N SET/GET pairs with unique values from C series side by
+//! side (default 50), each doing its share one request after another, and
+//! checks that every GET returns what its SET wrote. Each series overwrites
+//! a key of its own (`key:client:7`), as redis-benchmark overwrites one key;
+//! `--keys unique` gives every pair a new key (`key:000000000042`), so each
+//! SET inserts and the server works harder. `--pipeline 1` (the default) sends one command per task and lets
 //! the client pipeline them onto its connections; `--pipeline P` (even) sends
 //! P/2 SET+GET pairs per `Request`. `--conns K` caps the connections
 //! (`max_per_target`, default the client's 4). The bench runs the callbacks
@@ -37,7 +39,7 @@ use taskweave::{Parallel, Series, Settings, WaitGroup};
 
 const USAGE: &str = "usage: redis_task [redis://HOST:PORT[/DB]] [--resp3] CMD [ARG...]\n       \
     redis_task [URL] [--resp3] --bench N [--clients C] [--pipeline P] [--conns K] \
-    [--pollers T] [--handler-threads H]";
+    [--keys client|unique] [--pollers T] [--handler-threads H]";
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
@@ -54,6 +56,8 @@ struct Bench {
     clients: u64,
     pipeline: u64,
     conns: Option<usize>,
+    /// Every pair a new key, rather than one key per series.
+    unique_keys: bool,
     pollers: usize,
     handler_threads: usize,
 }
@@ -82,6 +86,7 @@ fn parse_cli(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
                     "clients",
                     "pipeline",
                     "conns",
+                    "keys",
                     "pollers",
                     "handler-threads",
                 ]
@@ -123,6 +128,12 @@ fn parse_cli(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
             return Err("--pipeline must be 1 or even (SET+GET pairs)".into());
         }
         let conns = opts.iter().any(|(n, _)| n == "conns");
+        let unique_keys = match opts.iter().rev().find(|(n, _)| n == "keys") {
+            None => false,
+            Some((_, v)) if v == "client" => false,
+            Some((_, v)) if v == "unique" => true,
+            Some((_, v)) => return Err(format!("--keys: client or unique, not {v}")),
+        };
         Some(Bench {
             pairs: get("bench", 0)?,
             clients: get("clients", 50)?.max(1),
@@ -130,6 +141,7 @@ fn parse_cli(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
             conns: conns
                 .then(|| get("conns", 4).map(|k| k.max(1) as usize))
                 .transpose()?,
+            unique_keys,
             pollers: get("pollers", 1)?.max(1) as usize,
             handler_threads: get("handler-threads", 0)? as usize,
         })
@@ -198,6 +210,8 @@ struct Share {
     end: u64,
     /// SET+GET pairs per request (0: one command per task).
     pairs_per_request: u64,
+    /// The series' own key, or `None` for a new key per pair.
+    own_key: Option<String>,
     latencies_ns: Vec<u64>,
     mismatches: u64,
     errors: u64,
@@ -205,6 +219,14 @@ struct Share {
 }
 
 impl Share {
+    /// Pair `n`'s key.
+    fn key(&self, n: u64) -> String {
+        match &self.own_key {
+            Some(k) => k.clone(),
+            None => format!("key:{n:012}"),
+        }
+    }
+
     fn record(&mut self, started: Instant) {
         self.latencies_ns.push(started.elapsed().as_nanos() as u64);
     }
@@ -228,16 +250,12 @@ impl Share {
                 format!(
                     "{} {}: got {v:?}",
                     if is_get { "GET" } else { "SET" },
-                    key(n)
+                    self.key(n)
                 ),
             ),
-            (Err(e), _) => self.fail(false, format!("{}: {e}", key(n))),
+            (Err(e), _) => self.fail(false, format!("{}: {e}", self.key(n))),
         }
     }
-}
-
-fn key(n: u64) -> String {
-    format!("key:{n:012}")
 }
 
 fn value(n: u64) -> String {
@@ -254,14 +272,13 @@ fn send_next(client: &Client, series: &mut Series) {
     let (c, started) = (client.clone(), Instant::now());
     if share.pairs_per_request == 0 {
         let n = share.next;
-        series.push_back(
-            client.command(["SET".into(), key(n), value(n)], move |t, s| {
-                let share = s.context_mut::<Share>();
-                share.record(started);
-                share.check(n, false, t.value().map_err(|e| e.to_string()));
-                send_get(&c, s, n);
-            }),
-        );
+        let key = share.key(n);
+        series.push_back(client.command(["SET".into(), key, value(n)], move |t, s| {
+            let share = s.context_mut::<Share>();
+            share.record(started);
+            share.check(n, false, t.value().map_err(|e| e.to_string()));
+            send_get(&c, s, n);
+        }));
         return;
     }
     let (first, end) = (
@@ -270,8 +287,9 @@ fn send_next(client: &Client, series: &mut Series) {
     );
     let mut req = Request::new();
     for n in first..end {
-        req.add(["SET".into(), key(n), value(n)]);
-        req.add(["GET".into(), key(n)]);
+        let key = share.key(n);
+        req.add(["SET", &key, &value(n)]);
+        req.add(["GET", &key]);
     }
     series.push_back(client.pipeline(req, move |t, s| {
         let share = s.context_mut::<Share>();
@@ -284,7 +302,10 @@ fn send_next(client: &Client, series: &mut Series) {
                     share.check(n, true, reply(2 * i + 1));
                 }
             }
-            Err(e) => share.fail(false, format!("pipeline from {}: {e}", key(first))),
+            Err(e) => {
+                let what = format!("pipeline from {}: {e}", share.key(first));
+                share.fail(false, what);
+            }
         }
         share.next = end;
         send_next(&c, s);
@@ -293,7 +314,8 @@ fn send_next(client: &Client, series: &mut Series) {
 
 fn send_get(client: &Client, series: &mut Series, n: u64) {
     let (c, started) = (client.clone(), Instant::now());
-    series.push_back(client.command(["GET".into(), key(n)], move |t, s| {
+    let key = series.context_mut::<Share>().key(n);
+    series.push_back(client.command(["GET".into(), key], move |t, s| {
         let share = s.context_mut::<Share>();
         share.record(started);
         share.check(n, true, t.value().map_err(|e| e.to_string()));
@@ -385,6 +407,7 @@ fn run_bench(client: Client, b: &Bench) -> i32 {
             next,
             end: next + count,
             pairs_per_request,
+            own_key: (!b.unique_keys).then(|| format!("key:client:{s}")),
             latencies_ns: Vec::with_capacity(requests as usize),
             mismatches: 0,
             errors: 0,

@@ -15,8 +15,10 @@
 #              redis_rs_bench --bench N --clients 50 --pipeline 16
 # N is the number of SETs and of GETs (2N ops). redis-benchmark runs its SET test
 # then its GET test and reports each rate; its combined rate is 2 / (1/set + 1/get)
-# ops/s, the rate of doing both. The two Rust clients do N SET/GET pairs on unique
-# keys and check every GET (P=16: 8 SET+GET pairs per pipeline).
+# ops/s, the rate of doing both. The two Rust clients do N SET/GET pairs with
+# unique values, each of the 50 series (tasks) overwriting a key of its own, as
+# redis-benchmark overwrites one key, and check every GET (P=16: 8 SET+GET pairs
+# per pipeline); OURS_ARGS/RS_ARGS="--keys unique" make every SET a new key.
 #
 # usage: scripts/bench_redis.sh [SECONDS-or-N] [ROUNDS]
 #   3s (default): N is picked per mode so that redis-benchmark takes about 3 s
@@ -27,8 +29,8 @@
 #      TOOLS may add ours2: redis_task again, as OURS2_BIN (default: the same
 #      binary) with OURS2_ARGS, named taskweave-2 (to compare settings or builds)
 #      TOOLS may add rbr: redis-benchmark with -r 1000000000 (random keys: nearly
-#      every SET makes a new key, as the Rust clients' unique keys do, while plain
-#      redis-benchmark SETs and GETs one key; most of its GETs miss)
+#      every SET makes a new key, as the Rust clients' --keys unique does, while
+#      plain redis-benchmark SETs and GETs one key; most of its GETs miss)
 #      PORT=... (else a free one) REDIS_SERVER=redis-server
 #      PRIO="chrt -f 5": runs the server and the clients under this prefix; on a
 #      shared machine other work then only gets the time they leave idle (and

@@ -301,8 +301,9 @@ fn wait_expired<P: Protocol>(_core: &mut Core, key: &PoolKey, id: u64) {
 
 /// What the pool decided for the request at the head of the queue.
 enum Step<P: Protocol> {
-    /// Handed to the connection at this token and id (woken to take it).
-    Assigned(usize, u64),
+    /// Handed to the connection at this token and id; `true` if its inbox
+    /// was empty (it is to be woken to take it).
+    Assigned(usize, u64, bool),
     /// A new connection is to be opened for it.
     Open(InFlight<P>, Arc<P>, Arc<ClientConfig>, Target),
     /// Nothing can take it now.
@@ -346,8 +347,9 @@ pub(super) fn dispatch<P: Protocol>(core: &mut Core, key: &PoolKey) {
             match seat.and_then(|seat| pool.members.get_mut(seat)) {
                 Some(m) => {
                     m.in_flight += 1;
+                    let first = m.inbox.is_empty();
                     m.inbox.push(w.item.reused(m.open && m.in_flight == 1));
-                    (Step::Assigned(m.token, m.id), w.timer)
+                    (Step::Assigned(m.token, m.id, first), w.timer)
                 }
                 None => {
                     pool.resolving += 1;
@@ -367,8 +369,15 @@ pub(super) fn dispatch<P: Protocol>(core: &mut Core, key: &PoolKey) {
         }
         match step {
             Step::Wait => return,
-            Step::Assigned(token, id) if core.id_of(token) == Some(id) => core.wake(token),
-            Step::Assigned(token, id) => {
+            // The wake is queued, not made here: the requests submitted in
+            // this poller turn all reach the inbox first, and the
+            // connection writes them in one `writev`.
+            Step::Assigned(token, id, first) if core.id_of(token) == Some(id) => {
+                if first {
+                    poller::send(core.index(), poller::Command::Wake { token, id });
+                }
+            }
+            Step::Assigned(token, id, _) => {
                 // A connection that went without leaving (a panic escaped
                 // it): drop it and give its requests to another.
                 reclaim::<P>(key, token, id);

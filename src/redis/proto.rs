@@ -172,14 +172,27 @@ pub struct Request {
     /// and how many it expects. A server that refuses the command as a
     /// whole (`-NOAUTH`, `-NOPERM`) answers all of them with one error.
     groups: Vec<(usize, usize)>,
-    /// The first command a shared command connection must refuse, and why.
-    bad_for_commands: Option<String>,
-    /// The first command a subscriber connection must refuse, and why.
-    bad_for_subscriber: Option<String>,
+    /// The first command a shared command connection must refuse.
+    bad_for_commands: Option<Refusal>,
+    /// The first command a subscriber connection must refuse.
+    bad_for_subscriber: Option<Refusal>,
     /// A `MULTI` not yet closed by `EXEC` or `DISCARD`.
     in_multi: bool,
     /// A `WATCH` not yet followed by a `MULTI` or an `UNWATCH`.
     watching: bool,
+}
+
+/// A command a connection must refuse: where its name is in the wire, and
+/// why.
+#[derive(Debug, Clone)]
+struct Refusal {
+    name: std::ops::Range<usize>,
+    why: &'static str,
+}
+
+/// Decimal digits of `n`.
+fn digits(n: usize) -> usize {
+    itoa::Buffer::new().format(n).len()
 }
 
 const SUBSCRIPTIONS: [&str; 6] = [
@@ -223,6 +236,7 @@ impl Request {
         // 20 digits).
         let size = args.iter().fold(24, |n, a| n + a.as_ref().len() + 26);
         self.wire.reserve(size);
+        let base = self.wire.len();
         encode_command(args.iter().map(AsRef::as_ref), &mut self.wire);
         self.len += 1;
         let name = args.first().map(AsRef::as_ref).unwrap_or_default();
@@ -238,14 +252,21 @@ impl Request {
         } else {
             self.replies += 1;
         }
-        let what = || String::from_utf8_lossy(name).into_owned();
+        // Where the name sits in the wire, to name it in an error later:
+        // after `*N\r\n$L\r\n`. Formatting it now would cost every
+        // command an allocation (a subscriber refuses nearly all of them).
+        let name_at = base + 6 + digits(args.len()) + digits(name.len());
+        let refusal = |role| {
+            refused(role, name, second, args.len()).map(|why| Refusal {
+                name: name_at..name_at + name.len(),
+                why,
+            })
+        };
         if self.bad_for_commands.is_none() {
-            self.bad_for_commands = refused(Role::Commands, name, second, args.len())
-                .map(|why| format!("{} refused: {why}", what()));
+            self.bad_for_commands = refusal(Role::Commands);
         }
         if self.bad_for_subscriber.is_none() {
-            self.bad_for_subscriber = refused(Role::Subscriber, name, second, args.len())
-                .map(|why| format!("{} refused: {why}", what()));
+            self.bad_for_subscriber = refusal(Role::Subscriber);
         }
         if is("MULTI") {
             self.in_multi = true;
@@ -306,8 +327,10 @@ impl Request {
             Role::Commands => &self.bad_for_commands,
             Role::Subscriber => &self.bad_for_subscriber,
         };
-        if let Some(why) = bad {
-            return Err(why.clone());
+        if let Some(bad) = bad {
+            let name = self.wire().get(bad.name.clone()).unwrap_or_default();
+            let name = String::from_utf8_lossy(name);
+            return Err(format!("{name} refused: {}", bad.why));
         }
         if self.in_multi {
             return Err("MULTI must be sent with its EXEC or DISCARD in one pipeline".into());
@@ -749,6 +772,15 @@ mod tests {
             assert_eq!(err.code, REFUSED_COMMAND, "{cmd:?}");
         }
         assert!(p.check_request(&Request::new()).is_err());
+        let mut late = Request::command(["GET", "k"]);
+        late.add(["select", "1"]);
+        let err = p.check_request(&late).unwrap_err();
+        assert!(err.reason.starts_with("select refused: "), "{}", err.reason);
+        let sub = Redis::with_role(Url::new("h", 1), Role::Subscriber, 7);
+        let err = sub
+            .check_request(&Request::command(["GET", "k"]))
+            .unwrap_err();
+        assert!(err.reason.starts_with("GET refused: "), "{}", err.reason);
         let mut tx = Request::new();
         tx.add(["WATCH", "k"])
             .add(["MULTI"])

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! redis_rs_bench [--url redis://127.0.0.1:6379] --bench N [--clients C]
-//!                [--pipeline P] [--threads T]
+//!                [--pipeline P] [--threads T] [--keys client|unique]
 //! ```
 //!
 //! `--pipeline 1` (the default) awaits each command on its own (the
@@ -25,13 +25,15 @@ struct Opts {
     clients: u64,
     pipeline: u64,
     threads: usize,
+    /// Every pair a new key, rather than one key per task.
+    unique_keys: bool,
 }
 
 fn usage(why: &str) -> ! {
     eprintln!("redis_rs_bench: {why}");
     eprintln!(
         "usage: redis_rs_bench [--url redis://127.0.0.1:6379] --bench N [--clients C] \
-         [--pipeline P] [--threads T]"
+         [--pipeline P] [--threads T] [--keys client|unique]"
     );
     std::process::exit(2)
 }
@@ -43,6 +45,7 @@ fn parse_opts() -> Opts {
         clients: 50,
         pipeline: 1,
         threads: 0,
+        unique_keys: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(name) = it.next() {
@@ -60,6 +63,13 @@ fn parse_opts() -> Opts {
             "--clients" => o.clients = num().max(1),
             "--pipeline" => o.pipeline = num(),
             "--threads" => o.threads = num() as usize,
+            "--keys" => {
+                o.unique_keys = match value.as_str() {
+                    "client" => false,
+                    "unique" => true,
+                    _ => usage("--keys: client or unique"),
+                }
+            }
             _ => usage(&format!("unknown option {name}")),
         }
     }
@@ -69,8 +79,13 @@ fn parse_opts() -> Opts {
     o
 }
 
-fn key(n: u64) -> String {
-    format!("key:{n:012}")
+/// Pair `n`'s key: the task's own (`key:client:C`, overwritten as
+/// redis-benchmark overwrites one key), or a new one per pair.
+fn key(own: &Option<String>, n: u64) -> String {
+    match own {
+        Some(k) => k.clone(),
+        None => format!("key:{n:012}"),
+    }
 }
 
 fn value(n: u64) -> String {
@@ -80,6 +95,7 @@ fn value(n: u64) -> String {
 /// What one task saw.
 #[derive(Default)]
 struct Share {
+    own: Option<String>,
     latencies_ns: Vec<u64>,
     mismatches: u64,
     errors: u64,
@@ -110,7 +126,7 @@ impl Share {
                 format!(
                     "{} {}: got {v:?}",
                     if is_get { "GET" } else { "SET" },
-                    key(n)
+                    key(&self.own, n)
                 ),
             ),
         }
@@ -118,22 +134,28 @@ impl Share {
 }
 
 /// Pairs `first..end`, one command per await.
-async fn one_by_one(mut conn: MultiplexedConnection, first: u64, end: u64) -> Share {
+async fn one_by_one(
+    mut conn: MultiplexedConnection,
+    own: Option<String>,
+    first: u64,
+    end: u64,
+) -> Share {
     let mut share = Share {
+        own: own.clone(),
         latencies_ns: Vec::with_capacity(2 * (end - first) as usize),
         ..Share::default()
     };
     for n in first..end {
         let started = Instant::now();
-        match conn.set::<_, _, Value>(key(n), value(n)).await {
+        match conn.set::<_, _, Value>(key(&own, n), value(n)).await {
             Ok(v) => share.check(n, false, &v),
-            Err(e) => share.fail(false, format!("SET {}: {e}", key(n))),
+            Err(e) => share.fail(false, format!("SET {}: {e}", key(&own, n))),
         }
         share.record(started);
         let started = Instant::now();
-        match conn.get::<_, Value>(key(n)).await {
+        match conn.get::<_, Value>(key(&own, n)).await {
             Ok(v) => share.check(n, true, &v),
-            Err(e) => share.fail(false, format!("GET {}: {e}", key(n))),
+            Err(e) => share.fail(false, format!("GET {}: {e}", key(&own, n))),
         }
         share.record(started);
     }
@@ -141,8 +163,15 @@ async fn one_by_one(mut conn: MultiplexedConnection, first: u64, end: u64) -> Sh
 }
 
 /// Pairs `first..end`, `per` pairs to a pipeline.
-async fn pipelined(mut conn: MultiplexedConnection, first: u64, end: u64, per: u64) -> Share {
+async fn pipelined(
+    mut conn: MultiplexedConnection,
+    own: Option<String>,
+    first: u64,
+    end: u64,
+    per: u64,
+) -> Share {
     let mut share = Share {
+        own: own.clone(),
         latencies_ns: Vec::with_capacity((end - first).div_ceil(per) as usize),
         ..Share::default()
     };
@@ -152,7 +181,7 @@ async fn pipelined(mut conn: MultiplexedConnection, first: u64, end: u64, per: u
         let started = Instant::now();
         let mut pipe = redis::pipe();
         for n in from..to {
-            pipe.set(key(n), value(n)).get(key(n));
+            pipe.set(key(&own, n), value(n)).get(key(&own, n));
         }
         match pipe.query_async::<Vec<Value>>(&mut conn).await {
             Ok(values) if values.len() == 2 * (to - from) as usize => {
@@ -165,7 +194,7 @@ async fn pipelined(mut conn: MultiplexedConnection, first: u64, end: u64, per: u
                 false,
                 format!("{} replies to {}", values.len(), 2 * (to - from)),
             ),
-            Err(e) => share.fail(false, format!("pipeline from {}: {e}", key(from))),
+            Err(e) => share.fail(false, format!("pipeline from {}: {e}", key(&own, from))),
         }
         share.record(started);
         from = to;
@@ -223,11 +252,12 @@ async fn run(o: &Opts) -> i32 {
             continue;
         }
         let (first, end, conn) = (next, next + count, conn.clone());
+        let own = (!o.unique_keys).then(|| format!("key:client:{c}"));
         next = end;
         tasks.push(if o.pipeline == 1 {
-            tokio::spawn(one_by_one(conn, first, end))
+            tokio::spawn(one_by_one(conn, own, first, end))
         } else {
-            tokio::spawn(pipelined(conn, first, end, o.pipeline / 2))
+            tokio::spawn(pipelined(conn, own, first, end, o.pipeline / 2))
         });
     }
     let mut shares = Vec::new();
