@@ -231,6 +231,9 @@ fn serve_bytes(config: ConnConfig, body: usize, log: &MemoryLog) -> ServerHandle
 /// reader that keeps up, whole.
 #[test]
 fn a_reply_larger_than_max_queued_reaches_a_fast_reader_whole() {
+    // Serial: its multi-MiB replies would show in the RSS that
+    // `a_client_config_per_request_leaves_nothing_behind` measures.
+    let _serial = exclusive();
     let log = MemoryLog::new();
     let config = ConnConfig {
         max_queued: MIB,
@@ -256,6 +259,9 @@ fn a_reply_larger_than_max_queued_reaches_a_fast_reader_whole() {
 /// is 1 MiB.
 #[test]
 fn a_reply_that_cannot_be_queued_is_not_logged_as_local() {
+    // Serial: its multi-MiB replies would show in the RSS that
+    // `a_client_config_per_request_leaves_nothing_behind` measures.
+    let _serial = exclusive();
     let log = MemoryLog::new();
     let config = ConnConfig {
         max_queued: MIB,
