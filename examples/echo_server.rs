@@ -1,7 +1,7 @@
 //! An echo server over the length-prefixed protocol in `common/echo_proto.rs`.
 //!
 //! `cargo run --release --example echo_server -- --port 9000 [--handler-threads 0]
-//!  [--pollers N] [--max-connections N] [--access-log PATH|-|off]`
+//!  [--pollers N] [--max-connections N] [--reuse-port] [--access-log PATH|-|off]`
 //!
 //! Every connection writes one access-log record (JSON Lines) when it closes.
 
@@ -28,6 +28,7 @@ fn main() -> std::io::Result<()> {
     let log = access_log::access_log(args.raw("access-log"), metrics)?;
     let server = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
+        .reuse_port(args.get("reuse-port", false))
         .access_log(log)
         .serve(("127.0.0.1", port), Echo, |task, _series| {
             let payload = task.request().payload().clone();

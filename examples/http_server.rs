@@ -12,7 +12,7 @@
 //! `limit_rate_after`; sizes like `1m`, `500k` or plain bytes; 0: no limit).
 //!
 //! `cargo run --release --example http_server -- --port 8080 [--pollers N]
-//!  [--handler-threads N] [--max-connections N] [--access-log PATH|-|off]
+//!  [--handler-threads N] [--max-connections N] [--reuse-port] [--access-log PATH|-|off]
 //!  [--dir DIR] [--max-rps N] [--limit-rate RATE] [--limit-rate-after SIZE]`
 
 #[path = "common/access_log.rs"]
@@ -83,6 +83,7 @@ fn main() -> std::io::Result<()> {
     };
     let builder = Server::builder()
         .max_connections(args.get("max-connections", 10_000))
+        .reuse_port(args.get("reuse-port", false))
         .max_rps(args.get("max-rps", 0))
         .access_log(log);
     let rate_limited = builder.rate_limited();

@@ -30,7 +30,7 @@
 //!  [--stall-ms N] [--history N] [--heartbeat-ms N] [--tick-ms N]
 //!  [--max-subscribers N] [--max-event-bytes N] [--max-rps N]
 //!  [--access-log PATH|-|off] [--pollers N] [--handler-threads N]
-//!  [--max-connections N] [--redis URL] [--redis-prefix P]
+//!  [--max-connections N] [--reuse-port] [--redis URL] [--redis-prefix P]
 //!  [--redis-timeout-ms N]`
 
 #[path = "common/access_log.rs"]
@@ -77,6 +77,7 @@ fn main() -> std::io::Result<()> {
         access_log::choose(args.raw("access-log"), metrics.clone())?;
     let builder = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
+        .reuse_port(args.get("reuse-port", false))
         .max_rps(args.get("max-rps", 0))
         .access_log(log);
     let app = Arc::new(App {

@@ -52,6 +52,8 @@ pub(crate) struct ServerSpec {
     pub max_rps: u32,
     /// Counts the requests refused over `max_rps`.
     pub rate_limited: RateLimited,
+    /// Whether the port may be shared with other listeners.
+    pub reuse_port: bool,
 }
 
 /// Where a server is in its life.
@@ -126,6 +128,12 @@ pub(crate) fn serve<P: Protocol, S: Service<P>>(
         log: spec.log,
         rate,
     });
+    // The pollers' listeners share the port with SO_REUSEPORT, which would
+    // let a second server join them unnoticed: unless the user allows it,
+    // a port someone listens on already is an error.
+    if !spec.reuse_port && addr.port() != 0 {
+        crate::sys::socket::check_port_free(addr)?;
+    }
     let first = crate::sys::socket::reuseport_listener(addr, spec.backlog)?;
     let local = first.local_addr()?;
     let mut listeners = vec![first];

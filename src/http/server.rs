@@ -158,6 +158,13 @@ impl ServerBuilder {
         self.inner = self.inner.max_rps(n);
         self
     }
+    /// Whether the port may be shared with other listeners that ask for it
+    /// too; by default a busy port is an `AddrInUse` error (see
+    /// [`task::ServerBuilder::reuse_port`]).
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.inner = self.inner.reuse_port(on);
+        self
+    }
     /// The live count of requests refused over [`max_rps`](Self::max_rps),
     /// readable from anywhere, this server's own handlers included.
     pub fn rate_limited(&self) -> RateLimited {

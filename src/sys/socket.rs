@@ -128,6 +128,16 @@ pub(crate) fn reuseport_listener(
     Ok(socket.into())
 }
 
+/// Fails with `AddrInUse` if something listens on `addr` already, even
+/// with `SO_REUSEPORT`: a socket without that option cannot bind a port
+/// that a listener holds. The probe is closed before returning.
+pub(crate) fn check_port_free(addr: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+}
+
 /// A non-blocking socket connecting to `addr`; the connect completes when the
 /// socket becomes writable.
 pub(crate) fn start_connect(addr: SocketAddr) -> io::Result<std::net::TcpStream> {

@@ -45,6 +45,7 @@ pub struct ServerBuilder {
     log: Arc<dyn AccessLog>,
     max_rps: u32,
     rate_limited: RateLimited,
+    reuse_port: bool,
 }
 
 impl Default for ServerBuilder {
@@ -56,6 +57,7 @@ impl Default for ServerBuilder {
             log: Arc::new(NullLog),
             max_rps: 0,
             rate_limited: RateLimited::new(),
+            reuse_port: false,
         }
     }
 }
@@ -116,6 +118,31 @@ impl ServerBuilder {
     /// The listen backlog. Default 1024.
     pub fn backlog(mut self, n: i32) -> Self {
         self.backlog = n;
+        self
+    }
+    /// Whether this server may share its port with other listeners that
+    /// ask for it too (`SO_REUSEPORT`: another process, or a new version
+    /// of this one starting before the old one stops; the kernel spreads
+    /// connections over them). Default `false`: a port already listened on
+    /// makes [`serve`](ServerBuilder::serve) fail with
+    /// `io::ErrorKind::AddrInUse`. Either way every poller accepts on a
+    /// listener of its own.
+    ///
+    /// ```
+    /// # #[path = "../../examples/common/echo_proto.rs"] mod echo_proto;
+    /// use echo_proto::Echo;
+    /// use taskweave::task::{Server, ServerTask};
+    /// use taskweave::Series;
+    ///
+    /// let echo = |_: &mut ServerTask<Echo>, _: &mut Series| {};
+    /// let first = Server::builder().serve(("127.0.0.1", 0), Echo, echo)?;
+    /// let port = first.local_addr().port();
+    /// let busy = Server::builder().serve(("127.0.0.1", port), Echo, echo);
+    /// assert_eq!(busy.err().map(|e| e.kind()), Some(std::io::ErrorKind::AddrInUse));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
         self
     }
     /// Where a record goes when each connection closes. Default: nowhere.
@@ -187,6 +214,7 @@ impl ServerBuilder {
             log: self.log,
             max_rps: self.max_rps,
             rate_limited: self.rate_limited,
+            reuse_port: self.reuse_port,
         };
         let app = App::<P> {
             process: Arc::new(Box::new(process)),
