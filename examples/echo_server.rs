@@ -25,7 +25,7 @@ fn main() -> std::io::Result<()> {
     settings.apply().map_err(std::io::Error::other)?;
 
     let metrics = std::sync::Arc::new(taskweave::metrics::ServerMetrics::new());
-    let log = access_log::access_log(args.raw("access-log"), metrics)?;
+    let access_log::Chosen { log, writer } = access_log::choose(args.raw("access-log"), metrics)?;
     let server = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
         .reuse_port(args.get("reuse-port", false))
@@ -35,7 +35,12 @@ fn main() -> std::io::Result<()> {
             task.response().set_payload(payload);
         })?;
     eprintln!("echo_server listening on {}", server.local_addr());
-    loop {
-        std::thread::park();
+    // Ctrl-C or SIGTERM: finish what is in flight, then flush the log.
+    taskweave::os::wait_for_shutdown_signal()?;
+    eprintln!("echo_server: shutting down");
+    server.shutdown(std::time::Duration::from_secs(5));
+    if let Some(w) = writer {
+        w.flush()?;
     }
+    Ok(())
 }

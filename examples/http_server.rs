@@ -63,7 +63,8 @@ fn main() -> std::io::Result<()> {
     settings.apply().map_err(std::io::Error::other)?;
 
     let metrics = Arc::new(ServerMetrics::new());
-    let log = access_log::access_log(args.raw("access-log"), metrics.clone())?;
+    let access_log::Chosen { log, writer } =
+        access_log::choose(args.raw("access-log"), metrics.clone())?;
     let m = metrics.clone();
     let dir: Option<PathBuf> = args.raw("dir").map(PathBuf::from);
     let size = |name| {
@@ -142,7 +143,13 @@ fn main() -> std::io::Result<()> {
         },
     )?;
     eprintln!("http_server listening on http://{}", server.local_addr());
-    loop {
-        std::thread::park();
+    // Ctrl-C or SIGTERM: answers in flight go out whole, open streams get
+    // their end, then the log is flushed, so no record is lost.
+    taskweave::os::wait_for_shutdown_signal()?;
+    eprintln!("http_server: shutting down");
+    server.shutdown(Duration::from_secs(5));
+    if let Some(w) = writer {
+        w.flush()?;
     }
+    Ok(())
 }

@@ -4,19 +4,7 @@ use std::io;
 use std::sync::Arc;
 use taskweave::metrics::{AccessLog, JsonLines, NullLog, ServerMetrics, Tee};
 
-/// Records feed `metrics`; with `-` (the default) they are also written as JSON
-/// Lines to stdout, with a path to that file, with `off` nowhere else, and with
-/// `none` not even to `metrics` (the benchmark's baseline).
-#[allow(dead_code)]
-pub fn access_log(
-    arg: Option<&str>,
-    metrics: Arc<ServerMetrics>,
-) -> io::Result<Arc<dyn AccessLog>> {
-    Ok(choose(arg, metrics)?.log)
-}
-
 /// The sink chosen, and its JSON Lines writer if it has one.
-#[allow(dead_code)] // not every example flushes at shutdown yet
 pub struct Chosen {
     /// Where records go.
     pub log: Arc<dyn AccessLog>,
@@ -24,7 +12,11 @@ pub struct Chosen {
     pub writer: Option<Arc<JsonLines>>,
 }
 
-/// As [`access_log`], keeping the JSON Lines writer apart too.
+/// The sink for `--access-log`. Records feed `metrics`; with `-` (the
+/// default) they are also written as JSON Lines to stdout, with a path to
+/// that file, with `off` nowhere else, and with `none` not even to
+/// `metrics` (the benchmark's baseline). The JSON Lines writer is kept apart
+/// too, to flush at shutdown.
 pub fn choose(arg: Option<&str>, metrics: Arc<ServerMetrics>) -> io::Result<Chosen> {
     let only = |log: Arc<dyn AccessLog>| Chosen { log, writer: None };
     let writer = match arg.unwrap_or("-") {

@@ -1,0 +1,96 @@
+//! Ctrl-C in the example servers: SIGINT after N connections leaves N
+//! records in the access-log file (shutdown flushes it), and the process
+//! exits 0 at once. A port already in use is an error, not a second server.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use support::example::Server;
+
+fn tmp_path(name: &str) -> PathBuf {
+    let p = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// One HTTP GET on a connection of its own; the status line.
+fn http_get(srv: &Server, path: &str) -> String {
+    let mut s = TcpStream::connect(srv.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+/// One echo frame on a connection of its own.
+fn echo(srv: &Server, payload: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(srv.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&support::frame(payload)).unwrap();
+    support::read_frame(&mut s).expect("an echo")
+}
+
+/// Sends SIGINT and waits for a clean exit; the log's lines.
+fn interrupt(mut srv: Server, log: &PathBuf) -> Vec<String> {
+    let t0 = Instant::now();
+    srv.signal(libc::SIGINT);
+    let status = srv
+        .wait_exit(Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("still running 8 s after SIGINT: {}", srv.stderr()));
+    assert!(status.success(), "{status}: {}", srv.stderr());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let text = std::fs::read_to_string(log).expect("the access log");
+    text.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn http_server_flushes_every_record_on_sigint() {
+    let log = tmp_path("http_sigint.jsonl");
+    let srv = Server::start("http_server", &["--access-log", log.to_str().unwrap()]);
+    for path in ["/", "/", "/nope", "/echo", "/"] {
+        assert!(http_get(&srv, path).starts_with("HTTP/1.1 "), "{path}");
+    }
+    let lines = interrupt(srv, &log);
+    assert_eq!(lines.len(), 5, "one record per connection: {lines:?}");
+    let not_found = lines
+        .iter()
+        .filter(|l| l.contains("\"status_4xx\":1"))
+        .count();
+    assert_eq!(not_found, 1, "the 404: {lines:?}");
+}
+
+#[test]
+fn echo_server_flushes_every_record_on_sigint() {
+    let log = tmp_path("echo_sigint.jsonl");
+    let srv = Server::start("echo_server", &["--access-log", log.to_str().unwrap()]);
+    for i in 0..4u8 {
+        assert_eq!(echo(&srv, &[i; 10]), vec![i; 10]);
+    }
+    let lines = interrupt(srv, &log);
+    assert_eq!(lines.len(), 4, "one record per connection: {lines:?}");
+}
+
+#[test]
+fn a_second_server_on_a_busy_port_fails() {
+    let first = Server::start("http_server", &["--access-log", "off"]);
+    let port = first.addr().port().to_string();
+    let out = std::process::Command::new(support::example::binary("http_server"))
+        .args(["--access-log", "off", "--port", &port])
+        .output()
+        .expect("run http_server");
+    assert!(
+        !out.status.success(),
+        "a second server started on a busy port"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "stderr: {err}");
+}
