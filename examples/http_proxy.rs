@@ -66,12 +66,14 @@ fn main() -> std::io::Result<()> {
             );
         },
     )?;
+    eprintln!("http_proxy listening on http://{}", server.local_addr());
     eprintln!(
-        "http_proxy on http://{} -> {}",
-        server.local_addr(),
+        "http_proxy forwarding to {}",
         args.raw("backend").unwrap_or("http://127.0.0.1:8080")
     );
-    loop {
-        std::thread::park();
-    }
+    // Ctrl-C or SIGTERM: requests in flight get their answers, then exit.
+    taskweave::os::wait_for_shutdown_signal()?;
+    eprintln!("http_proxy: shutting down");
+    server.shutdown(std::time::Duration::from_secs(5));
+    Ok(())
 }

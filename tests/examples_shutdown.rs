@@ -80,6 +80,20 @@ fn echo_server_flushes_every_record_on_sigint() {
 }
 
 #[test]
+fn http_proxy_forwards_and_exits_on_sigint() {
+    let backend = Server::start("http_server", &["--access-log", "off"]);
+    let target = format!("http://{}", backend.addr());
+    let mut proxy = Server::start("http_proxy", &["--backend", &target]);
+    assert_eq!(http_get(&proxy, "/"), "HTTP/1.1 200 OK");
+    assert!(http_get(&proxy, "/nope").starts_with("HTTP/1.1 404"));
+    proxy.signal(libc::SIGINT);
+    let status = proxy
+        .wait_exit(Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("still running 8 s after SIGINT: {}", proxy.stderr()));
+    assert!(status.success(), "{status}: {}", proxy.stderr());
+}
+
+#[test]
 fn a_second_server_on_a_busy_port_fails() {
     let first = Server::start("http_server", &["--access-log", "off"]);
     let port = first.addr().port().to_string();
