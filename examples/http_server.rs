@@ -103,7 +103,10 @@ fn main() -> std::io::Result<()> {
                     task.response().set_body(body);
                 }
                 Route::Delay => {
-                    let ms = param(task, "ms").unwrap_or(0).min(60_000);
+                    let ms = match param(task, "ms") {
+                        Ok(ms) => ms.unwrap_or(0).min(60_000),
+                        Err(why) => return bad_request(task, why),
+                    };
                     series.push_back(timer(
                         Duration::from_millis(ms),
                         move |_, s: &mut Series| {
@@ -114,8 +117,11 @@ fn main() -> std::io::Result<()> {
                     ));
                 }
                 Route::Stream => {
-                    let n = param(task, "n").unwrap_or(10).min(100_000) as u32;
-                    let ms = param(task, "ms").unwrap_or(100).min(60_000);
+                    let (n, ms) = match (param(task, "n"), param(task, "ms")) {
+                        (Ok(n), Ok(ms)) => (n.unwrap_or(10).min(100_000) as u32, ms),
+                        (Err(why), _) | (_, Err(why)) => return bad_request(task, why),
+                    };
+                    let ms = ms.unwrap_or(100).min(60_000);
                     streams::serve_ticks(task, series, n, ms);
                 }
                 Route::File => match &dir {
@@ -152,4 +158,9 @@ fn main() -> std::io::Result<()> {
         w.flush()?;
     }
     Ok(())
+}
+
+/// Answers 400 with `why` (a query parameter that does not parse).
+fn bad_request(task: &mut ServerTask, why: String) {
+    task.response().set_status(400).set_body(why);
 }

@@ -65,8 +65,14 @@ fn paced_stream_server(
                 if let Some(name) = path.strip_prefix("/file/") {
                     streams::serve_file_paced(task, &dir, name, pace);
                 } else if path == "/stream" {
-                    let n = streams::query_param(q.as_deref(), "n").unwrap_or(3);
-                    let ms = streams::query_param(q.as_deref(), "ms").unwrap_or(10);
+                    let n = streams::query_param(q.as_deref(), "n")
+                        .ok()
+                        .flatten()
+                        .unwrap_or(3);
+                    let ms = streams::query_param(q.as_deref(), "ms")
+                        .ok()
+                        .flatten()
+                        .unwrap_or(10);
                     streams::serve_ticks(task, series, n, ms);
                 } else {
                     task.response().set_status(404);

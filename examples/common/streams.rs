@@ -205,9 +205,17 @@ fn tick(stream: Stream, i: u32, n: u32, every: Duration) -> taskweave::TimerTask
 }
 
 /// The value of `key` in a query string, parsed.
-pub fn query_param<T: std::str::FromStr>(query: Option<&str>, key: &str) -> Option<T> {
-    query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
+pub fn query_param<T: std::str::FromStr>(
+    query: Option<&str>,
+    key: &str,
+) -> Result<Option<T>, String> {
+    let Some(raw) = query.and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    }) else {
+        return Ok(None);
+    };
+    raw.parse()
+        .map(Some)
+        .map_err(|_| format!("bad value for {key}: {raw:?}\n"))
 }

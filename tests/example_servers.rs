@@ -1,6 +1,7 @@
-//! Ctrl-C in the example servers: SIGINT after N connections leaves N
-//! records in the access-log file (shutdown flushes it), and the process
-//! exits 0 at once. A port already in use is an error, not a second server.
+//! The example servers as a user meets them: Ctrl-C (SIGINT) after N
+//! connections leaves N records in the access-log file (shutdown flushes
+//! it) and the process exits 0 at once; a port already in use is an error,
+//! not a second server; a query parameter that does not parse is a 400.
 
 mod support;
 
@@ -107,4 +108,12 @@ fn a_second_server_on_a_busy_port_fails() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use"), "stderr: {err}");
+}
+
+#[test]
+fn a_bad_query_parameter_is_a_400() {
+    let srv = Server::start("http_server", &["--access-log", "off"]);
+    assert!(http_get(&srv, "/delay?ms=abc").starts_with("HTTP/1.1 400"));
+    assert!(http_get(&srv, "/stream?n=-1").starts_with("HTTP/1.1 400"));
+    assert_eq!(http_get(&srv, "/delay?ms=1"), "HTTP/1.1 200 OK");
 }
