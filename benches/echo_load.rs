@@ -61,8 +61,39 @@ const IDLE_INFLIGHT: usize = 256;
 /// Source addresses 127.0.0.1 ..= 127.0.0.SOURCES for the idle connections.
 const SOURCES: usize = 4;
 
+/// The command line this bench accepts (see the module docs).
+const SPEC: args::Spec = args::Spec {
+    usage:
+        "usage: echo_load [--all | --load | --idle N | --serve] [--port N] [--pollers N]\n       \
+[--handler-threads N] [--max-connections N] [--duration S] [--warmup S] [--rounds R]\n       \
+[--conns 50,1000] [--slice S] [--ramp S] [--floor-src PATH] [--settle S] [--connect-only]",
+    options: &[
+        "port",
+        "pollers",
+        "handler-threads",
+        "max-connections",
+        "duration",
+        "warmup",
+        "rounds",
+        "conns",
+        "slice",
+        "ramp",
+        "floor-src",
+        "idle",
+        "settle",
+    ],
+    switches: &[
+        "bench",
+        "all",
+        "load",
+        "serve",
+        "connect-only",
+        "exit-on-eof",
+    ],
+};
+
 fn main() {
-    let args = Args::parse();
+    let args = Args::parse(&SPEC);
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this binary with
     // no arguments, and a multi-minute load test is not a test.
     let asked = ["bench", "all", "load", "idle", "serve"]

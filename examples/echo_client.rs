@@ -67,8 +67,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The command line this example accepts.
+const SPEC: args::Spec = args::Spec {
+    usage: "usage: echo_client [--port 9000] [--conns 50] [--requests 10000] [--pipeline N]",
+    options: &["port", "conns", "requests", "pipeline"],
+    switches: &[],
+};
+
 fn main() {
-    let args = args::Args::parse();
+    let args = args::Args::parse(&SPEC);
     let port: u16 = args.get("port", 9000);
     let conns: u64 = args.get("conns", 50).max(1);
     let pipeline: u64 = args

@@ -16,8 +16,22 @@ use echo_proto::Echo;
 use taskweave::task::Server;
 use taskweave::Settings;
 
+/// The command line this example accepts.
+const SPEC: args::Spec = args::Spec {
+    usage: "usage: echo_server [--port 9000] [--pollers N] [--handler-threads N]\n       \
+[--max-connections N] [--reuse-port] [--access-log PATH|-|off|none]",
+    options: &[
+        "port",
+        "pollers",
+        "handler-threads",
+        "max-connections",
+        "access-log",
+    ],
+    switches: &["reuse-port"],
+};
+
 fn main() -> std::io::Result<()> {
-    let args = args::Args::parse();
+    let args = args::Args::parse(&SPEC);
     let port: u16 = args.get("port", 9000);
     let mut settings = Settings::default();
     settings.poller_threads = args.get("pollers", settings.poller_threads);

@@ -9,16 +9,23 @@ mod args;
 use taskweave::http;
 use taskweave::{Series, WaitGroup};
 
+/// The command line this example accepts.
+const SPEC: args::Spec = args::Spec {
+    usage: "usage: http_client URL [--redirects N] [--body]",
+    options: &["redirects"],
+    switches: &["body"],
+};
+
 fn main() {
-    let url = match std::env::args().nth(1).filter(|a| !a.starts_with("--")) {
-        Some(u) => u,
-        None => {
-            eprintln!("usage: http_client URL [--redirects N] [--body]");
+    let args = args::Args::parse(&SPEC);
+    let url = match args.positional() {
+        [url] => url.clone(),
+        _ => {
+            eprintln!("error: one URL, please\n{}", SPEC.usage);
             std::process::exit(2);
         }
     };
-    let args = args::Args::parse();
-    let show_body = args.raw("body").is_some();
+    let show_body = args.has("body");
     let wg = WaitGroup::new(1);
     let done = wg.clone();
     let ok = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

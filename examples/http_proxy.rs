@@ -16,8 +16,16 @@ struct ProxyContext {
     started: Instant,
 }
 
+/// The command line this example accepts.
+const SPEC: args::Spec = args::Spec {
+    usage:
+        "usage: http_proxy [--port 8081] [--backend http://127.0.0.1:8080] [--handler-threads N]",
+    options: &["port", "backend", "handler-threads"],
+    switches: &[],
+};
+
 fn main() -> std::io::Result<()> {
-    let args = args::Args::parse();
+    let args = args::Args::parse(&SPEC);
     let port: u16 = args.get("port", 8081);
     let backend = args
         .raw("backend")

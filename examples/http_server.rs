@@ -54,8 +54,27 @@ impl Route {
     }
 }
 
+/// The command line this example accepts.
+const SPEC: args::Spec = args::Spec {
+    usage: "usage: http_server [--port 8080] [--pollers N] [--handler-threads N]\n       \
+[--max-connections N] [--reuse-port] [--access-log PATH|-|off|none]\n       \
+[--dir DIR] [--max-rps N] [--limit-rate RATE] [--limit-rate-after SIZE]",
+    options: &[
+        "port",
+        "pollers",
+        "handler-threads",
+        "max-connections",
+        "access-log",
+        "dir",
+        "max-rps",
+        "limit-rate",
+        "limit-rate-after",
+    ],
+    switches: &["reuse-port"],
+};
+
 fn main() -> std::io::Result<()> {
-    let args = args::Args::parse();
+    let args = args::Args::parse(&SPEC);
     let port: u16 = args.get("port", 8080);
     let mut settings = Settings::default();
     settings.poller_threads = args.get("pollers", settings.poller_threads);

@@ -55,8 +55,40 @@ const PAGE: &str = include_str!("sse_page.html");
 /// The topic `/events` streams when none is named.
 const TICKER: &str = "ticker";
 
+/// The command line this example accepts.
+const SPEC: args::Spec = args::Spec {
+    usage: "usage: sse_server [--port 8090] [--rate N] [--burst N]\n       \
+[--policy drop-oldest|disconnect|reject] [--queue N] [--stall-ms N]\n       \
+[--history N] [--heartbeat-ms N] [--tick-ms N] [--max-subscribers N]\n       \
+[--max-event-bytes N] [--max-rps N] [--access-log PATH|-|off|none]\n       \
+[--pollers N] [--handler-threads N] [--max-connections N] [--reuse-port]\n       \
+[--redis URL] [--redis-prefix P] [--redis-timeout-ms N]",
+    options: &[
+        "port",
+        "rate",
+        "burst",
+        "policy",
+        "queue",
+        "stall-ms",
+        "history",
+        "heartbeat-ms",
+        "tick-ms",
+        "max-subscribers",
+        "max-event-bytes",
+        "max-rps",
+        "access-log",
+        "pollers",
+        "handler-threads",
+        "max-connections",
+        "redis",
+        "redis-prefix",
+        "redis-timeout-ms",
+    ],
+    switches: &["reuse-port"],
+};
+
 fn main() -> std::io::Result<()> {
-    let args = args::Args::parse();
+    let args = args::Args::parse(&SPEC);
     let port: u16 = args.get("port", 8090);
     let mut settings = Settings::default();
     settings.poller_threads = args.get("pollers", settings.poller_threads);

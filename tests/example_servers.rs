@@ -1,7 +1,9 @@
 //! The example servers as a user meets them: Ctrl-C (SIGINT) after N
 //! connections leaves N records in the access-log file (shutdown flushes
 //! it) and the process exits 0 at once; a port already in use is an error,
-//! not a second server; a query parameter that does not parse is a 400.
+//! not a second server; a query parameter that does not parse is a 400;
+//! `--help` prints the usage and exits 0, an unknown flag or a bad value is
+//! an error that names it.
 
 mod support;
 
@@ -116,4 +118,50 @@ fn a_bad_query_parameter_is_a_400() {
     assert!(http_get(&srv, "/delay?ms=abc").starts_with("HTTP/1.1 400"));
     assert!(http_get(&srv, "/stream?n=-1").starts_with("HTTP/1.1 400"));
     assert_eq!(http_get(&srv, "/delay?ms=1"), "HTTP/1.1 200 OK");
+}
+
+/// Runs example `name` with `args` to its end (it must end at once).
+fn run(name: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(support::example::binary(name))
+        .args(args)
+        .output()
+        .expect("run the example")
+}
+
+#[test]
+fn help_and_bad_flags() {
+    for name in [
+        "http_server",
+        "sse_server",
+        "echo_server",
+        "echo_client",
+        "http_proxy",
+        "http_client",
+    ] {
+        let help = run(name, &["--help"]);
+        assert!(help.status.success(), "{name} --help: {help:?}");
+        let usage = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            usage.starts_with(&format!("usage: {name}")),
+            "{name}: {usage}"
+        );
+
+        let unknown = run(name, &["--prot", "9999"]);
+        assert_eq!(unknown.status.code(), Some(2), "{name} --prot: {unknown:?}");
+        let err = String::from_utf8_lossy(&unknown.stderr);
+        assert!(err.contains("--prot"), "{name}: {err}");
+    }
+    let bad = run("http_server", &["--port", "eighty"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--port") && err.contains("eighty"), "{err}");
+    let missing = run("http_server", &["--port"]);
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+    let unopenable = run(
+        "http_server",
+        &["--port", "0", "--access-log", "/nonexistent/dir/x.log"],
+    );
+    assert!(!unopenable.status.success());
+    let err = String::from_utf8_lossy(&unopenable.stderr);
+    assert!(err.contains("/nonexistent/dir/x.log"), "{err}");
 }

@@ -1,35 +1,83 @@
-//! A tiny `--name value` argument reader shared by the examples.
+//! The examples' command lines, read with `lexopt`: `--help` prints the
+//! usage and exits 0; an unknown flag, a missing value or a value that does
+//! not parse is an error that names it, and exits 2.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
-/// Parsed `--name value` pairs; a bare `--flag` maps to `"true"`.
-pub struct Args(HashMap<String, String>);
+/// What an example accepts: flags that take a value, and switches.
+pub struct Spec {
+    /// Printed for `--help` and after an error.
+    pub usage: &'static str,
+    /// `--name VALUE` (or `--name=VALUE`).
+    pub options: &'static [&'static str],
+    /// `--name` alone.
+    pub switches: &'static [&'static str],
+}
+
+/// The parsed command line.
+pub struct Args {
+    values: HashMap<String, String>,
+    positional: Vec<String>,
+    usage: &'static str,
+}
 
 impl Args {
-    /// Reads the process arguments.
-    pub fn parse() -> Args {
-        let mut map = HashMap::new();
-        let mut it = std::env::args().skip(1).peekable();
-        while let Some(arg) = it.next() {
-            if let Some(name) = arg.strip_prefix("--") {
-                let value = match it.peek() {
-                    Some(v) if !v.starts_with("--") => it.next().unwrap_or_default(),
-                    _ => "true".to_string(),
-                };
-                map.insert(name.to_string(), value);
+    /// Reads the process arguments against `spec`; exits on `--help` (0) and
+    /// on anything `spec` does not allow (2).
+    pub fn parse(spec: &Spec) -> Args {
+        match Args::parse_from(spec, std::env::args_os().skip(1)) {
+            Ok(Some(args)) => args,
+            Ok(None) => {
+                println!("{}", spec.usage);
+                std::process::exit(0)
+            }
+            Err(e) => {
+                eprintln!("error: {e}\n{}", spec.usage);
+                std::process::exit(2)
             }
         }
-        Args(map)
+    }
+
+    /// As [`parse`](Args::parse), from `args`; `None` for `--help`.
+    pub fn parse_from(
+        spec: &Spec,
+        args: impl IntoIterator<Item = std::ffi::OsString>,
+    ) -> Result<Option<Args>, lexopt::Error> {
+        use lexopt::Arg::{Long, Short, Value};
+        use lexopt::ValueExt;
+        let mut parser = lexopt::Parser::from_args(args);
+        let mut values = HashMap::new();
+        let mut positional = Vec::new();
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Long("help") | Short('h') => return Ok(None),
+                Long(name) if spec.switches.contains(&name) => {
+                    values.insert(name.to_string(), "true".to_string());
+                }
+                Long(name) if spec.options.contains(&name) => {
+                    let name = name.to_string();
+                    let value = parser.value()?.string()?;
+                    values.insert(name, value);
+                }
+                Value(v) => positional.push(v.string()?),
+                other => return Err(other.unexpected()),
+            }
+        }
+        Ok(Some(Args {
+            values,
+            positional,
+            usage: spec.usage,
+        }))
     }
 
     /// The value of `--name`, or `default` when absent. Exits with a message
     /// when present but not parseable.
     pub fn get<T: FromStr>(&self, name: &str, default: T) -> T {
-        match self.0.get(name) {
+        match self.values.get(name) {
             None => default,
             Some(v) => v.parse().unwrap_or_else(|_| {
-                eprintln!("invalid value for --{name}: {v}");
+                eprintln!("error: invalid value for --{name}: {v:?}\n{}", self.usage);
                 std::process::exit(2)
             }),
         }
@@ -38,6 +86,18 @@ impl Args {
     /// The raw value of `--name`.
     #[allow(dead_code)]
     pub fn raw(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// Whether switch `--name` was given.
+    #[allow(dead_code)]
+    pub fn has(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+
+    /// The arguments that are not flags, in order.
+    #[allow(dead_code)]
+    pub fn positional(&self) -> &[String] {
+        &self.positional
     }
 }
