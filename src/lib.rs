@@ -62,6 +62,11 @@ pub mod task;
 
 pub use error::Error;
 
+/// The `bytes` crate, re-exported: messages are encoded into [`bytes::Bytes`]
+/// and bodies are `Bytes`, so a protocol of your own (see
+/// [`protocol::Message`]) needs no dependency of its own to implement one.
+pub use bytes;
+
 /// The README's examples, compiled (and the runnable one run) as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
