@@ -6,6 +6,11 @@
 # with a resolver that never answers; the Redis tests (tests/redis*.rs,
 # tests/sse_redis.rs) start their own redis-server (package redis-server) on
 # free ports.
+#
+# What cannot be installed (offline, no root) is reported, and every test still
+# runs: those that need the missing program fail with a clear message under
+# CI=true (and warn elsewhere). A failing test binary does not stop the others;
+# the last line sums every binary's results. The exit status is cargo's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,9 +22,11 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
-  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+  if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; else sudo=""; fi
+  if ! { $sudo apt-get update -qq &&
+         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"; }; then
+    echo "WARNING: could not install ${need[*]}; the tests that need them will fail under CI=true" >&2
+  fi
 fi
 
 # Connection-scale tests open thousands of sockets.
@@ -27,4 +34,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # Unit, integration and doc tests; examples are built. Benches are measured by
 # their own scripts (scripts/bench_*.sh), never run as tests.
-cargo test "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+# "test result: ok. 12 passed; 0 failed; ..." per binary, summed.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all test binaries: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
