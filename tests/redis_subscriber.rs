@@ -64,6 +64,24 @@ impl Watch {
 }
 
 /// Publishes `payload` on `channel` and returns how many received it.
+/// Makes user `limited` (password `pw`), who may read only channels
+/// `open*`; the URL to connect as it.
+fn limited_user(server: &RedisServer) -> String {
+    let acl = server.raw().command(&[
+        "ACL",
+        "SETUSER",
+        "limited",
+        "on",
+        ">pw",
+        "~*",
+        "resetchannels",
+        "&open*",
+        "+@all",
+    ]);
+    assert_eq!(acl, "OK");
+    format!("redis://limited:pw@127.0.0.1:{}", server.port())
+}
+
 fn publish(url: &str, topic: &str, payload: &str) -> i64 {
     let (tx, rx) = channel();
     let task = redis::command(url, ["PUBLISH", topic, payload], move |t, _| {
@@ -391,22 +409,10 @@ fn a_refused_subscription_does_not_unsubscribe_the_rest() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let acl = server.raw().command(&[
-        "ACL",
-        "SETUSER",
-        "limited",
-        "on",
-        ">pw",
-        "~*",
-        "resetchannels",
-        "&open*",
-        "+@all",
-    ]);
-    assert_eq!(acl, "OK");
-    let port = server.port();
+    let url = limited_user(&server);
     let (status_tx, statuses) = channel();
     // Pings further apart than the reply timeout, as with the defaults.
-    let handle = Subscriber::new(&format!("redis://limited:pw@127.0.0.1:{port}"))
+    let handle = Subscriber::new(&url)
         .unwrap()
         .channels(["open"])
         .ping_every(Duration::from_millis(1000), Duration::from_millis(300))
@@ -446,24 +452,8 @@ fn a_refused_channel_does_not_block_resubscription() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let acl = server.raw().command(&[
-        "ACL",
-        "SETUSER",
-        "limited",
-        "on",
-        ">pw",
-        "~*",
-        "resetchannels",
-        "&open*",
-        "+@all",
-    ]);
-    assert_eq!(acl, "OK");
-    let port = server.port();
-    let w = watch(
-        &format!("redis://limited:pw@127.0.0.1:{port}"),
-        &["open"],
-        &[],
-    );
+    let url = limited_user(&server);
+    let w = watch(&url, &["open"], &[]);
     w.subscribed();
     w.handle.subscribe(["secret"]);
     match w.statuses.recv_timeout(WAIT) {

@@ -431,24 +431,27 @@ impl<P: Protocol> ClientConn<P> {
             return None;
         }
         let (mut head, mut body) = (0, 0);
-        // Only an unsent greeting is taken; one awaiting its reply stays.
-        let greeting_now = matches!(self.greeting, Greeting::Unsent(_));
-        if greeting_now {
-            if let Greeting::Unsent(mut req) = std::mem::replace(&mut self.greeting, Greeting::None)
-            {
-                req.encode(&mut self.chunks);
-                let sizes = req.sizes().unwrap_or_default();
-                (head, body) = (sizes.head, sizes.body);
-                self.greeting = Greeting::Sent(req);
-            }
-        }
-        let first = self.written;
-        for item in self.fifo.iter_mut().skip(first) {
-            let req = item.job.request_mut();
-            req.encode(&mut self.chunks);
+        let mut encode = |req: &mut P::Request, chunks: &mut Vec<Bytes>| {
+            req.encode(chunks);
             let sizes = req.sizes().unwrap_or_default();
             head += sizes.head;
             body += sizes.body;
+        };
+        // Only an unsent greeting is written; one awaiting its reply stays.
+        let greeting_now = match std::mem::replace(&mut self.greeting, Greeting::None) {
+            Greeting::Unsent(mut req) => {
+                encode(&mut req, &mut self.chunks);
+                self.greeting = Greeting::Sent(req);
+                true
+            }
+            kept => {
+                self.greeting = kept;
+                false
+            }
+        };
+        let first = self.written;
+        for item in self.fifo.iter_mut().skip(first) {
+            encode(item.job.request_mut(), &mut self.chunks);
             item.info().reused = self.served > 0;
         }
         if self.chunks.is_empty() && first == self.fifo.len() {

@@ -442,10 +442,9 @@ impl Reply {
             Value::Push(items) => Some(items.first().and_then(Value::as_str).unwrap_or("")),
             Value::Array(items) if self.role == Role::Subscriber => {
                 let kind = items.first().and_then(Value::as_str)?;
-                PUBSUB_KINDS
-                    .iter()
-                    .any(|k| kind.eq_ignore_ascii_case(k))
-                    .then_some(kind)
+                let pubsub = MESSAGE_KINDS.iter().any(|k| kind.eq_ignore_ascii_case(k))
+                    || is_confirmation(kind);
+                pubsub.then_some(kind)
             }
             _ => None,
         }
@@ -454,8 +453,7 @@ impl Reply {
     /// Files a whole top-level value: a reply in its place, or a push aside.
     fn accept(&mut self, v: Value) {
         let kind = self.push_kind(&v);
-        let confirmation =
-            kind.is_some_and(|k| CONFIRM_KINDS.iter().any(|c| k.eq_ignore_ascii_case(c)));
+        let confirmation = kind.is_some_and(is_confirmation);
         match kind {
             Some(_) if confirmation && self.confirmations > 0 => {
                 self.confirmations -= 1;
@@ -509,28 +507,16 @@ impl Reply {
     }
 }
 
-/// The kinds of pub/sub messages a RESP2 subscriber connection receives.
-const PUBSUB_KINDS: [&str; 9] = [
-    "message",
-    "pmessage",
-    "smessage",
-    "subscribe",
-    "psubscribe",
-    "ssubscribe",
-    "unsubscribe",
-    "punsubscribe",
-    "sunsubscribe",
-];
+/// The kinds of pub/sub messages; with the (un)subscription confirmations
+/// (named like their commands, [`SUBSCRIPTIONS`]) what a RESP2 subscriber
+/// connection receives unasked.
+const MESSAGE_KINDS: [&str; 3] = ["message", "pmessage", "smessage"];
 
-/// The kinds that confirm a (un)subscription: the replies to those commands.
-const CONFIRM_KINDS: [&str; 6] = [
-    "subscribe",
-    "psubscribe",
-    "ssubscribe",
-    "unsubscribe",
-    "punsubscribe",
-    "sunsubscribe",
-];
+/// Whether `kind` names a (un)subscription: a confirmation, the reply to
+/// one of those commands.
+fn is_confirmation(kind: &str) -> bool {
+    SUBSCRIPTIONS.iter().any(|k| kind.eq_ignore_ascii_case(k))
+}
 
 impl Message for Reply {
     fn append(&mut self, data: &[u8]) -> Result<Progress, ProtocolError> {
