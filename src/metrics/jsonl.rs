@@ -9,6 +9,13 @@
 //! second), or when asked to flush. Drops are reported in the log itself, as a
 //! `{"dropped":N,...}` line, and through `log::warn!`.
 //!
+//! It writes a line per closed connection (`"kind":"conn"`) and, unless
+//! [turned off](JsonLinesBuilder::requests), a line per request
+//! (`"kind":"request"`). While records come, the writer looks for them every
+//! 20 ms; after half a second without any it sleeps until one arrives (or a
+//! second passes, to notice a reopen), so an idle server's log costs one
+//! wake-up a second, not fifty.
+//!
 //! Rotation works like nginx's `SIGHUP`/`USR1`: move the file away, then call
 //! [`JsonLines::reopen`] (or set the flag from [`JsonLines::reopen_flag`] in a
 //! signal handler); the writer reopens the path before it writes the next record.
@@ -22,10 +29,10 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::record::{write_rfc3339, Record};
-use super::{AccessLog, ConnStats};
+use super::{AccessLog, ConnStats, RequestRecord};
 
 /// Records the channel holds by default before `record` starts dropping.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -38,6 +45,11 @@ const TICK: Duration = Duration::from_millis(20);
 
 /// Formatted bytes that trigger a write before the flush interval is up.
 const BUF_LIMIT: usize = 64 * 1024;
+/// Empty looks after which the writer stops polling and waits for a record.
+const IDLE_AFTER: u32 = 25;
+/// Longest wait of an idle writer: a reopen flag set by a signal handler is
+/// seen within this.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// Least time between two drop reports (unless a flush or shutdown forces one).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -46,6 +58,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(Record),
+    Request(RequestRecord),
     Flush(Sender<io::Result<()>>),
     Wake,
 }
@@ -62,6 +75,7 @@ struct Shared {
 /// Dropping it stops the thread after everything already accepted is written.
 pub struct JsonLines {
     tx: Option<Sender<Msg>>,
+    requests: bool,
     shared: Arc<Shared>,
     worker: Option<JoinHandle<()>>,
     target: String,
@@ -72,6 +86,7 @@ pub struct JsonLines {
 pub struct JsonLinesBuilder {
     capacity: usize,
     flush_interval: Duration,
+    requests: bool,
 }
 
 impl Default for JsonLinesBuilder {
@@ -79,6 +94,7 @@ impl Default for JsonLinesBuilder {
         JsonLinesBuilder {
             capacity: DEFAULT_CAPACITY,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
+            requests: true,
         }
     }
 }
@@ -96,6 +112,14 @@ impl JsonLinesBuilder {
     /// 1 ms ..= 1 s; default [`DEFAULT_FLUSH_INTERVAL`]).
     pub fn flush_interval(mut self, every: Duration) -> Self {
         self.flush_interval = every.clamp(Duration::from_millis(1), Duration::from_secs(1));
+        self
+    }
+
+    /// Whether a line is written per request as well as per connection
+    /// (default `true`). Off, only connections are logged, and a server
+    /// builds no request records for this sink.
+    pub fn requests(mut self, on: bool) -> Self {
+        self.requests = on;
         self
     }
 
@@ -142,6 +166,7 @@ impl JsonLinesBuilder {
             .spawn(move || worker.run())?;
         Ok(JsonLines {
             tx: Some(tx),
+            requests: self.requests,
             shared,
             worker: Some(handle),
             target,
@@ -209,15 +234,28 @@ impl JsonLines {
     }
 }
 
-impl AccessLog for JsonLines {
-    fn record(&self, stats: &ConnStats) {
+impl JsonLines {
+    /// Offers `msg` to the writer; a full channel drops it, counted.
+    fn offer(&self, msg: Msg) {
         let sent = match &self.tx {
-            Some(tx) => tx.try_send(Msg::Record(Record::from(stats))).is_ok(),
+            Some(tx) => tx.try_send(msg).is_ok(),
             None => false,
         };
         if !sent {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+impl AccessLog for JsonLines {
+    fn record(&self, stats: &ConnStats) {
+        self.offer(Msg::Record(Record::from(stats)));
+    }
+    fn wants_requests(&self) -> bool {
+        self.requests
+    }
+    fn request(&self, record: &RequestRecord) {
+        self.offer(Msg::Request(record.clone()));
     }
 }
 
@@ -304,16 +342,40 @@ impl Worker {
         // The writer polls instead of blocking on the channel: a sender then
         // never has a sleeping receiver to wake, so logging a record costs the
         // poller a queue push, not a futex wake and a context switch.
+        //
+        // An idle writer (nothing buffered, nothing for a while) waits on the
+        // channel instead: the first record after a pause pays the wake.
+        let mut empty_looks = 0;
         'run: loop {
-            std::thread::sleep(TICK);
+            let mut got = false;
+            if empty_looks >= IDLE_AFTER && self.buf.is_empty() {
+                match self.rx.recv_timeout(IDLE_WAIT) {
+                    Ok(msg) => {
+                        got = true;
+                        self.handle(msg);
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break 'run,
+                }
+            } else {
+                std::thread::sleep(TICK);
+            }
             loop {
                 match self.rx.try_recv() {
-                    Ok(msg) => self.handle(msg),
+                    Ok(msg) => {
+                        got = true;
+                        self.handle(msg);
+                    }
                     Err(TryRecvError::Empty) => break,
                     // Every sender is gone and the queue is empty.
                     Err(TryRecvError::Disconnected) => break 'run,
                 }
             }
+            empty_looks = if got {
+                0
+            } else {
+                empty_looks.saturating_add(1)
+            };
             self.check_reopen();
             let now = Instant::now();
             if self
@@ -333,18 +395,8 @@ impl Worker {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Record(r) => {
-                self.check_reopen();
-                r.write_json(&mut self.buf);
-                self.buf.push(b'\n');
-                self.in_buf += 1;
-                if self.dirty_since.is_none() {
-                    self.dirty_since = Some(Instant::now());
-                }
-                if self.buf.len() >= BUF_LIMIT {
-                    self.write_out();
-                }
-            }
+            Msg::Record(r) => self.push_line(|buf| r.write_json(buf)),
+            Msg::Request(r) => self.push_line(|buf| r.write_json(buf)),
             Msg::Flush(ack) => {
                 self.check_reopen();
                 self.report_drops(true, Instant::now());
@@ -357,6 +409,20 @@ impl Worker {
                 let _ = ack.send(result);
             }
             Msg::Wake => self.check_reopen(),
+        }
+    }
+
+    /// Formats one record's line with `write` into the buffer.
+    fn push_line(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.check_reopen();
+        write(&mut self.buf);
+        self.buf.push(b'\n');
+        self.in_buf += 1;
+        if self.dirty_since.is_none() {
+            self.dirty_since = Some(Instant::now());
+        }
+        if self.buf.len() >= BUF_LIMIT {
+            self.write_out();
         }
     }
 

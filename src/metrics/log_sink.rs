@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use super::{AccessLog, ConnStats};
+use super::{AccessLog, ConnStats, RequestRecord};
 
 /// The `log` target of access-log records.
 pub const ACCESS_TARGET: &str = "taskweave::access";
@@ -36,28 +36,40 @@ fn emit(json: &[u8]) {
     }
 }
 
+/// Formats with `write` into this thread's buffer and emits the result, when
+/// the access target is enabled.
+fn emit_with(write: impl Fn(&mut Vec<u8>)) {
+    if !log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
+        return;
+    }
+    let done = BUF
+        .try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                write(&mut buf);
+                emit(&buf);
+                true
+            }
+            // Re-entered from inside the logger: fall back to a fresh buffer.
+            Err(_) => false,
+        })
+        .unwrap_or(false);
+    if !done {
+        let mut buf = Vec::with_capacity(640);
+        write(&mut buf);
+        emit(&buf);
+    }
+}
+
 impl AccessLog for LogCrate {
     fn record(&self, stats: &ConnStats) {
-        if !log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
-            return;
-        }
-        let done = BUF
-            .try_with(|cell| match cell.try_borrow_mut() {
-                Ok(mut buf) => {
-                    buf.clear();
-                    stats.write_json(&mut buf);
-                    emit(&buf);
-                    true
-                }
-                // Re-entered from inside the logger: fall back to a fresh buffer.
-                Err(_) => false,
-            })
-            .unwrap_or(false);
-        if !done {
-            let mut buf = Vec::with_capacity(640);
-            stats.write_json(&mut buf);
-            emit(&buf);
-        }
+        emit_with(|buf| stats.write_json(buf));
+    }
+    fn wants_requests(&self) -> bool {
+        true
+    }
+    fn request(&self, record: &RequestRecord) {
+        emit_with(|buf| record.write_json(buf));
     }
 }
 

@@ -114,7 +114,8 @@ impl From<&ConnStats> for Record {
 impl Record {
     /// The keys of [`write_json`](Self::write_json)'s object, in the order
     /// written (a header row for tools that want columns).
-    pub const JSON_KEYS: [&'static str; 28] = [
+    pub const JSON_KEYS: [&'static str; 29] = [
+        "kind",
         "conn_id",
         "side",
         "proto",
@@ -148,7 +149,7 @@ impl Record {
     /// Appends this record as one JSON object (no trailing newline) to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut n = itoa::Buffer::new();
-        out.extend_from_slice(b"{\"conn_id\":");
+        out.extend_from_slice(b"{\"kind\":\"conn\",\"conn_id\":");
         out.extend_from_slice(n.format(self.conn_id).as_bytes());
         out.extend_from_slice(b",\"side\":\"");
         out.extend_from_slice(self.side.as_str().as_bytes());
@@ -270,7 +271,7 @@ pub(super) fn write_json_str(s: &str, out: &mut Vec<u8>) {
 }
 
 /// Writes `a` as `Display` does (`1.2.3.4:80`, `[::1]:80`), IPv4 without `fmt`.
-fn write_addr(a: SocketAddr, out: &mut Vec<u8>) {
+pub(super) fn write_addr(a: SocketAddr, out: &mut Vec<u8>) {
     match a {
         SocketAddr::V4(v4) => {
             let mut n = itoa::Buffer::new();

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{AccessLog, ConnStats};
+use super::{AccessLog, ConnStats, RequestRecord};
 
 /// Discards every record: the sink used when none is configured.
 #[derive(Debug, Default, Clone, Copy)]
@@ -13,12 +13,14 @@ impl AccessLog for NullLog {
     fn record(&self, _stats: &ConnStats) {}
 }
 
-/// Keeps every record in memory; for tests and small tools.
+/// Keeps every record in memory, the connections' and the requests'; for
+/// tests and small tools.
 ///
 /// Unbounded and behind a mutex: not for a busy server.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryLog {
     records: Arc<Mutex<Vec<ConnStats>>>,
+    requests: Arc<Mutex<Vec<RequestRecord>>>,
 }
 
 impl MemoryLog {
@@ -35,7 +37,16 @@ impl MemoryLog {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
-    /// How many records have arrived.
+    /// A copy of the request records so far, in the order the exchanges
+    /// ended.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// How many connection records have arrived.
     pub fn len(&self) -> usize {
         self.records
             .lock()
@@ -43,7 +54,7 @@ impl MemoryLog {
             .unwrap_or_else(|e| e.into_inner().len())
     }
 
-    /// Whether no record has arrived yet.
+    /// Whether no connection record has arrived yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -53,6 +64,13 @@ impl AccessLog for MemoryLog {
     fn record(&self, stats: &ConnStats) {
         let mut r = self.records.lock().unwrap_or_else(|e| e.into_inner());
         r.push(stats.clone());
+    }
+    fn wants_requests(&self) -> bool {
+        true
+    }
+    fn request(&self, record: &RequestRecord) {
+        let mut r = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        r.push(record.clone());
     }
 }
 
@@ -108,6 +126,19 @@ impl AccessLog for Tee {
     fn opened(&self) {
         for s in &self.sinks {
             s.opened();
+        }
+    }
+    fn wants_requests(&self) -> bool {
+        self.sinks.iter().any(|s| s.wants_requests())
+    }
+    fn request(&self, record: &RequestRecord) {
+        for s in self.sinks.iter().filter(|s| s.wants_requests()) {
+            s.request(record);
+        }
+    }
+    fn stream_started(&self) {
+        for s in &self.sinks {
+            s.stream_started();
         }
     }
 }

@@ -738,7 +738,7 @@ mod tests {
         assert_eq!(ids, [7, 8, 9, 10]);
         assert_eq!(
             state.history_bytes,
-            state.history.iter().map(|(_, b)| b.len()).sum()
+            state.history.iter().map(|(_, b)| b.len()).sum::<usize>()
         );
     }
 
@@ -821,7 +821,7 @@ mod tests {
         assert_eq!(&state.history[3].1[..], b"id: 18\ndata: e18\n\n");
         assert_eq!(
             state.history_bytes,
-            state.history.iter().map(|(_, b)| b.len()).sum()
+            state.history.iter().map(|(_, b)| b.len()).sum::<usize>()
         );
         drop(state);
         // Only what was published is counted.
