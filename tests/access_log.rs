@@ -12,7 +12,9 @@ use std::time::Duration;
 use support::*;
 use taskweave::comm::ClientConfig;
 use taskweave::http::{self, Server, ServerBuilder, ServerTask};
-use taskweave::metrics::{CloseReason, ConnStats, JsonLines, MemoryLog, Record, Side};
+use taskweave::metrics::{
+    CloseReason, ConnStats, JsonLines, MemoryLog, Record, RequestRecord, Side,
+};
 use taskweave::{comm::ConnConfig, timer, Series, Settings, WaitGroup};
 
 fn settings() {
@@ -347,13 +349,23 @@ fn json_lines_file_shows_a_record_within_a_second() {
     s.write_all(GET).unwrap();
     read_response(&mut s);
     drop(s);
+    // The request's record, then the connection's.
     let found = wait_until(Duration::from_millis(1000), || {
         std::fs::read_to_string(&path)
-            .map(|t| t.lines().count() == 1)
+            .map(|t| t.lines().count() == 2)
             .unwrap_or(false)
     });
-    assert!(found, "record did not reach the file within a second");
-    let line = std::fs::read_to_string(&path).unwrap();
+    assert!(found, "records did not reach the file within a second");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (request, line) = text.split_once('\n').unwrap();
+    assert!(request.starts_with("{\"kind\":\"request\","), "{request}");
+    assert!(line.starts_with("{\"kind\":\"conn\","), "{line}");
+    for key in RequestRecord::JSON_KEYS {
+        assert!(
+            request.contains(&format!("\"{key}\":")),
+            "missing {key} in {request}"
+        );
+    }
     for key in Record::JSON_KEYS {
         assert!(
             line.contains(&format!("\"{key}\":")),

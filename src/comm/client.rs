@@ -18,7 +18,7 @@ use super::service::{Job, PushHandler};
 use super::transport::Transport;
 use super::ClientConfig;
 use crate::error::Error;
-use crate::metrics::{CloseReason, ConnStats, Side};
+use crate::metrics::{CloseReason, ConnStats, RequestRecord, Side, Text};
 use crate::poller::{self, Core, Flow, Handler, QueueKey, Ready};
 use crate::protocol::{Message, Progress, Protocol};
 use bytes::Bytes;
@@ -168,6 +168,10 @@ pub(crate) struct JobInfo {
     pub retries: u32,
     /// The address it went to.
     pub peer: Option<SocketAddr>,
+    /// The connection it went out on, last.
+    pub conn_id: Option<u64>,
+    /// Its place on that connection (1 for the first request).
+    pub index: u32,
 }
 
 /// A request on its way: the job (which carries its own protocol and
@@ -201,13 +205,73 @@ impl<P: Protocol> InFlight<P> {
 
     fn finish(mut self, result: Result<P::Response, Error>) {
         self.info().timings.total = self.started.elapsed();
+        if self.job.config().log_requests {
+            self.log_request(&result);
+        }
         let job = self.job;
         poller::contain("a client task's completion", move || job.complete(result));
+    }
+
+    /// Hands the request's record to its config's log.
+    fn log_request(&self, result: &Result<P::Response, Error>) {
+        let job = &*self.job;
+        let (info, req) = (job.info(), job.request());
+        let micros = |d: Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let mut rec = RequestRecord::starting_at(Side::Client, job.proto().name(), self.started);
+        if let Some((method, path)) = req.request_line() {
+            rec.method = Text::new(method);
+            rec.path = Text::new(path);
+        }
+        rec.conn_id = info.conn_id;
+        rec.index = info.index;
+        rec.peer = info.peer;
+        rec.upstream = Some(Text::new(&job.target().to_string()));
+        rec.reused = Some(info.reused);
+        rec.dns_us = info.timings.dns.map(micros);
+        rec.connect_us = info.timings.connect.map(micros);
+        rec.first_byte_us = info.timings.first_byte.map(micros);
+        rec.total_us = micros(info.timings.total);
+        if info.conn_id.is_some() {
+            let sizes = req.sizes().unwrap_or_default();
+            rec.req_header_bytes = Some(sizes.head);
+            rec.req_body_bytes = Some(sizes.body);
+        }
+        match result {
+            Ok(resp) => {
+                let sizes = resp.sizes().unwrap_or_default();
+                rec.status = resp.status();
+                rec.resp_header_bytes = Some(sizes.head);
+                rec.resp_body_bytes = Some(sizes.body);
+            }
+            Err(e) => rec.error = Some(error_name(e)),
+        }
+        let log = &job.config().log;
+        poller::contain("an access log's request", || log.request(&rec));
     }
 
     /// Ends the request with `err`.
     pub(super) fn fail(self, err: Error) {
         self.finish(Err(err));
+    }
+}
+
+/// A short name of why a request failed, for its record.
+fn error_name(e: &Error) -> &'static str {
+    match e {
+        Error::Dns(..) => "dns",
+        Error::DnsTimeout(..) => "dns_timeout",
+        Error::Connect(..) => "connect",
+        Error::ConnectTimeout => "connect_timeout",
+        Error::SendTimeout => "send_timeout",
+        Error::ReceiveTimeout => "receive_timeout",
+        Error::PeerClosed => "peer_closed",
+        Error::Reset => "reset",
+        Error::Protocol(..) => "protocol",
+        Error::LimitExceeded(..) => "limit_exceeded",
+        Error::InvalidRequest(..) => "invalid_request",
+        Error::WaitTimeout => "wait_timeout",
+        Error::Panic(..) => "panic",
+        Error::Cancelled => "cancelled",
     }
 }
 
@@ -450,9 +514,13 @@ impl<P: Protocol> ClientConn<P> {
             }
         };
         let first = self.written;
-        for item in self.fifo.iter_mut().skip(first) {
+        let (id, served) = (self.conn.id, self.served);
+        for (i, item) in self.fifo.iter_mut().enumerate().skip(first) {
             encode(item.job.request_mut(), &mut self.chunks);
-            item.info().reused = self.served > 0;
+            let info = item.info();
+            info.reused = served > 0;
+            info.conn_id = Some(id);
+            info.index = served.saturating_add(u32::try_from(i + 1).unwrap_or(u32::MAX));
         }
         if self.chunks.is_empty() && first == self.fifo.len() {
             return None;

@@ -77,6 +77,8 @@ pub struct ClientConfig {
     pub(crate) wait_timeout: Duration,
     pub(crate) retry_max: u32,
     pub(crate) log: Arc<dyn AccessLog>,
+    /// `log` wants a record per request.
+    pub(crate) log_requests: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -109,6 +111,7 @@ impl ClientConfig {
             wait_timeout: Duration::from_secs(10),
             retry_max: 1,
             log: Arc::new(NullLog),
+            log_requests: false,
         }
     }
     /// Most connections open to one target; more requests wait (or are
@@ -136,8 +139,11 @@ impl ClientConfig {
         self.retry_max = n;
         self
     }
-    /// Where each client connection's record goes when it closes.
+    /// Where each client connection's record goes when it closes, and each
+    /// request's when it ends (if the sink
+    /// [wants them](AccessLog::wants_requests)).
     pub fn access_log(mut self, log: impl AccessLog) -> Self {
+        self.log_requests = log.wants_requests();
         self.log = Arc::new(log);
         self
     }

@@ -13,7 +13,7 @@
 use super::flow::{FlowControl, Held, Pacer, Released};
 use super::transport::Transport;
 use super::ConnConfig;
-use crate::metrics::{CloseReason, ConnStats};
+use crate::metrics::{AccessLog, CloseReason, ConnStats, RequestRecord, Side, Text};
 use crate::poller::{self, Command};
 use crate::protocol::PieceFramer;
 use bytes::{Buf, Bytes};
@@ -105,6 +105,33 @@ impl Arrival {
     fn record(&self, stats: &mut ConnStats) {
         stats.add_in(self.bytes_in as usize);
         stats.request_complete(self.at, self.head, self.body);
+    }
+}
+
+/// A request's record, kept while its exchange is under way (a server whose
+/// sink wants request records): finished and handed to the sink when the
+/// answer's last byte leaves, or when the connection ends first.
+struct ExchangeLog {
+    sink: Arc<dyn AccessLog>,
+    /// The record of the exchange under way, if one is.
+    open: Option<RequestRecord>,
+    /// When its answer's first byte was written.
+    first_byte: Option<Instant>,
+}
+
+impl ExchangeLog {
+    /// Ends the open exchange at `now` and hands its record to the sink.
+    fn finish(&mut self, now: Instant, end: impl FnOnce(&mut RequestRecord)) {
+        let Some(mut rec) = self.open.take() else {
+            return;
+        };
+        let start = rec.start;
+        let micros = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
+        rec.first_byte_us = self.first_byte.take().map(micros);
+        rec.total_us = micros(now);
+        end(&mut rec);
+        let sink = &self.sink;
+        crate::poller::contain("an access log's request", || sink.request(&rec));
     }
 }
 
@@ -212,10 +239,26 @@ struct State {
     /// while it did not know of the queue.
     pause_unseen: bool,
     extra: Option<Box<Extra>>,
+    /// Request records under way, when the server's sink wants them.
+    exchange: Option<Box<ExchangeLog>>,
     stats: ConnStats,
 }
 
 impl State {
+    /// Whether an exchange's record is open: its events read the clock.
+    fn logging(&self) -> bool {
+        self.exchange.as_ref().is_some_and(|e| e.open.is_some())
+    }
+
+    /// The open exchange's answer wrote its first byte at `now`.
+    fn first_byte(&mut self, now: Instant) {
+        if let Some(e) = self.exchange.as_deref_mut() {
+            if e.open.is_some() {
+                e.first_byte.get_or_insert(now);
+            }
+        }
+    }
+
     fn extra(&mut self) -> &mut Extra {
         self.extra.get_or_insert_with(Default::default)
     }
@@ -335,6 +378,7 @@ impl Conn {
                 request_recorded: false,
                 pause_unseen: false,
                 extra: None,
+                exchange: None,
                 stats,
             }),
         }
@@ -425,9 +469,10 @@ impl Conn {
         done: Option<Done>,
     ) -> Result<SendState, SendError> {
         let mut st = self.lock();
-        let now = clock(&st.stats);
+        let now = clock(&st);
         if matches!(done, Some(Done::Rejection { .. })) {
             st.stats.response_started(now);
+            st.first_byte(now);
         }
         let res = self.send_locked(&mut st, &[], chunks);
         finish_send(&mut st, done, res, now);
@@ -461,8 +506,9 @@ impl Conn {
             head = &[];
         }
         let mut st = self.begin_answer(arrival);
-        let now = clock(&st.stats);
+        let now = clock(&st);
         st.stats.response_started(now);
+        st.first_byte(now);
         let res = self.send_locked(&mut st, head, chunks);
         finish_send(&mut st, Some(done), res, now);
         st.stats.request_done();
@@ -487,8 +533,16 @@ impl Conn {
             flow,
         } = spec;
         let mut st = self.begin_answer(arrival);
-        let now = clock(&st.stats);
+        let now = clock(&st);
         st.stats.response_started(now);
+        st.first_byte(now);
+        if let Some(e) = st.exchange.as_deref_mut() {
+            if let Some(rec) = e.open.as_mut() {
+                rec.streamed = true;
+                let sink = &e.sink;
+                crate::poller::contain("an access log's stream_started", || sink.stream_started());
+            }
+        }
         let res = self.send_locked(&mut st, &[], chunks);
         let id = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
         // A paced stream has the poller arm its timers at once.
@@ -717,7 +771,7 @@ impl Conn {
         let before = chunks.len();
         let whole = stream.framer.end(&mut chunks);
         let framed: u64 = chunks[before..].iter().map(|c| c.len() as u64).sum();
-        let now = clock(&st.stats);
+        let now = clock(st);
         let res = self.send_locked(st, &[], &mut chunks);
         let done = Done::Reply {
             head: stream.head + framed,
@@ -1012,6 +1066,40 @@ impl Conn {
         });
     }
 
+    /// Opens the record of a server exchange whose request was complete at
+    /// `start`: its method and target (`line`), its `(head, body)` sizes.
+    /// Its answer, or the connection's end, finishes it and hands it to
+    /// `sink`.
+    pub fn open_exchange(
+        &self,
+        sink: &Arc<dyn AccessLog>,
+        start: Instant,
+        line: Option<(&str, &str)>,
+        (head, body): (u64, u64),
+    ) {
+        let mut rec = RequestRecord::starting_at(Side::Server, "", start);
+        if let Some((method, path)) = line {
+            rec.method = Text::new(method);
+            rec.path = Text::new(path);
+        }
+        rec.req_header_bytes = Some(head);
+        rec.req_body_bytes = Some(body);
+        rec.conn_id = Some(self.id);
+        let mut st = self.lock();
+        rec.proto = st.stats.proto();
+        rec.peer = Some(st.stats.peer());
+        rec.index = st.stats.requests().saturating_add(1);
+        let log = st.exchange.get_or_insert_with(|| {
+            Box::new(ExchangeLog {
+                sink: sink.clone(),
+                open: None,
+                first_byte: None,
+            })
+        });
+        log.first_byte = None;
+        log.open = Some(rec);
+    }
+
     /// Records a request's arrival now (its series went asynchronous), unless
     /// its answer came first and did.
     pub fn record_arrival(&self, arrival: &Arrival) {
@@ -1102,12 +1190,25 @@ impl Conn {
         st.out.clear();
         st.queued = 0;
         st.stats.add_in(unrecorded_in);
+        // A stream cut short: its head went out, its body did not end.
+        let cut = st.extra.as_ref().and_then(|e| e.stream.as_ref());
+        let cut = cut.map(|s| (s.status, s.head, s.body));
         let writable = st.extra.take().and_then(|e| {
             if e.stream.is_some() {
                 st.stats.request_done();
             }
             both(e.writable, e.stream.and_then(|s| s.retire(self.poller)))
         });
+        if let Some(e) = st.exchange.as_deref_mut() {
+            e.finish(Instant::now(), |rec| {
+                rec.error = Some(reason.as_str());
+                if let Some((status, head, body)) = cut {
+                    rec.status = status;
+                    rec.resp_header_bytes = Some(head);
+                    rec.resp_body_bytes = Some(body);
+                }
+            });
+        }
         let local = self.io.local_addr();
         st.stats.close(reason, local);
         self.io.shutdown(Shutdown::Both);
@@ -1145,13 +1246,14 @@ pub(crate) fn dispatch_inline(id: u64, f: impl FnOnce()) -> Option<InlineReply> 
 }
 
 /// The instant for an output event: after the first exchange the events only
-/// count, so any instant will do and the clock is not read.
+/// count, so any instant will do and the clock is not read, unless the
+/// exchange's own record is being kept.
 #[inline]
-fn clock(stats: &ConnStats) -> Instant {
-    if stats.wants_clock() {
+fn clock(st: &State) -> Instant {
+    if st.stats.wants_clock() || st.logging() {
         Instant::now()
     } else {
-        stats.start_instant()
+        st.stats.start_instant()
     }
 }
 
@@ -1227,7 +1329,14 @@ fn finish_send(
 fn complete(st: &mut State, done: Done, now: Instant) {
     match done {
         Done::Reply { head, body, status } | Done::Rejection { head, body, status } => {
-            st.stats.response_complete(now, head, body, status)
+            st.stats.response_complete(now, head, body, status);
+            if let Some(e) = st.exchange.as_deref_mut() {
+                e.finish(now, |rec| {
+                    rec.status = status;
+                    rec.resp_header_bytes = Some(head);
+                    rec.resp_body_bytes = Some(body);
+                });
+            }
         }
         Done::Request { head, body } => st.stats.request_complete(now, head, body),
     }

@@ -89,6 +89,8 @@ pub(crate) struct ServerShared<P: Protocol, S: Service<P>> {
     state: AtomicU8,
     closed: (Mutex<()>, Condvar),
     log: Arc<dyn AccessLog>,
+    /// The log wants a record per request (asked once, at the start).
+    log_requests: bool,
     /// The request rate limit, if there is one.
     rate: Option<Arc<RateLimit>>,
 }
@@ -125,6 +127,7 @@ pub(crate) fn serve<P: Protocol, S: Service<P>>(
         open: AtomicUsize::new(0),
         state: AtomicU8::new(RunState::Running as u8),
         closed: (Mutex::new(()), Condvar::new()),
+        log_requests: spec.log.wants_requests(),
         log: spec.log,
         rate,
     });
@@ -260,6 +263,13 @@ impl<P: Protocol, S: Service<P>> Acceptor for ServerShared<P, S> {
         super::log_opened(&*self.log);
         super::log_record(&*self.log, &stats);
     }
+}
+
+/// A request's method and target, copied: for the record of a request that
+/// failed to parse (a cold path).
+fn owned_line(req: &impl Message) -> Option<(String, String)> {
+    req.request_line()
+        .map(|(method, path)| (method.to_owned(), path.to_owned()))
 }
 
 /// What a connection knows about unread input.
@@ -593,13 +603,14 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                         stale = true;
                     }
                     if n == 0 {
-                        self.reject(ProtocolError::new(500, "parser made no progress"));
+                        self.reject(ProtocolError::new(500, "parser made no progress"), None);
                         return true;
                     }
                     off += n.min(rest.len());
                 }
                 Err(err) => {
-                    self.reject(err);
+                    let line = self.server.log_requests.then(|| owned_line(&*req));
+                    self.reject(err, line.flatten());
                     return true;
                 }
             }
@@ -610,8 +621,13 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
     /// Answers a request that failed to parse, then closes.
     #[cold]
     #[inline(never)]
-    fn reject(&mut self, err: ProtocolError) {
+    fn reject(&mut self, err: ProtocolError, line: Option<(String, String)>) {
         log::debug!("taskweave: rejecting request: {err}");
+        if self.server.log_requests {
+            let line = line.as_ref().map(|(m, p)| (m.as_str(), p.as_str()));
+            self.conn
+                .open_exchange(&self.server.log, Instant::now(), line, (0, 0));
+        }
         if let Some(mut resp) = self.server.proto.reject(&err) {
             let mut chunks = Vec::new();
             resp.encode(&mut chunks);
@@ -640,6 +656,11 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
             body: sizes.body,
             bytes_in: std::mem::take(&mut self.unrecorded_in),
         };
+        if self.server.log_requests {
+            let line = exchange.request_mut().request_line();
+            self.conn
+                .open_exchange(&self.server.log, now, line, (sizes.head, sizes.body));
+        }
         // Without a limit, this is the whole cost: one branch.
         if let Some(limit) = &self.server.rate {
             if let Err(wait) = limit.admit(poller, now) {

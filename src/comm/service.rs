@@ -6,8 +6,9 @@
 //! through [`Job`], so `comm` never imports the layer above: like hyper's
 //! `Dispatch` between its connection and the user's service.
 
-use super::client::JobInfo;
+use super::client::{JobInfo, Target};
 use super::reply::Reply;
+use super::ClientConfig;
 use crate::error::Error;
 use crate::protocol::Protocol;
 
@@ -62,6 +63,15 @@ pub(crate) trait Job<P: Protocol>: Send + 'static {
 
     /// Where the connection notes the request's timings and fate.
     fn info_mut(&mut self) -> &mut JobInfo;
+
+    /// What the connection noted.
+    fn info(&self) -> &JobInfo;
+
+    /// The config the request was submitted with (its access log).
+    fn config(&self) -> &ClientConfig;
+
+    /// Where the request goes.
+    fn target(&self) -> &Target;
 
     /// Where pushes go from the connection this request is sent on: a
     /// subscriber's request installs its handler on the connection.

@@ -450,6 +450,10 @@ impl Message for Request {
         self.append_inner(data).map_err(|e| self.fail(e))
     }
 
+    fn request_line(&self) -> Option<(&str, &str)> {
+        Some((self.method(), self.target()))
+    }
+
     fn encode(&mut self, out: &mut Vec<Bytes>) {
         let raw = self.headers.raw();
         let method = self.method.resolve(raw);

@@ -160,13 +160,18 @@ pub struct RequestRecord {
 impl RequestRecord {
     /// An empty record of `side` and protocol `proto`, starting now.
     pub fn new(side: Side, proto: &'static str) -> Self {
+        Self::starting_at(side, proto, Instant::now())
+    }
+
+    /// An empty record of `side` and protocol `proto`, starting at `start`.
+    pub fn starting_at(side: Side, proto: &'static str, start: Instant) -> Self {
         RequestRecord {
             conn_id: None,
             index: 0,
             side,
             proto,
             peer: None,
-            start: Instant::now(),
+            start,
             method: Text::default(),
             path: Text::default(),
             status: None,

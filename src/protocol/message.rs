@@ -96,6 +96,13 @@ pub trait Message: Send + 'static {
         false
     }
 
+    /// The request's method (or command) and target (path and query), for
+    /// the access log's per-request records; `None` (the default) for
+    /// protocols without them. Asked only when a sink wants request records.
+    fn request_line(&self) -> Option<(&str, &str)> {
+        None
+    }
+
     /// A status for the access log's error counters (HTTP status codes); `None`
     /// when the protocol has none.
     fn status(&self) -> Option<u16> {

@@ -163,6 +163,18 @@ impl<P: Protocol> Job<P> for ClientTask<P> {
         &mut self.info
     }
 
+    fn info(&self) -> &JobInfo {
+        &self.info
+    }
+
+    fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
     fn request_mut(&mut self) -> &mut P::Request {
         &mut self.req
     }
