@@ -19,7 +19,7 @@ use taskweave::Settings;
 /// The command line this example accepts.
 const SPEC: args::Spec = args::Spec {
     usage: "usage: echo_server [--port 9000] [--pollers N] [--handler-threads N]\n       \
-[--max-connections N] [--reuse-port] [--access-log PATH|-|off|none]",
+[--max-connections N] [--reuse-port] [--access-log PATH|-|off|none] [--conn-log-only]",
     options: &[
         "port",
         "pollers",
@@ -27,7 +27,7 @@ const SPEC: args::Spec = args::Spec {
         "max-connections",
         "access-log",
     ],
-    switches: &["reuse-port"],
+    switches: &["reuse-port", "conn-log-only"],
 };
 
 fn main() -> std::io::Result<()> {
@@ -39,7 +39,8 @@ fn main() -> std::io::Result<()> {
     settings.apply().map_err(std::io::Error::other)?;
 
     let metrics = std::sync::Arc::new(taskweave::metrics::ServerMetrics::new());
-    let access_log::Chosen { log, writer } = access_log::choose(args.raw("access-log"), metrics)?;
+    let access_log::Chosen { log, writer } =
+        access_log::choose(args.raw("access-log"), !args.has("conn-log-only"), metrics)?;
     let server = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
         .reuse_port(args.get("reuse-port", false))

@@ -2,7 +2,8 @@
 //! answers after a timer task, `/stream?n=N&ms=M` streams N chunks M ms
 //! apart, `/file/NAME` serves a file of `--dir DIR` as a stream (read as the
 //! socket drains), `/metrics` shows the server's counters in Prometheus
-//! format. Every connection writes an access-log record when it closes.
+//! format. Every request writes an access-log record when its answer is out,
+//! and every connection one when it closes.
 //!
 //! `--max-rps N` answers requests beyond N a second (over the whole server)
 //! with `429 Too Many Requests` and `Retry-After`, counted in `/metrics` as
@@ -57,7 +58,7 @@ impl Route {
 /// The command line this example accepts.
 const SPEC: args::Spec = args::Spec {
     usage: "usage: http_server [--port 8080] [--pollers N] [--handler-threads N]\n       \
-[--max-connections N] [--reuse-port] [--access-log PATH|-|off|none]\n       \
+[--max-connections N] [--reuse-port] [--access-log PATH|-|off|none] [--conn-log-only]\n       \
 [--dir DIR] [--max-rps N] [--limit-rate RATE] [--limit-rate-after SIZE]",
     options: &[
         "port",
@@ -70,7 +71,7 @@ const SPEC: args::Spec = args::Spec {
         "limit-rate",
         "limit-rate-after",
     ],
-    switches: &["reuse-port"],
+    switches: &["reuse-port", "conn-log-only"],
 };
 
 fn main() -> std::io::Result<()> {
@@ -82,8 +83,11 @@ fn main() -> std::io::Result<()> {
     settings.apply().map_err(std::io::Error::other)?;
 
     let metrics = Arc::new(ServerMetrics::new());
-    let access_log::Chosen { log, writer } =
-        access_log::choose(args.raw("access-log"), metrics.clone())?;
+    let access_log::Chosen { log, writer } = access_log::choose(
+        args.raw("access-log"),
+        !args.has("conn-log-only"),
+        metrics.clone(),
+    )?;
     let m = metrics.clone();
     let dir: Option<PathBuf> = args.raw("dir").map(PathBuf::from);
     let size = |name| {

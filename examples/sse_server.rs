@@ -60,7 +60,7 @@ const SPEC: args::Spec = args::Spec {
     usage: "usage: sse_server [--port 8090] [--rate N] [--burst N]\n       \
 [--policy drop-oldest|disconnect|reject] [--queue N] [--stall-ms N]\n       \
 [--history N] [--heartbeat-ms N] [--tick-ms N] [--max-subscribers N]\n       \
-[--max-event-bytes N] [--max-rps N] [--access-log PATH|-|off|none]\n       \
+[--max-event-bytes N] [--max-rps N] [--access-log PATH|-|off|none] [--conn-log-only]\n       \
 [--pollers N] [--handler-threads N] [--max-connections N] [--reuse-port]\n       \
 [--redis URL] [--redis-prefix P] [--redis-timeout-ms N]",
     options: &[
@@ -84,7 +84,7 @@ const SPEC: args::Spec = args::Spec {
         "redis-prefix",
         "redis-timeout-ms",
     ],
-    switches: &["reuse-port"],
+    switches: &["reuse-port", "conn-log-only"],
 };
 
 fn main() -> std::io::Result<()> {
@@ -105,8 +105,11 @@ fn main() -> std::io::Result<()> {
         }
     };
     let metrics = Arc::new(ServerMetrics::new());
-    let access_log::Chosen { log, writer } =
-        access_log::choose(args.raw("access-log"), metrics.clone())?;
+    let access_log::Chosen { log, writer } = access_log::choose(
+        args.raw("access-log"),
+        !args.has("conn-log-only"),
+        metrics.clone(),
+    )?;
     let builder = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
         .reuse_port(args.get("reuse-port", false))

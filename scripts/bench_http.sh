@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTP load bench, side by side in one run: the C floor server, taskweave's
-# http_server (inline callbacks, handler threads, and with the access log to a
-# file), and hyper 1.x. Every server is pinned to core 0, wrk to core 1; servers
+# http_server (inline callbacks, handler threads, with the access log to a
+# file: "connlog" writes connection records only, "logged" request records
+# too), and hyper 1.x. Every server is pinned to core 0, wrk to core 1; servers
 # are measured in alternation so drift hits all alike. Server CPU per request
 # comes from /proc/PID/stat (scripts/cpu_per_req.sh; the yardsticks are described
 # in bench/README.md).
@@ -32,6 +33,7 @@ cargo build --release --example http_server >/dev/null 2>&1
 (cd bench/hyper_hello && cargo build --release >/dev/null 2>&1)
 ours=target/release/examples/http_server
 log=$(mktemp /tmp/tw-access-XXXX.log)
+connlog=$(mktemp /tmp/tw-connlog-XXXX.log)
 
 pids=()
 start() { # label port cmd...
@@ -41,12 +43,13 @@ start() { # label port cmd...
   eval "pid_$label=$!"
   eval "port_$label=$port"
 }
-trap 'kill ${pids[@]} 2>/dev/null; rm -f "$log" "$out"' EXIT
+trap 'kill ${pids[@]} 2>/dev/null; rm -f "$log" "$connlog" "$out"' EXIT
 start floor 8183 /tmp/tw_floor_server 8183
 start inline 8184 $ours --port 8184 --pollers 1 --handler-threads 0 --access-log none --max-connections 20000
 start handlers 8186 $ours --port 8186 --pollers 1 --handler-threads 1 --access-log none --max-connections 20000
 start hyper 8185 bench/hyper_hello/target/release/hyper_hello 8185
 start logged 8187 $ours --port 8187 --pollers 1 --handler-threads 0 --access-log "$log" --max-connections 20000
+start connlog 8189 $ours --port 8189 --pollers 1 --handler-threads 0 --access-log "$connlog" --conn-log-only --max-connections 20000
 # An earlier build, inline, to measure a change side by side (SERVERS="floor baseline inline").
 if [[ -n "${BASELINE:-}" ]]; then
   start baseline 8188 "$BASELINE" --port 8188 --pollers 1 --handler-threads 0 --access-log none --max-connections 20000
@@ -83,16 +86,20 @@ for conns in $conns_list; do
 done
 # One request per connection: every request opens, logs and closes a connection.
 # (The floor server ignores Connection: close, so it has no place here.)
-if [[ " $servers " == *" logged "* ]]; then
+close_servers=""
+for s in inline connlog logged; do
+  [[ " $servers " == *" $s "* ]] && close_servers+=" $s"
+done
+if [[ " $servers " == *" logged "* || " $servers " == *" connlog "* ]]; then
 for r in $(seq "$rounds"); do
-  for s in inline logged; do
+  for s in $close_servers; do
     pid=pid_$s port=port_$s
     measure_close "$s-close" "${!pid}" "${!port}" 50
   done
 done
 fi
 } | tee "$out"
-echo "access-log lines written: $(wc -l <"$log")" >&2
+echo "access-log lines written: logged $(wc -l <"$log"), connlog $(wc -l <"$connlog")" >&2
 
 python3 - "$out" <<'PY'
 import statistics as st, sys, collections
@@ -113,4 +120,12 @@ for (label, conns), samples in sorted(by.items(), key=lambda kv: (int(kv[0][1]),
         label, conns, st.median(s[0] for s in samples),
         "%.3f" % st.median(ratios) if ratios else "-",
         st.median(s[1] for s in samples), st.median(s[2] for s in samples)))
+# The cost of request records: "logged" over "connlog" in the same round.
+for (label, conns), samples in sorted(by.items(), key=lambda kv: (int(kv[0][1]), kv[0][0])):
+    if not label.startswith("logged"):
+        continue
+    ref = by.get((label.replace("logged", "connlog"), conns), [])
+    if ref:
+        ratios = [s[0] / r[0] for s, r in zip(samples, ref)]
+        print("requests_on_vs_off,%s,%s,%.3f" % (label, conns, st.median(ratios)))
 PY

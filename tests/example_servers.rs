@@ -1,6 +1,6 @@
 //! The example servers as a user meets them: Ctrl-C (SIGINT) after N
-//! connections leaves N records in the access-log file (shutdown flushes
-//! it) and the process exits 0 at once; a port already in use is an error,
+//! requests on M connections leaves N request and M connection records in
+//! the access-log file (shutdown flushes it) and the process exits 0 at once; a port already in use is an error,
 //! not a second server; a query parameter that does not parse is a 400;
 //! `--help` prints the usage and exits 0, an unknown flag or a bad value is
 //! an error that names it.
@@ -62,11 +62,29 @@ fn http_server_flushes_every_record_on_sigint() {
     for path in ["/", "/", "/nope", "/echo", "/"] {
         assert!(http_get(&srv, path).starts_with("HTTP/1.1 "), "{path}");
     }
+    // Three more on one keep-alive connection, still open at Ctrl-C.
+    let mut ka = TcpStream::connect(srv.addr()).expect("connect");
+    ka.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ka.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3).as_slice())
+        .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while got.matches("HTTP/1.1 ").count() < 3 {
+        let n = ka.read(&mut buf).expect("three answers");
+        assert!(n > 0, "closed early: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
     let lines = interrupt(srv, &log);
-    assert_eq!(lines.len(), 5, "one record per connection: {lines:?}");
+    let kind = |k: &str| {
+        let tag = format!("{{\"kind\":\"{k}\",");
+        lines.iter().filter(|l| l.starts_with(&tag)).count()
+    };
+    assert_eq!(kind("request"), 8, "one record per request: {lines:?}");
+    assert_eq!(kind("conn"), 6, "one record per connection: {lines:?}");
+    assert_eq!(lines.len(), 14, "{lines:?}");
     let not_found = lines
         .iter()
-        .filter(|l| l.contains("\"status_4xx\":1"))
+        .filter(|l| l.contains("\"path\":\"/nope\",\"status\":404"))
         .count();
     assert_eq!(not_found, 1, "the 404: {lines:?}");
 }
@@ -79,7 +97,12 @@ fn echo_server_flushes_every_record_on_sigint() {
         assert_eq!(echo(&srv, &[i; 10]), vec![i; 10]);
     }
     let lines = interrupt(srv, &log);
-    assert_eq!(lines.len(), 4, "one record per connection: {lines:?}");
+    let conns = lines
+        .iter()
+        .filter(|l| l.contains("\"kind\":\"conn\""))
+        .count();
+    assert_eq!(conns, 4, "one record per connection: {lines:?}");
+    assert_eq!(lines.len(), 8, "and one per request: {lines:?}");
 }
 
 #[test]

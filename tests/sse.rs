@@ -43,7 +43,7 @@ fn metrics(addr: SocketAddr) -> String {
     sse::Conn::new(addr).get("/metrics").text()
 }
 
-/// The access log at `path` as JSON records, once it holds at least `n`
+/// The access log's connection records at `path`, once it holds at least `n`
 /// (waiting at most 10 s).
 fn access_records(path: &Path, n: usize) -> Vec<serde_json::Value> {
     let read = || -> Vec<serde_json::Value> {
@@ -51,6 +51,7 @@ fn access_records(path: &Path, n: usize) -> Vec<serde_json::Value> {
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .filter(|r: &serde_json::Value| r["kind"] == "conn")
             .collect()
     };
     wait_until(Duration::from_secs(10), || read().len() >= n);

@@ -16,16 +16,27 @@ pub struct Chosen {
 /// default) they are also written as JSON Lines to stdout, with a path to
 /// that file, with `off` nowhere else, and with `none` not even to
 /// `metrics` (the benchmark's baseline). The JSON Lines writer is kept apart
-/// too, to flush at shutdown.
-pub fn choose(arg: Option<&str>, metrics: Arc<ServerMetrics>) -> io::Result<Chosen> {
+/// too, to flush at shutdown. It writes a line per request and one per
+/// connection, or with `requests` false (`--conn-log-only`) only the
+/// connections'.
+pub fn choose(
+    arg: Option<&str>,
+    requests: bool,
+    metrics: Arc<ServerMetrics>,
+) -> io::Result<Chosen> {
     let only = |log: Arc<dyn AccessLog>| Chosen { log, writer: None };
     let writer = match arg.unwrap_or("-") {
         "none" => return Ok(only(Arc::new(NullLog))),
         "off" => return Ok(only(metrics)),
-        "-" => Arc::new(JsonLines::stdout()?),
-        path => Arc::new(JsonLines::open(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot open access log {path}: {e}"))
-        })?),
+        "-" => Arc::new(JsonLines::builder().requests(requests).stdout()?),
+        path => Arc::new(
+            JsonLines::builder()
+                .requests(requests)
+                .open(path)
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot open access log {path}: {e}"))
+                })?,
+        ),
     };
     let log = Arc::new(Tee::new(vec![writer.clone(), metrics]));
     Ok(Chosen {
