@@ -416,6 +416,7 @@ fn start<P: Protocol>(
             proto: proto.clone(),
             config: config.clone(),
             phase: Phase::Connecting,
+            peer: addr,
             route: Some(Box::new(rest)),
             fifo,
             written: 0,
@@ -460,6 +461,8 @@ struct ClientConn<P: Protocol> {
     proto: Arc<P>,
     config: Arc<ClientConfig>,
     phase: Phase,
+    /// The address it connects to (each request's `peer`).
+    peer: SocketAddr,
     /// While connecting: the target's addresses, for a fallback to the next
     /// one if this connect fails.
     route: Option<Box<Route>>,
@@ -520,7 +523,9 @@ impl<P: Protocol> ClientConn<P> {
     /// Takes the requests the pool assigned to this connection.
     fn take_assigned(&mut self) {
         let (fifo, push, got_bytes) = (&mut self.fifo, &mut self.push, &mut self.got_bytes);
+        let peer = self.peer;
         pool::take_inbox::<P>(&self.key, self.seat, |mut item| {
+            item.info().peer = Some(peer);
             if let Some(handler) = item.job.take_push_handler() {
                 *push = Some(handler);
             }
