@@ -66,7 +66,8 @@ impl Default for ConnConfig {
 ///         ..ConnConfig::default()
 ///     })
 ///     .max_per_target(8)
-///     .max_waiting(100),
+///     .max_waiting(100)
+///     .dns_ttl(Duration::from_secs(10)),
 /// );
 /// assert_eq!(config.conn().connect_timeout, Duration::from_secs(2));
 /// ```
