@@ -144,7 +144,8 @@ struct Pool<P: Protocol> {
     /// The seats of open connections with nothing in flight, most recently
     /// used last: a request takes the last one in O(1).
     idle: Vec<usize>,
-    /// Connection attempts still resolving the name.
+    /// Connection attempts not registered yet: resolving the name, or moving
+    /// on to the next address after a failed connect.
     resolving: usize,
     waiting: VecDeque<Waiting<P>>,
     /// Waiting requests with no deadline armed yet.
