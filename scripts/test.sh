@@ -3,13 +3,14 @@
 # The tests talk to real peers on 127.0.0.1: curl for HTTP, headless Chromium
 # for the SSE page's EventSource (tests/sse.rs); the DNS tests run in a
 # loopback-only network namespace (unshare from util-linux, ip from iproute2)
-# with a resolver that never answers; the Redis tests (tests/redis*.rs,
-# tests/sse_redis.rs) start their own redis-server (package redis-server) on
-# free ports.
+# with a resolver that never answers (tests/dns.rs also with a hosts file of
+# its own, giving names two loopback addresses); the Redis tests
+# (tests/redis*.rs, tests/sse_redis.rs) start their own redis-server (package
+# redis-server) on free ports.
 #
 # What cannot be installed (offline, no root) is reported, and every test still
 # runs: those that need the missing program fail with a clear message under
-# CI=true (and warn elsewhere). A failing test binary does not stop the others;
+# CI=true (and warn elsewhere; tests/dns.rs fails everywhere). A failing test binary does not stop the others;
 # the last line sums every binary's results. The exit status is cargo's.
 set -euo pipefail
 cd "$(dirname "$0")/.."

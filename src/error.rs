@@ -5,6 +5,8 @@
 use crate::protocol::ProtocolError;
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Why a network task failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,9 +16,13 @@ pub enum Error {
     Dns(String),
     /// Name resolution did not answer within the DNS timeout.
     DnsTimeout(String),
-    /// The connection could not be established (refused, unreachable...).
-    Connect(io::ErrorKind),
-    /// The connect did not complete within the connect timeout.
+    /// The connection could not be established (refused, unreachable...) at
+    /// any of the target's addresses. It names every address tried;
+    /// [`source()`](std::error::Error::source) is the last attempt's
+    /// [`io::Error`], with its kind and OS error.
+    Connect(ConnectError),
+    /// The connect to the last address tried did not complete within the
+    /// connect timeout (addresses tried before it failed too).
     ConnectTimeout,
     /// The request could not be written within the send timeout.
     SendTimeout,
@@ -46,7 +52,7 @@ impl fmt::Display for Error {
         match self {
             Error::Dns(e) => write!(f, "DNS lookup failed: {e}"),
             Error::DnsTimeout(e) => write!(f, "DNS timeout: {e}"),
-            Error::Connect(kind) => write!(f, "connect failed: {kind}"),
+            Error::Connect(e) => write!(f, "connect failed: {e}"),
             Error::ConnectTimeout => f.write_str("connect timeout"),
             Error::SendTimeout => f.write_str("send timeout"),
             Error::ReceiveTimeout => f.write_str("receive timeout"),
@@ -64,4 +70,124 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    /// The wrapped error: for [`Error::Connect`], the last attempt's
+    /// [`io::Error`]. [`Error::Protocol`] is shown as its [`ProtocolError`]
+    /// (its `Display` is the protocol error's own), so it forwards to that
+    /// error's source rather than repeat it.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Connect(e) => Some(e.io_error()),
+            Error::Protocol(e) => std::error::Error::source(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a connect failed: each address tried, in order, with the
+/// [`io::Error`] it gave. A name that resolves to several addresses is tried
+/// at each in turn; the task fails only when every one has failed.
+///
+/// ```
+/// use std::error::Error as _;
+/// use std::io;
+/// use taskweave::Error;
+///
+/// fn explain(err: &Error) {
+///     if let Error::Connect(e) = err {
+///         for (addr, why) in e.attempts() {
+///             eprintln!("{addr}: {why}");
+///         }
+///         assert_eq!(e.kind(), e.io_error().kind());
+///     }
+///     // The last attempt's io::Error, kind and OS error included:
+///     if let Some(io) = err.source().and_then(|s| s.downcast_ref::<io::Error>()) {
+///         eprintln!("{:?} (OS error {:?})", io.kind(), io.raw_os_error());
+///     }
+/// }
+/// # explain(&Error::Cancelled);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConnectError {
+    attempts: Arc<Attempts>,
+}
+
+#[derive(Debug)]
+struct Attempts {
+    /// Every attempt before the last, oldest first.
+    earlier: Vec<(SocketAddr, io::Error)>,
+    last: (SocketAddr, io::Error),
+}
+
+impl ConnectError {
+    /// The connect to `addr` failed with `error`, after those in `earlier`
+    /// (oldest first).
+    pub(crate) fn new(
+        earlier: Vec<(SocketAddr, io::Error)>,
+        addr: SocketAddr,
+        error: io::Error,
+    ) -> ConnectError {
+        ConnectError {
+            attempts: Arc::new(Attempts {
+                earlier,
+                last: (addr, error),
+            }),
+        }
+    }
+
+    /// Every address tried, oldest first, each with the error it gave.
+    pub fn attempts(&self) -> impl Iterator<Item = (SocketAddr, &io::Error)> + '_ {
+        let a = &*self.attempts;
+        a.earlier
+            .iter()
+            .chain(std::iter::once(&a.last))
+            .map(|(addr, e)| (*addr, e))
+    }
+
+    /// The last address tried.
+    pub fn addr(&self) -> SocketAddr {
+        self.attempts.last.0
+    }
+
+    /// The last attempt's error (what [`Error::source`](std::error::Error::source)
+    /// returns for [`Error::Connect`]).
+    pub fn io_error(&self) -> &io::Error {
+        &self.attempts.last.1
+    }
+
+    /// The kind of the last attempt's error.
+    pub fn kind(&self) -> io::ErrorKind {
+        self.attempts.last.1.kind()
+    }
+}
+
+/// `127.0.0.1:80: connection refused`, one such part per address tried,
+/// separated by `; `.
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (addr, e)) in self.attempts().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{addr}: {}", e.kind())?;
+        }
+        Ok(())
+    }
+}
+
+/// Equal when the same addresses failed in the same order, with the same
+/// kinds and OS errors.
+impl PartialEq for ConnectError {
+    fn eq(&self, other: &ConnectError) -> bool {
+        let same = |(a, x): (SocketAddr, &io::Error), (b, y): (SocketAddr, &io::Error)| {
+            a == b && x.kind() == y.kind() && x.raw_os_error() == y.raw_os_error()
+        };
+        self.attempts.earlier.len() == other.attempts.earlier.len()
+            && self
+                .attempts()
+                .zip(other.attempts())
+                .all(|(x, y)| same(x, y))
+    }
+}
+
+impl Eq for ConnectError {}

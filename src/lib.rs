@@ -60,7 +60,7 @@ mod settings;
 mod sys;
 pub mod task;
 
-pub use error::Error;
+pub use error::{ConnectError, Error};
 
 /// The `bytes` crate, re-exported: messages are encoded into [`bytes::Bytes`]
 /// and bodies are `Bytes`, so a protocol of your own (see

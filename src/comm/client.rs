@@ -297,6 +297,44 @@ fn key(config: &ClientConfig, kind: u8) -> QueueKey {
     }
 }
 
+/// Where a new connection is going: every address the target resolved to,
+/// the one being tried, and how those tried before it failed.
+struct Route {
+    addrs: dns::Addrs,
+    /// The address being tried, as an index into `addrs`.
+    at: usize,
+    /// The addresses tried before, oldest first, with why each failed.
+    failed: Vec<(SocketAddr, io::Error)>,
+    /// How long the lookup took, when one was made (for each attempt's
+    /// record).
+    dns: Option<Duration>,
+}
+
+impl Route {
+    /// The address being tried (`at` is always within `addrs`, which is
+    /// never empty).
+    fn addr(&self) -> SocketAddr {
+        self.addrs[self.at]
+    }
+
+    /// The address being tried failed with `err`. Moves to the next address
+    /// and returns `Ok`, or, when there is none left, returns the error that
+    /// names every address tried.
+    fn next(&mut self, err: io::Error) -> Result<(), Error> {
+        let addr = self.addr();
+        if self.at + 1 < self.addrs.len() {
+            log::debug!("taskweave: connect to {addr} failed ({err}); trying the next address");
+            self.failed.push((addr, err));
+            self.at += 1;
+            return Ok(());
+        }
+        let earlier = std::mem::take(&mut self.failed);
+        Err(Error::Connect(crate::error::ConnectError::new(
+            earlier, addr, err,
+        )))
+    }
+}
+
 /// Resolves the target and connects, with `owner` as the first request.
 pub(super) fn open<P: Protocol>(
     core: &mut Core,
@@ -306,68 +344,145 @@ pub(super) fn open<P: Protocol>(
     config: Arc<ClientConfig>,
     target: Target,
 ) {
+    let route = |addrs, dns| Route {
+        addrs,
+        at: 0,
+        failed: Vec::new(),
+        dns,
+    };
     if let Some(ip) = target.ip() {
-        let addr = SocketAddr::new(ip, target.port());
-        return connect(core, key, owner, proto, config, addr, None);
+        let addrs = Arc::from([SocketAddr::new(ip, target.port())]);
+        let attempt = Attempt::first(owner);
+        return connect(core, key, attempt, proto, config, route(addrs, None));
     }
     // A lookup is part of connecting: it waits no longer than either bound.
     let timeout = config.conn.dns_timeout.min(config.conn.connect_timeout);
+    let ttl = config.dns_ttl;
+    let name = target.clone();
     dns::resolve(
         core,
         &target.host(),
         target.port(),
+        ttl,
         timeout,
-        Box::new(move |core, res, took| match res {
-            Ok(addr) => connect(core, key, owner, proto, config, addr, took),
-            Err(e) => {
-                let mut owner = owner;
-                owner.info().timings.dns = took;
-                owner.fail(e);
-                pool::attempt_failed::<P>(core, &key);
+        Box::new(move |core, res, took| {
+            let mut owner = owner;
+            owner.info().timings.dns = took;
+            match res {
+                Ok(addrs) if addrs.is_empty() => {
+                    owner.fail(Error::Dns(format!("{}: no addresses", name.host())));
+                    pool::attempt_failed::<P>(core, &key);
+                }
+                Ok(addrs) => {
+                    let attempt = Attempt::first(owner);
+                    connect(core, key, attempt, proto, config, route(addrs, took))
+                }
+                Err(e) => {
+                    owner.fail(e);
+                    pool::attempt_failed::<P>(core, &key);
+                }
             }
         }),
     );
 }
 
+/// What a connection attempt carries: its requests, and the push handler
+/// one of them installed.
+struct Attempt<P: Protocol> {
+    fifo: VecDeque<InFlight<P>>,
+    push: Option<PushHandler<P>>,
+}
+
+impl<P: Protocol> Attempt<P> {
+    fn first(mut owner: InFlight<P>) -> Attempt<P> {
+        let push = owner.job.take_push_handler();
+        Attempt {
+            fifo: VecDeque::from([owner]),
+            push,
+        }
+    }
+
+    /// Every request fails with `err`.
+    fn fail(self, err: Error) {
+        for item in self.fifo {
+            item.fail(err.clone());
+        }
+    }
+}
+
+/// Connects to the route's address, moving on to the next while the
+/// connect cannot even start; every request of `attempt` goes out on the
+/// connection. With no address left, they all fail with the error that
+/// names every address tried.
 fn connect<P: Protocol>(
     core: &mut Core,
     key: PoolKey,
-    mut owner: InFlight<P>,
+    attempt: Attempt<P>,
     proto: Arc<P>,
     config: Arc<ClientConfig>,
-    addr: SocketAddr,
-    dns: Option<Duration>,
+    mut route: Route,
 ) {
-    owner.info().timings.dns = dns;
-    owner.info().peer = Some(addr);
-    let stream = match crate::sys::socket::start_connect(addr) {
-        Ok(s) => s,
-        Err(e) => {
-            owner.fail(Error::Connect(e.kind()));
+    let mut attempt = Some(attempt);
+    loop {
+        let err = match start(core, &key, &mut attempt, &proto, &config, &mut route) {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        if let Err(e) = route.next(err) {
+            if let Some(attempt) = attempt.take() {
+                attempt.fail(e);
+            }
             pool::attempt_failed::<P>(core, &key);
             return;
         }
-    };
+    }
+}
+
+/// Starts one connect to the route's address; on success the connection
+/// has taken `attempt` (and the route, for the addresses after this one).
+fn start<P: Protocol>(
+    core: &mut Core,
+    key: &PoolKey,
+    attempt: &mut Option<Attempt<P>>,
+    proto: &Arc<P>,
+    config: &Arc<ClientConfig>,
+    route: &mut Route,
+) -> io::Result<()> {
+    let addr = route.addr();
+    if let Some(a) = attempt.as_mut() {
+        for item in a.fifo.iter_mut() {
+            item.info().peer = Some(addr);
+        }
+    }
+    let stream = crate::sys::socket::start_connect(addr)?;
     let id = poller::next_id();
     let mut stats = ConnStats::new(id, Side::Client, proto.name(), addr);
-    if let Some(d) = dns {
+    if let Some(d) = route.dns {
         stats.dns(d);
     }
     let index = core.index();
-    let push = owner.job.take_push_handler();
-    let mut owner = Some(owner);
     let res = core.insert(id, |token, registry| {
         let io = Transport::Tcp(stream);
         let conn = Conn::register(io, registry, (index, token), id, stats, &config.conn)?;
-        let seat = pool::joined::<P>(&key, token, id);
+        let Attempt { fifo, push } = attempt.take().ok_or(io::ErrorKind::InvalidInput)?;
+        let seat = pool::joined::<P>(key, token, id, fifo.len());
+        // The rest of the route goes with the connection, for a fallback.
+        let rest = Route {
+            addrs: route.addrs.clone(),
+            at: route.at,
+            failed: std::mem::take(&mut route.failed),
+            dns: route.dns,
+        };
         Ok(Box::new(ClientConn {
             conn,
             key: key.clone(),
             seat,
-            proto,
+            proto: proto.clone(),
             config: config.clone(),
             phase: Phase::Connecting,
-            fifo: owner.take().into_iter().collect(),
+            peer: addr,
+            route: Some(Box::new(rest)),
+            fifo,
             written: 0,
             parser: None,
             chunks: Vec::new(),
@@ -378,19 +493,10 @@ fn connect<P: Protocol>(
             served: 0,
             greeting: Greeting::None,
         }))
-    });
-    match res {
-        Ok(token) => {
-            super::log_opened(&*config.log);
-            core.arm(token, self::key(&config, KIND_CONNECT));
-        }
-        Err(e) => {
-            if let Some(owner) = owner {
-                owner.fail(Error::Connect(e.kind()));
-            }
-            pool::attempt_failed::<P>(core, &key);
-        }
-    }
+    })?;
+    super::log_opened(&*config.log);
+    core.arm(res, self::key(config, KIND_CONNECT));
+    Ok(())
 }
 
 impl<P: Protocol> Greeting<P> {
@@ -419,6 +525,11 @@ struct ClientConn<P: Protocol> {
     proto: Arc<P>,
     config: Arc<ClientConfig>,
     phase: Phase,
+    /// The address it connects to (each request's `peer`).
+    peer: SocketAddr,
+    /// While connecting: the target's addresses, for a fallback to the next
+    /// one if this connect fails.
+    route: Option<Box<Route>>,
     /// Requests in flight, oldest first: the first `written` are on the wire
     /// (or queued), the rest wait for the connect.
     fifo: VecDeque<InFlight<P>>,
@@ -476,7 +587,9 @@ impl<P: Protocol> ClientConn<P> {
     /// Takes the requests the pool assigned to this connection.
     fn take_assigned(&mut self) {
         let (fifo, push, got_bytes) = (&mut self.fifo, &mut self.push, &mut self.got_bytes);
+        let peer = self.peer;
         pool::take_inbox::<P>(&self.key, self.seat, |mut item| {
+            item.info().peer = Some(peer);
             if let Some(handler) = item.job.take_push_handler() {
                 *push = Some(handler);
             }
@@ -588,15 +701,66 @@ impl<P: Protocol> ClientConn<P> {
     }
 
     fn close(&mut self, core: &mut Core, reason: CloseReason) -> Flow {
+        if self.shut(core, reason) {
+            let (token, id) = (self.conn.token as usize, self.conn.id);
+            pool::left::<P>(core, &self.key, self.seat, token, id);
+        }
+        Flow::Remove
+    }
+
+    /// Closes the socket and writes the record; `false` if it was closed
+    /// already.
+    fn shut(&mut self, core: &mut Core, reason: CloseReason) -> bool {
         if self.phase == Phase::Closed {
-            return Flow::Remove;
+            return false;
         }
         self.phase = Phase::Closed;
         self.conn.deregister(core.registry());
         let (stats, _) = self.conn.close(reason, 0);
         super::log_record(&*self.config.log, &stats);
-        let (token, id) = (self.conn.token as usize, self.conn.id);
-        pool::left::<P>(core, &self.key, self.seat, token, id);
+        true
+    }
+
+    /// The connect failed (`err`; `None` for the connect timeout). The
+    /// requests move, with the connection's place in the pool, to a new
+    /// attempt at the target's next address; with none left they fail, with
+    /// the error that names every address tried (or `ConnectTimeout`).
+    fn connect_failed(&mut self, core: &mut Core, err: Option<io::Error>) -> Flow {
+        let reason = match err {
+            Some(_) => CloseReason::Reset,
+            None => CloseReason::ConnectTimeout,
+        };
+        let timed_out = err.is_none();
+        let err = err.unwrap_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"));
+        // A connection has its route until it is open; without one, the
+        // address it tried is the only one.
+        let mut route = self.route.take().unwrap_or_else(|| {
+            Box::new(Route {
+                addrs: Arc::from([self.conn.with_stats(|s| s.peer())]),
+                at: 0,
+                failed: Vec::new(),
+                dns: None,
+            })
+        });
+        if let Err(e) = route.next(err) {
+            let e = if timed_out { Error::ConnectTimeout } else { e };
+            return self.fail_all(core, e, reason);
+        }
+        // What the pool assigned meanwhile goes along.
+        self.take_assigned();
+        let attempt = Attempt {
+            fifo: std::mem::take(&mut self.fifo),
+            push: self.push.take(),
+        };
+        if self.shut(core, reason) {
+            let (token, id) = (self.conn.token as usize, self.conn.id);
+            pool::moving_on::<P>(&self.key, self.seat, token, id);
+        }
+        let (key, proto, config) = (self.key.clone(), self.proto.clone(), self.config.clone());
+        // From a command: this handler is still running.
+        poller::run_on(core.index(), move |core| {
+            connect(core, key, attempt, proto, config, *route)
+        });
         Flow::Remove
     }
 
@@ -763,11 +927,12 @@ impl<P: Protocol> ClientConn<P> {
 
     fn on_connected(&mut self, core: &mut Core) -> Option<Flow> {
         if let Ok(Some(e)) | Err(e) = self.conn.take_error() {
-            return Some(self.fail_all(core, Error::Connect(e.kind()), CloseReason::Reset));
+            return Some(self.connect_failed(core, Some(e)));
         }
         match self.conn.peer_addr() {
             Ok(_) => {
                 self.phase = Phase::Open;
+                self.route = None;
                 if let Some(req) = self.proto.greeting() {
                     self.greeting = Greeting::Unsent(req);
                 }
@@ -783,7 +948,7 @@ impl<P: Protocol> ClientConn<P> {
                 None
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
-            Err(e) => Some(self.fail_all(core, Error::Connect(e.kind()), CloseReason::Reset)),
+            Err(e) => Some(self.connect_failed(core, Some(e))),
         }
     }
 }
@@ -813,7 +978,7 @@ impl<P: Protocol> Handler for ClientConn<P> {
 
     fn timeout(&mut self, _token: usize, core: &mut Core) -> Flow {
         match self.wait {
-            KIND_CONNECT => self.fail_all(core, Error::ConnectTimeout, CloseReason::ConnectTimeout),
+            KIND_CONNECT => self.connect_failed(core, None),
             KIND_SEND => self.fail_all(core, Error::SendTimeout, CloseReason::SendTimeout),
             KIND_RECEIVE => self.fail_all(core, Error::ReceiveTimeout, CloseReason::ReceiveTimeout),
             KIND_IDLE => self.close(core, CloseReason::KeepAliveTimeout),

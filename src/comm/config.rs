@@ -66,7 +66,8 @@ impl Default for ConnConfig {
 ///         ..ConnConfig::default()
 ///     })
 ///     .max_per_target(8)
-///     .max_waiting(100),
+///     .max_waiting(100)
+///     .dns_ttl(Duration::from_secs(10)),
 /// );
 /// assert_eq!(config.conn().connect_timeout, Duration::from_secs(2));
 /// ```
@@ -76,6 +77,7 @@ pub struct ClientConfig {
     pub(crate) max_waiting: usize,
     pub(crate) wait_timeout: Duration,
     pub(crate) retry_max: u32,
+    pub(crate) dns_ttl: Duration,
     pub(crate) log: Arc<dyn AccessLog>,
     /// `log` wants a record per request.
     pub(crate) log_requests: bool,
@@ -89,6 +91,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_waiting", &self.max_waiting)
             .field("wait_timeout", &self.wait_timeout)
             .field("retry_max", &self.retry_max)
+            .field("dns_ttl", &self.dns_ttl)
             .finish()
     }
 }
@@ -101,8 +104,8 @@ impl Default for ClientConfig {
 
 impl ClientConfig {
     /// A config with these connection settings, 32 connections per target,
-    /// up to 1,024 requests waiting for one for at most 10 s, one retry and no
-    /// access log.
+    /// up to 1,024 requests waiting for one for at most 10 s, one retry,
+    /// names cached for [`DNS_TTL`](super::DNS_TTL) (60 s) and no access log.
     pub fn new(conn: ConnConfig) -> ClientConfig {
         ClientConfig {
             conn,
@@ -110,6 +113,7 @@ impl ClientConfig {
             max_waiting: 1024,
             wait_timeout: Duration::from_secs(10),
             retry_max: 1,
+            dns_ttl: super::DNS_TTL,
             log: Arc::new(NullLog),
             log_requests: false,
         }
@@ -137,6 +141,18 @@ impl ClientConfig {
     /// (`Protocol::may_retry`). Default 1.
     pub fn retry_max(mut self, n: u32) -> Self {
         self.retry_max = n;
+        self
+    }
+    /// How long a resolved name is reused before a new connection looks it
+    /// up again. The system resolver does not report record TTLs, so this
+    /// stands in for them. The cache is shared by every config: a config
+    /// takes an answer younger than its own TTL, and an answer is kept while
+    /// some config that asked for it would still take it. `Duration::ZERO`
+    /// looks a name up for every new connection (lookups of one name at the
+    /// same time still share one query). Default [`DNS_TTL`](super::DNS_TTL),
+    /// 60 s.
+    pub fn dns_ttl(mut self, ttl: Duration) -> Self {
+        self.dns_ttl = ttl;
         self
     }
     /// Where each client connection's record goes when it closes, and each

@@ -7,32 +7,44 @@
 //! Every answer goes back to the poller that asked, on that poller's thread,
 //! and a waiter whose lookup outlives its deadline fails there with
 //! [`Error::DnsTimeout`] while the lookup goes on (its answer is still
-//! cached). Results are kept for [`DNS_TTL`] (the system resolver does not
-//! report record TTLs), at most 4,096 names.
+//! cached).
+//!
+//! An answer is every address the name resolved to, in the resolver's order
+//! (a client connect tries each in turn). A waiter takes a cached answer
+//! younger than its config's TTL (`ClientConfig::dns_ttl`, default
+//! [`DNS_TTL`]: the system resolver does not report record TTLs). Entries no
+//! config still wants are swept out at most once a second, and the cache
+//! holds at most [`CACHE_MAX`] names: past it, those closest to expiry go.
 
 use crate::error::Error;
 use crate::poller::{self, Core, TimerKey};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// How long a resolved name is reused.
+/// How long a resolved name is reused by default (the default of
+/// [`ClientConfig::dns_ttl`](super::ClientConfig::dns_ttl)).
 pub const DNS_TTL: Duration = Duration::from_secs(60);
 
 /// Most resolver threads at once.
 const MAX_RESOLVERS: usize = 16;
 
-/// Most names cached; past it expired entries go first, then all.
+/// Most names cached.
 const CACHE_MAX: usize = 4096;
+
+/// How often the cache is swept of entries no config wants any more.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// How long an idle resolver thread waits for work before it exits.
 const RESOLVER_IDLE: Duration = Duration::from_secs(60);
 
-/// What a waiter is told, on its poller: the address, and how long the lookup
-/// took when one was made.
-pub(crate) type Answer =
-    Box<dyn FnOnce(&mut Core, Result<SocketAddr, Error>, Option<Duration>) + Send>;
+/// The addresses a name resolved to, in the resolver's order; never empty.
+pub(crate) type Addrs = Arc<[SocketAddr]>;
+
+/// What a waiter is told, on its poller: the addresses, and how long the
+/// lookup took when one was made.
+pub(crate) type Answer = Box<dyn FnOnce(&mut Core, Result<Addrs, Error>, Option<Duration>) + Send>;
 
 type Name = (String, u16);
 
@@ -44,10 +56,104 @@ struct Waiter {
     answer: Answer,
 }
 
+/// A lookup in flight: who waits for it, and how long its answer is to be
+/// kept (the longest TTL of everyone who asked, gone or not).
 #[derive(Default)]
+struct Lookup {
+    waiters: Vec<Waiter>,
+    ttl: Duration,
+}
+
+/// `t + d`, or `t` plus a year when `d` is too long to add (`Duration::MAX`
+/// means "for good").
+fn later(t: Instant, d: Duration) -> Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    t.checked_add(d)
+        .or_else(|| t.checked_add(YEAR))
+        .unwrap_or(t)
+}
+
+struct Entry {
+    addrs: Addrs,
+    resolved: Instant,
+    /// When no config that asked for this name would take it any more.
+    keep_until: Instant,
+}
+
+/// Resolved names, each kept while some config's TTL still covers it, at
+/// most `max` of them.
+struct Cache {
+    map: HashMap<Name, Entry>,
+    max: usize,
+    next_sweep: Instant,
+}
+
+impl Cache {
+    fn new(max: usize) -> Cache {
+        Cache {
+            map: HashMap::new(),
+            max: max.max(1),
+            next_sweep: Instant::now(),
+        }
+    }
+
+    /// The answer for `name`, if it is younger than `ttl`.
+    fn get(&mut self, name: &Name, ttl: Duration, now: Instant) -> Option<Addrs> {
+        let entry = self.map.get_mut(name)?;
+        if now.saturating_duration_since(entry.resolved) >= ttl {
+            return None;
+        }
+        entry.keep_until = entry.keep_until.max(later(entry.resolved, ttl));
+        Some(entry.addrs.clone())
+    }
+
+    /// Keeps `addrs` for `name` for `ttl`, in place of an older answer (a
+    /// fresh answer is worth having even to a config with a zero TTL: one
+    /// with a longer TTL may take it meanwhile).
+    fn insert(&mut self, name: Name, addrs: Addrs, ttl: Duration, now: Instant) {
+        self.sweep_if_due(now);
+        if self.map.len() >= self.max && !self.map.contains_key(&name) {
+            self.make_room(now);
+        }
+        let keep_until = later(now, ttl);
+        self.map.insert(
+            name,
+            Entry {
+                addrs,
+                resolved: now,
+                keep_until,
+            },
+        );
+    }
+
+    /// Removes the entries no config wants any more, once a [`SWEEP_EVERY`].
+    fn sweep_if_due(&mut self, now: Instant) {
+        if now >= self.next_sweep {
+            self.map.retain(|_, e| e.keep_until > now);
+            self.next_sweep = later(now, SWEEP_EVERY);
+        }
+    }
+
+    /// The cache is full: expired entries go, and if that is not enough, the
+    /// eighth of the entries closest to expiry (so that the next names find
+    /// room without another scan).
+    fn make_room(&mut self, now: Instant) {
+        self.map.retain(|_, e| e.keep_until > now);
+        if self.map.len() < self.max {
+            return;
+        }
+        let mut ends: Vec<Instant> = self.map.values().map(|e| e.keep_until).collect();
+        let n = (self.max / 8).max(1) + (self.map.len() - self.max);
+        let at = n.min(ends.len()) - 1;
+        let (_, cut, _) = ends.select_nth_unstable(at);
+        let cut = *cut;
+        self.map.retain(|_, e| e.keep_until > cut);
+    }
+}
+
 struct State {
-    cache: HashMap<Name, (SocketAddr, Instant)>,
-    in_flight: HashMap<Name, Vec<Waiter>>,
+    cache: Cache,
+    in_flight: HashMap<Name, Lookup>,
     next_id: u64,
     threads: usize,
     /// Resolver threads waiting for a name.
@@ -58,7 +164,16 @@ struct State {
 
 fn state() -> &'static Mutex<State> {
     static STATE: OnceLock<Mutex<State>> = OnceLock::new();
-    STATE.get_or_init(Default::default)
+    STATE.get_or_init(|| {
+        Mutex::new(State {
+            cache: Cache::new(CACHE_MAX),
+            in_flight: HashMap::new(),
+            next_id: 0,
+            threads: 0,
+            idle: 0,
+            queued: 0,
+        })
+    })
 }
 
 fn lock() -> std::sync::MutexGuard<'static, State> {
@@ -77,26 +192,33 @@ fn jobs() -> &'static (
 }
 
 /// Resolves `host:port` for the poller running on `core` and calls `answer`
-/// there: at once for an IP literal or a cached name, else when a resolver
-/// thread has the answer or `timeout` has passed, whichever comes first.
-pub(crate) fn resolve(core: &mut Core, host: &str, port: u16, timeout: Duration, answer: Answer) {
+/// there: at once for an IP literal or a name cached less than `ttl` ago,
+/// else when a resolver thread has the answer or `timeout` has passed,
+/// whichever comes first.
+pub(crate) fn resolve(
+    core: &mut Core,
+    host: &str,
+    port: u16,
+    ttl: Duration,
+    timeout: Duration,
+    answer: Answer,
+) {
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return answer(core, Ok(SocketAddr::new(ip, port)), None);
+        return answer(core, Ok(Arc::from([SocketAddr::new(ip, port)])), None);
     }
     let name = (host.to_string(), port);
+    let now = Instant::now();
     let mut st = lock();
-    if let Some(&(addr, expires)) = st.cache.get(&name) {
-        if expires > Instant::now() {
-            drop(st);
-            return answer(core, Ok(addr), None);
-        }
-        st.cache.remove(&name);
+    st.cache.sweep_if_due(now);
+    if let Some(addrs) = st.cache.get(&name, ttl, now) {
+        drop(st);
+        return answer(core, Ok(addrs), None);
     }
     st.next_id += 1;
     let id = st.next_id;
     let timed_out = name.clone();
     let timer = core.add_timer(
-        Instant::now() + timeout,
+        later(now, timeout),
         Box::new(move |core, cancelled| {
             if !cancelled {
                 expire(core, &timed_out, id, timeout);
@@ -104,11 +226,13 @@ pub(crate) fn resolve(core: &mut Core, host: &str, port: u16, timeout: Duration,
         }),
     );
     let first = !st.in_flight.contains_key(&name);
-    st.in_flight.entry(name.clone()).or_default().push(Waiter {
+    let lookup = st.in_flight.entry(name.clone()).or_default();
+    lookup.ttl = lookup.ttl.max(ttl);
+    lookup.waiters.push(Waiter {
         id,
         poller: core.index(),
         timer,
-        asked: Instant::now(),
+        asked: now,
         answer,
     });
     if !first {
@@ -133,13 +257,13 @@ pub(crate) fn resolve(core: &mut Core, host: &str, port: u16, timeout: Duration,
 fn expire(core: &mut Core, name: &Name, id: u64, timeout: Duration) {
     let waiter = {
         let mut st = lock();
-        let Some(waiters) = st.in_flight.get_mut(name) else {
+        let Some(lookup) = st.in_flight.get_mut(name) else {
             return;
         };
-        let Some(at) = waiters.iter().position(|w| w.id == id) else {
+        let Some(at) = lookup.waiters.iter().position(|w| w.id == id) else {
             return;
         };
-        waiters.swap_remove(at)
+        lookup.waiters.swap_remove(at)
     };
     let err = Error::DnsTimeout(format!("{}: no answer within {timeout:?}", name.0));
     (waiter.answer)(core, Err(err), Some(waiter.asked.elapsed()));
@@ -175,34 +299,37 @@ fn start_resolver(n: usize) {
     }
 }
 
-fn lookup(host: &str, port: u16) -> Result<SocketAddr, Error> {
+/// Every address `host` resolves to, in the resolver's order, each once.
+fn lookup(host: &str, port: u16) -> Result<Addrs, Error> {
     #[cfg(test)]
-    if let Some(res) = tests::simulated(host) {
+    if let Some(res) = tests::simulated(host, port) {
         return res;
     }
-    let mut addrs = (host, port)
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    let found = (host, port)
         .to_socket_addrs()
         .map_err(|e| Error::Dns(format!("{host}: {e}")))?;
-    addrs
-        .next()
-        .ok_or_else(|| Error::Dns(format!("{host}: no addresses")))
+    for addr in found {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
+        return Err(Error::Dns(format!("{host}: no addresses")));
+    }
+    Ok(addrs.into())
 }
 
 /// Hands a lookup's result to every waiter still waiting, each on its poller.
-fn finish(name: Name, res: Result<SocketAddr, Error>) {
+fn finish(name: Name, res: Result<Addrs, Error>) {
     let waiters = {
         let mut st = lock();
-        if let Ok(addr) = &res {
-            let now = Instant::now();
-            if st.cache.len() >= CACHE_MAX {
-                st.cache.retain(|_, &mut (_, expires)| expires > now);
-                if st.cache.len() >= CACHE_MAX {
-                    st.cache.clear();
-                }
-            }
-            st.cache.insert(name.clone(), (*addr, now + DNS_TTL));
+        let lookup = st.in_flight.remove(&name).unwrap_or_default();
+        if let Ok(addrs) = &res {
+            st.cache
+                .insert(name, addrs.clone(), lookup.ttl, Instant::now());
         }
-        st.in_flight.remove(&name).unwrap_or_default()
+        lookup.waiters
     };
     for w in waiters {
         let res = res.clone();
@@ -222,15 +349,34 @@ mod tests {
     static RUNNING: AtomicUsize = AtomicUsize::new(0);
     static MOST: AtomicUsize = AtomicUsize::new(0);
 
+    /// Lookups made per `test-count-*` name.
+    fn counts() -> &'static Mutex<HashMap<String, usize>> {
+        static COUNTS: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
+        COUNTS.get_or_init(Default::default)
+    }
+
+    fn lookups_of(host: &str) -> usize {
+        let counts = counts().lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(host).copied().unwrap_or(0)
+    }
+
     /// Names `test-sleep-<ms>-<tag>` stand for a resolver that answers
     /// after `ms` (with an error); they count how many run at once.
-    pub(super) fn simulated(host: &str) -> Option<Result<SocketAddr, Error>> {
-        let ms: u64 = host
-            .strip_prefix("test-sleep-")?
-            .split('-')
-            .next()?
-            .parse()
-            .ok()?;
+    /// `test-hang-<ms>-<tag>` is the same, uncounted. Names
+    /// `test-count-<tag>` resolve to 127.0.0.1 and 127.0.0.2, counting the
+    /// lookups made.
+    pub(super) fn simulated(host: &str, port: u16) -> Option<Result<Addrs, Error>> {
+        if host.starts_with("test-count-") {
+            let mut counts = counts().lock().unwrap_or_else(|e| e.into_inner());
+            *counts.entry(host.to_string()).or_default() += 1;
+            let addrs = [[127, 0, 0, 1], [127, 0, 0, 2]].map(|ip| SocketAddr::from((ip, port)));
+            return Some(Ok(Arc::from(addrs)));
+        }
+        if let Some(ms) = host.strip_prefix("test-hang-").and_then(millis) {
+            std::thread::sleep(Duration::from_millis(ms));
+            return Some(Err(Error::Dns(format!("{host}: simulated"))));
+        }
+        let ms = millis(host.strip_prefix("test-sleep-")?)?;
         let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
         MOST.fetch_max(now, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(ms));
@@ -238,22 +384,41 @@ mod tests {
         Some(Err(Error::Dns(format!("{host}: simulated"))))
     }
 
+    /// The `<ms>` of `<ms>-<tag>`.
+    fn millis(rest: &str) -> Option<u64> {
+        rest.split('-').next()?.parse().ok()
+    }
+
+    /// What a waiter was told: the addresses or error, and the lookup time.
+    type Told = (Result<Addrs, Error>, Option<Duration>);
+
+    /// Resolves `name` from a poller with `ttl` and `timeout`; the receiver
+    /// gets the answer.
+    fn ask(name: &str, ttl: Duration, timeout: Duration) -> crossbeam_channel::Receiver<Told> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let name = name.to_string();
+        poller::run_on(0, move |core| {
+            let answer: Answer = Box::new(move |_, res, took| {
+                let _ = tx.send((res, took));
+            });
+            resolve(core, &name, 80, ttl, timeout, answer);
+        });
+        rx
+    }
+
+    fn told(rx: &crossbeam_channel::Receiver<Told>) -> Told {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("no answer within 10 s")
+    }
+
     /// Resolves `names` from a poller, waiting for every answer.
     fn resolve_all(names: &[&str]) {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let count = names.len();
-        poller::run_on(0, move |core| {
-            for name in names {
-                let tx = tx.clone();
-                let answer: Answer = Box::new(move |_, res, _| {
-                    let _ = tx.send(res.is_err());
-                });
-                resolve(core, &name, 80, Duration::from_secs(10), answer);
-            }
-        });
-        for _ in 0..count {
-            assert!(rx.recv_timeout(Duration::from_secs(10)).is_ok());
+        let asked: Vec<_> = names
+            .iter()
+            .map(|n| ask(n, DNS_TTL, Duration::from_secs(10)))
+            .collect();
+        for rx in &asked {
+            let _ = told(rx);
         }
     }
 
@@ -271,5 +436,149 @@ mod tests {
             2,
             "the lookups ran one after another"
         );
+    }
+
+    /// An answer is every address, in order; it is reused while younger
+    /// than the asker's TTL and looked up again after.
+    #[test]
+    fn answers_are_reused_within_the_ttl_and_looked_up_again_after() {
+        let name = "test-count-ttl";
+        let ttl = Duration::from_millis(300);
+        let (res, took) = told(&ask(name, ttl, Duration::from_secs(10)));
+        let want: Vec<SocketAddr> = vec![
+            "127.0.0.1:80".parse().unwrap(),
+            "127.0.0.2:80".parse().unwrap(),
+        ];
+        assert_eq!(res.as_deref(), Ok(&want[..]));
+        assert!(took.is_some(), "the first answer came from a lookup");
+        let (res, took) = told(&ask(name, ttl, Duration::from_secs(10)));
+        assert_eq!(res.as_deref(), Ok(&want[..]));
+        assert_eq!(took, None, "within the TTL the answer is cached");
+        assert_eq!(lookups_of(name), 1);
+        std::thread::sleep(ttl + Duration::from_millis(50));
+        let (res, took) = told(&ask(name, ttl, Duration::from_secs(10)));
+        assert!(res.is_ok() && took.is_some(), "{res:?} {took:?}");
+        assert_eq!(
+            lookups_of(name),
+            2,
+            "past the TTL the name is looked up again"
+        );
+        // A config with a shorter TTL does not take an answer older than it.
+        std::thread::sleep(Duration::from_millis(60));
+        let (_, took) = told(&ask(
+            name,
+            Duration::from_millis(50),
+            Duration::from_secs(10),
+        ));
+        assert!(took.is_some());
+        assert_eq!(lookups_of(name), 3);
+    }
+
+    /// A TTL of zero never caches.
+    #[test]
+    fn a_zero_ttl_looks_up_every_time() {
+        let name = "test-count-zero";
+        for _ in 0..3 {
+            let (res, took) = told(&ask(name, Duration::ZERO, Duration::from_secs(10)));
+            assert!(res.is_ok() && took.is_some(), "{res:?} {took:?}");
+        }
+        assert_eq!(lookups_of(name), 3);
+    }
+
+    /// A lookup slower than the timeout fails its waiter with `DnsTimeout`
+    /// at the deadline, and the poller goes on meanwhile.
+    #[test]
+    fn a_lookup_past_its_timeout_fails_without_holding_up_the_poller() {
+        let start = Instant::now();
+        let rx = ask(
+            "test-hang-1500-timeout",
+            DNS_TTL,
+            Duration::from_millis(200),
+        );
+        // The poller that asked answers a command at once meanwhile.
+        let (tx, ping) = crossbeam_channel::bounded(1);
+        poller::run_on(0, move |_| {
+            let _ = tx.send(Instant::now());
+        });
+        let pinged = ping
+            .recv_timeout(Duration::from_secs(1))
+            .expect("the poller did not run a command while a lookup was under way");
+        assert!(
+            pinged - start < Duration::from_millis(150),
+            "{:?}",
+            pinged - start
+        );
+        let (res, took) = told(&rx);
+        let waited = start.elapsed();
+        assert!(
+            matches!(&res, Err(Error::DnsTimeout(m)) if m.contains("test-hang-1500-timeout")),
+            "{res:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_millis(1000),
+            "failed after {waited:?}, the lookup takes 1.5 s and the timeout is 200 ms"
+        );
+        assert!(
+            took.is_some_and(|t| t >= Duration::from_millis(200)),
+            "{took:?}"
+        );
+    }
+
+    fn name(n: usize) -> Name {
+        (format!("n{n}"), 80)
+    }
+
+    fn addrs() -> Addrs {
+        Arc::from([SocketAddr::from(([127, 0, 0, 1], 80))])
+    }
+
+    /// The sweep removes what no config wants any more, and only that.
+    #[test]
+    fn the_sweep_removes_expired_entries() {
+        let mut cache = Cache::new(100);
+        let t0 = Instant::now();
+        cache.insert(name(1), addrs(), Duration::from_secs(1), t0);
+        cache.insert(name(2), addrs(), Duration::from_secs(10), t0);
+        // A config with a longer TTL keeps an entry for longer.
+        assert!(cache.get(&name(1), Duration::from_secs(5), t0).is_some());
+        cache.sweep_if_due(t0 + Duration::from_secs(3));
+        assert_eq!(cache.map.len(), 2, "both are still wanted");
+        assert!(cache
+            .get(
+                &name(1),
+                Duration::from_secs(1),
+                t0 + Duration::from_secs(3)
+            )
+            .is_none());
+        cache.sweep_if_due(t0 + Duration::from_secs(6));
+        assert!(!cache.map.contains_key(&name(1)));
+        assert!(cache.map.contains_key(&name(2)));
+        cache.sweep_if_due(t0 + Duration::from_secs(11));
+        assert!(cache.map.is_empty());
+    }
+
+    /// The cache never holds more than its bound: expired entries go first,
+    /// then those closest to expiry; the newest is always kept.
+    #[test]
+    fn the_cache_is_bounded() {
+        let mut cache = Cache::new(16);
+        let t0 = Instant::now();
+        for n in 0..16 {
+            cache.insert(name(n), addrs(), Duration::from_millis(10), t0);
+        }
+        // All expired: they make room, without a sweep being due.
+        cache.next_sweep = t0 + Duration::from_secs(60);
+        let t1 = t0 + Duration::from_millis(20);
+        cache.insert(name(100), addrs(), Duration::from_secs(60), t1);
+        assert_eq!(cache.map.len(), 1);
+        for n in 0..1000 {
+            let ttl = Duration::from_secs(60 + n as u64);
+            cache.insert(name(200 + n), addrs(), ttl, t1);
+            assert!(cache.map.len() <= 16, "{} entries", cache.map.len());
+            assert!(cache.map.contains_key(&name(200 + n)));
+        }
+        // Those closest to expiry went: the longest-lived are still there.
+        assert!(cache.map.contains_key(&name(1199)));
+        assert!(!cache.map.contains_key(&name(200)));
     }
 }

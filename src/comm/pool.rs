@@ -144,7 +144,8 @@ struct Pool<P: Protocol> {
     /// The seats of open connections with nothing in flight, most recently
     /// used last: a request takes the last one in O(1).
     idle: Vec<usize>,
-    /// Connection attempts still resolving the name.
+    /// Connection attempts not registered yet: resolving the name, or moving
+    /// on to the next address after a failed connect.
     resolving: usize,
     waiting: VecDeque<Waiting<P>>,
     /// Waiting requests with no deadline armed yet.
@@ -390,14 +391,15 @@ pub(super) fn dispatch<P: Protocol>(core: &mut Core, key: &PoolKey) {
 }
 
 /// A connection attempt is registered at `token` (its name resolved), with
-/// its first request in flight; returns its seat in the pool.
-pub(super) fn joined<P: Protocol>(key: &PoolKey, token: usize, id: u64) -> usize {
+/// `in_flight` requests (its first, or those of an attempt at an earlier
+/// address); returns its seat in the pool.
+pub(super) fn joined<P: Protocol>(key: &PoolKey, token: usize, id: u64, in_flight: usize) -> usize {
     with_pool::<P, _>(key, |pool| {
         pool.resolving = pool.resolving.saturating_sub(1);
         pool.members.insert(Member {
             token,
             id,
-            in_flight: 1,
+            in_flight,
             open: false,
             inbox: Vec::new(),
         })
@@ -419,6 +421,21 @@ pub(super) fn attempt_failed<P: Protocol>(core: &mut Core, key: &PoolKey) {
     poller::run_on(core.index(), move |core| {
         dispatch::<P>(core, &key);
         forget_if_empty::<P>(&key);
+    });
+}
+
+/// The connection at `seat` could not connect, and its requests move to an
+/// attempt at the target's next address: it leaves the pool, whose count of
+/// connections still includes the new attempt (as one resolving), so no
+/// other connection is opened in its place meanwhile. It must have taken
+/// its inbox.
+pub(super) fn moving_on<P: Protocol>(key: &PoolKey, seat: usize, token: usize, id: u64) {
+    with_pool::<P, _>(key, |pool| {
+        if pool.members.get(seat).map(|m| (m.token, m.id)) == Some((token, id)) {
+            pool.idle.retain(|&s| s != seat);
+            pool.members.remove(seat);
+        }
+        pool.resolving += 1;
     });
 }
 
