@@ -143,12 +143,30 @@ fn a_bad_query_parameter_is_a_400() {
     assert_eq!(http_get(&srv, "/delay?ms=1"), "HTTP/1.1 200 OK");
 }
 
-/// Runs example `name` with `args` to its end (it must end at once).
+/// Runs example `name` with `args` to its end (it must end at once: it is
+/// killed, and the test fails, after 20 s).
 fn run(name: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(support::example::binary(name))
+    use std::process::{Command, Stdio};
+    let child = Command::new(support::example::binary(name))
         .args(args)
-        .output()
-        .expect("run the example")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the example");
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+    match support::with_deadline(Duration::from_secs(20), move || child.wait_with_output()) {
+        Some(out) => out.expect("the example's output"),
+        None => {
+            // SAFETY: kill(2) on our own child, not yet reaped (the thread
+            // waiting for it reaps it once it is killed).
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid, libc::SIGKILL)
+            };
+            panic!("{name} {args:?} still running after 20 s")
+        }
+    }
 }
 
 #[test]
@@ -180,11 +198,21 @@ fn help_and_bad_flags() {
     assert!(err.contains("--port") && err.contains("eighty"), "{err}");
     let missing = run("http_server", &["--port"]);
     assert_eq!(missing.status.code(), Some(2), "{missing:?}");
-    let unopenable = run(
-        "http_server",
-        &["--port", "0", "--access-log", "/nonexistent/dir/x.log"],
-    );
-    assert!(!unopenable.status.success());
-    let err = String::from_utf8_lossy(&unopenable.stderr);
-    assert!(err.contains("/nonexistent/dir/x.log"), "{err}");
+}
+
+/// An access log that cannot be opened is a bad value on the command line:
+/// exit 2, with the file named, before anything listens.
+#[test]
+fn an_access_log_that_cannot_be_opened_is_a_usage_error() {
+    let path = "/nonexistent/dir/x.log";
+    for name in ["http_server", "echo_server", "sse_server"] {
+        let out = run(name, &["--port", "0", "--access-log", path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(path),
+            "{name}: {err}"
+        );
+        assert!(!err.contains("listening"), "{name}: {err}");
+    }
 }
