@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use support::example::Server;
+use support::example::{run, Server};
 
 fn tmp_path(name: &str) -> PathBuf {
     let p = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
@@ -141,32 +141,6 @@ fn a_bad_query_parameter_is_a_400() {
     assert!(http_get(&srv, "/delay?ms=abc").starts_with("HTTP/1.1 400"));
     assert!(http_get(&srv, "/stream?n=-1").starts_with("HTTP/1.1 400"));
     assert_eq!(http_get(&srv, "/delay?ms=1"), "HTTP/1.1 200 OK");
-}
-
-/// Runs example `name` with `args` to its end (it must end at once: it is
-/// killed, and the test fails, after 20 s).
-fn run(name: &str, args: &[&str]) -> std::process::Output {
-    use std::process::{Command, Stdio};
-    let child = Command::new(support::example::binary(name))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the example");
-    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
-    match support::with_deadline(Duration::from_secs(20), move || child.wait_with_output()) {
-        Some(out) => out.expect("the example's output"),
-        None => {
-            // SAFETY: kill(2) on our own child, not yet reaped (the thread
-            // waiting for it reaps it once it is killed).
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(pid, libc::SIGKILL)
-            };
-            panic!("{name} {args:?} still running after 20 s")
-        }
-    }
 }
 
 #[test]
