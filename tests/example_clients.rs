@@ -4,7 +4,8 @@
 
 mod support;
 
-use support::example::run;
+use std::time::Instant;
+use support::example::{run, Server};
 use support::upstream::{path_of, Upstream};
 
 /// An upstream where `/start` redirects (302) to `/final`, which answers
@@ -72,4 +73,49 @@ fn http_client_stops_at_the_redirect_limit() {
     assert!(stdout.starts_with("HTTP/1.1 302 Found\n"), "{stdout}");
     assert!(stdout.contains("\nLocation: /3\n"), "{stdout}");
     assert!(stdout.contains("redirects: 2"), "{stdout}");
+}
+
+/// The number after `key` in `line` (`p50 0.562 ms` gives 0.562 for `p50`).
+fn number_after(line: &str, key: &str) -> f64 {
+    let mut words = line.split_whitespace().skip_while(|w| *w != key);
+    words
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {key:?} in {line:?}"))
+}
+
+#[test]
+fn echo_client_prints_latency_percentiles() {
+    let server = Server::start("echo_server", &["--access-log", "off"]);
+    let port = server.addr().port().to_string();
+    let started = Instant::now();
+    let out = run(
+        "echo_client",
+        &[
+            "--port",
+            &port,
+            "--conns",
+            "4",
+            "--pipeline",
+            "4",
+            "--requests",
+            "800",
+        ],
+    );
+    let wall_ms = started.elapsed().as_secs_f64() * 1e3;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.starts_with("800/800 echoes ok"), "{stdout}");
+    let line = stdout.lines().last().unwrap_or_default();
+    let tail = line.split("latency ").nth(1).expect("a latency part");
+    assert!(tail.ends_with(" ms"), "in ms: {line}");
+    let [p50, p90, p99, max] = ["p50", "p90", "p99", "max"].map(|k| number_after(tail, k));
+    // Ordered, above zero (a round trip takes some microseconds), and
+    // none longer than the whole run.
+    assert!(0.0 < p50, "{line}");
+    assert!(p50 <= p90 && p90 <= p99 && p99 <= max, "{line}");
+    assert!(
+        max < wall_ms,
+        "max {max} ms, the run took {wall_ms:.3} ms: {line}"
+    );
 }
