@@ -7,8 +7,10 @@
 //! its share of `--requests` frames one after another, every payload unique.
 //! The pool holds at most `--conns` connections to the server, so with
 //! `--pipeline N` each connection carries up to N requests at once (the echo
-//! protocol pipelines; replies are matched in order). Prints throughput and
-//! latency percentiles; exits 1 if any reply is missing or wrong.
+//! protocol pipelines; replies are matched in order). Prints, at the end,
+//! throughput and the latency of the echoes that came back right (from each
+//! task's creation to its callback): p50, p90, p99 and max, in ms. Exits 1
+//! if any reply is missing or wrong.
 
 #[path = "common/args.rs"]
 mod args;
@@ -60,11 +62,16 @@ fn send(run: Arc<Run>, s: u64, i: u64, per: u64) -> ClientTask<Echo> {
     .with_config(config)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+/// The `p`-th percentile (0 < p <= 100) of `sorted`, by nearest rank: the
+/// smallest latency that at least p% of the requests did not exceed.
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    let rank = (sorted.len() * p).div_ceil(100).max(1);
+    sorted.get(rank - 1).copied().unwrap_or_default()
+}
+
+/// A latency in milliseconds, to the microsecond.
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
 
 /// The command line this example accepts.
@@ -113,13 +120,13 @@ fn main() {
     let ok = lat.len() as u64;
     println!(
         "{ok}/{} echoes ok over {conns} connections, {pipeline} in flight each, in {secs:.2}s \
-         ({:.0} req/s); latency p50 {:?} p90 {:?} p99 {:?} max {:?}",
+         ({:.0} req/s); latency p50 {} p90 {} p99 {} max {}",
         per * series,
         ok as f64 / secs,
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.90),
-        percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or_default(),
+        ms(percentile(&lat, 50)),
+        ms(percentile(&lat, 90)),
+        ms(percentile(&lat, 99)),
+        ms(lat.last().copied().unwrap_or_default()),
     );
     for f in failures.iter().take(5) {
         eprintln!("failed: {f}");

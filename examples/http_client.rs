@@ -1,6 +1,11 @@
 //! A small wget: fetches a URL with an HTTP client task and prints the status,
 //! the headers and where the time went (curl's `-w` phases).
 //!
+//! Redirects are not followed unless asked, as `http::ClientTask` does by
+//! default (`redirect_max` 0): a 3xx is printed with its `Location`.
+//! `--redirects N` follows up to N of them (301, 302, 303, 307, 308), like
+//! curl's `-L --max-redirs N`, and prints the final response.
+//!
 //! `cargo run --example http_client -- http://127.0.0.1:8080/ [--redirects N] [--body]`
 
 #[path = "common/args.rs"]
@@ -11,7 +16,7 @@ use taskweave::{Series, WaitGroup};
 
 /// The command line this example accepts.
 const SPEC: args::Spec = args::Spec {
-    usage: "usage: http_client URL [--redirects N] [--body]",
+    usage: "usage: http_client URL [--redirects 0] [--body]",
     options: &["redirects"],
     switches: &["body"],
 };
@@ -57,8 +62,12 @@ fn main() {
         println!("first byte: {}", ms(timings.first_byte));
         println!("total:      {}", ms(Some(timings.total)));
         println!("reused:     {}   redirects: {}", t.reused(), t.redirects());
+        if let Some(url) = t.url().filter(|_| t.redirects() > 0) {
+            println!("final URL:  http://{}{}", url.authority(), url.target());
+        }
     })
-    .redirect_max(args.get("redirects", 3));
+    // 0, the library's default, unless --redirects says otherwise.
+    .redirect_max(args.get("redirects", 0));
     Series::new(task).on_done(move |_| done.done()).start();
     wg.wait();
     if !ok.load(std::sync::atomic::Ordering::SeqCst) {

@@ -87,7 +87,8 @@ fn main() -> std::io::Result<()> {
         args.raw("access-log"),
         !args.has("conn-log-only"),
         metrics.clone(),
-    )?;
+    )
+    .unwrap_or_else(|e| args.fail(e));
     let m = metrics.clone();
     let dir: Option<PathBuf> = args.raw("dir").map(PathBuf::from);
     let size = |name| {

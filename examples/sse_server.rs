@@ -94,6 +94,13 @@ fn main() -> std::io::Result<()> {
     settings.poller_threads = args.get("pollers", settings.poller_threads);
     settings.handler_threads = args.get("handler-threads", settings.handler_threads);
     settings.apply().map_err(std::io::Error::other)?;
+    let metrics = Arc::new(ServerMetrics::new());
+    let access_log::Chosen { log, writer } = access_log::choose(
+        args.raw("access-log"),
+        !args.has("conn-log-only"),
+        metrics.clone(),
+    )
+    .unwrap_or_else(|e| args.fail(e));
 
     let hub = Hub::new(hub_config(&args));
     let (publisher, subscription) = match args.raw("redis") {
@@ -104,12 +111,6 @@ fn main() -> std::io::Result<()> {
             (Publisher::Redis(bus), Some(handle))
         }
     };
-    let metrics = Arc::new(ServerMetrics::new());
-    let access_log::Chosen { log, writer } = access_log::choose(
-        args.raw("access-log"),
-        !args.has("conn-log-only"),
-        metrics.clone(),
-    )?;
     let builder = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
         .reuse_port(args.get("reuse-port", false))

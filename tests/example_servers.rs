@@ -3,7 +3,9 @@
 //! the access-log file (shutdown flushes it) and the process exits 0 at once; a port already in use is an error,
 //! not a second server; a query parameter that does not parse is a 400;
 //! `--help` prints the usage and exits 0, an unknown flag or a bad value is
-//! an error that names it.
+//! an error that names it, an access log that cannot be opened too (exit 2);
+//! `http_proxy` forwards end-to-end header fields both ways and drops the
+//! hop-by-hop ones.
 
 mod support;
 
@@ -11,7 +13,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use support::example::Server;
+use support::example::{run, Server};
+use support::upstream::{field, Upstream};
 
 fn tmp_path(name: &str) -> PathBuf {
     let p = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
@@ -106,17 +109,94 @@ fn echo_server_flushes_every_record_on_sigint() {
 }
 
 #[test]
-fn http_proxy_forwards_and_exits_on_sigint() {
+fn http_proxy_forwards_and_flushes_every_record_on_sigint() {
     let backend = Server::start("http_server", &["--access-log", "off"]);
     let target = format!("http://{}", backend.addr());
-    let mut proxy = Server::start("http_proxy", &["--backend", &target]);
+    let log = tmp_path("proxy_sigint.jsonl");
+    let proxy = Server::start(
+        "http_proxy",
+        &["--backend", &target, "--access-log", log.to_str().unwrap()],
+    );
     assert_eq!(http_get(&proxy, "/"), "HTTP/1.1 200 OK");
     assert!(http_get(&proxy, "/nope").starts_with("HTTP/1.1 404"));
-    proxy.signal(libc::SIGINT);
-    let status = proxy
-        .wait_exit(Duration::from_secs(8))
-        .unwrap_or_else(|| panic!("still running 8 s after SIGINT: {}", proxy.stderr()));
-    assert!(status.success(), "{status}: {}", proxy.stderr());
+    // A HEAD answer keeps the backend's Content-Length (of `Hello, World!`).
+    let mut s = TcpStream::connect(proxy.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = String::new();
+    let _ = s.read_to_string(&mut head);
+    assert_eq!(field(&head, "content-length"), Some("13"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "no body: {head}");
+    let lines = interrupt(proxy, &log);
+    let kind = |k: &str| {
+        let tag = format!("{{\"kind\":\"{k}\",");
+        lines.iter().filter(|l| l.starts_with(&tag)).count()
+    };
+    assert_eq!(kind("request"), 3, "one record per request: {lines:?}");
+    assert_eq!(kind("conn"), 3, "one record per connection: {lines:?}");
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.contains("\"side\":\"server\"")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn http_proxy_forwards_end_to_end_fields_only() {
+    let upstream = Upstream::start(|_| {
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Upstream: kept\r\nX-Secret-Hop: dropped\r\n\
+         Keep-Alive: timeout=5\r\nConnection: close, X-Secret-Hop\r\n\r\nok\n"
+            .to_string()
+    });
+    let proxy = Server::start(
+        "http_proxy",
+        &["--backend", &upstream.url(""), "--access-log", "off"],
+    );
+    let mut s = TcpStream::connect(proxy.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"POST /submit?x=1 HTTP/1.1\r\nHost: proxy.example\r\nX-Custom: end-to-end\r\n\
+          Connection: close, X-Hop\r\nX-Hop: dropped\r\nKeep-Alive: timeout=5\r\n\
+          TE: trailers\r\nProxy-Authorization: Basic c2VjcmV0\r\nUpgrade: websocket\r\n\
+          Via: 1.0 first\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+
+    // What the upstream received: the end-to-end fields, the body, the
+    // backend's Host, and Via with the proxy added after the client's entry.
+    let request = upstream.received();
+    assert!(
+        request.starts_with("POST /submit?x=1 HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert_eq!(field(&request, "x-custom"), Some("end-to-end"), "{request}");
+    let host = upstream.addr().to_string();
+    assert_eq!(field(&request, "host"), Some(host.as_str()), "{request}");
+    for hop in [
+        "connection",
+        "x-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "upgrade",
+    ] {
+        assert_eq!(field(&request, hop), None, "{hop} forwarded: {request}");
+    }
+    let via = request.find("\r\nVia: 1.0 first\r\n");
+    let ours = request.find("\r\nVia: 1.1 taskweave\r\n");
+    assert!(via.is_some() && ours > via, "Via: {request}");
+    assert!(request.ends_with("\r\n\r\nhello"), "{request}");
+
+    // What the client received: the upstream's end-to-end fields and body.
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert_eq!(field(&response, "x-upstream"), Some("kept"), "{response}");
+    assert_eq!(field(&response, "x-secret-hop"), None, "{response}");
+    assert_eq!(field(&response, "keep-alive"), None, "{response}");
+    assert_eq!(field(&response, "via"), Some("1.1 taskweave"), "{response}");
+    assert!(response.ends_with("\r\n\r\nok\n"), "{response}");
 }
 
 #[test]
@@ -141,14 +221,6 @@ fn a_bad_query_parameter_is_a_400() {
     assert!(http_get(&srv, "/delay?ms=abc").starts_with("HTTP/1.1 400"));
     assert!(http_get(&srv, "/stream?n=-1").starts_with("HTTP/1.1 400"));
     assert_eq!(http_get(&srv, "/delay?ms=1"), "HTTP/1.1 200 OK");
-}
-
-/// Runs example `name` with `args` to its end (it must end at once).
-fn run(name: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(support::example::binary(name))
-        .args(args)
-        .output()
-        .expect("run the example")
 }
 
 #[test]
@@ -180,11 +252,21 @@ fn help_and_bad_flags() {
     assert!(err.contains("--port") && err.contains("eighty"), "{err}");
     let missing = run("http_server", &["--port"]);
     assert_eq!(missing.status.code(), Some(2), "{missing:?}");
-    let unopenable = run(
-        "http_server",
-        &["--port", "0", "--access-log", "/nonexistent/dir/x.log"],
-    );
-    assert!(!unopenable.status.success());
-    let err = String::from_utf8_lossy(&unopenable.stderr);
-    assert!(err.contains("/nonexistent/dir/x.log"), "{err}");
+}
+
+/// An access log that cannot be opened is a bad value on the command line:
+/// exit 2, with the file named, before anything listens.
+#[test]
+fn an_access_log_that_cannot_be_opened_is_a_usage_error() {
+    let path = "/nonexistent/dir/x.log";
+    for name in ["http_server", "echo_server", "sse_server", "http_proxy"] {
+        let out = run(name, &["--port", "0", "--access-log", path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(path),
+            "{name}: {err}"
+        );
+        assert!(!err.contains("listening"), "{name}: {err}");
+    }
 }

@@ -18,7 +18,7 @@ pub struct Chosen {
 /// `metrics` (the benchmark's baseline). The JSON Lines writer is kept apart
 /// too, to flush at shutdown. It writes a line per request and one per
 /// connection, or with `requests` false (`--conn-log-only`) only the
-/// connections'.
+/// connections'. A file that cannot be opened is an error that names it.
 pub fn choose(
     arg: Option<&str>,
     requests: bool,
@@ -34,7 +34,7 @@ pub fn choose(
                 .requests(requests)
                 .open(path)
                 .map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot open access log {path}: {e}"))
+                    io::Error::new(e.kind(), format!("cannot open --access-log {path}: {e}"))
                 })?,
         ),
     };

@@ -1,6 +1,7 @@
 //! The examples' command lines, read with `lexopt`: `--help` prints the
-//! usage and exits 0; an unknown flag, a missing value or a value that does
-//! not parse is an error that names it, and exits 2.
+//! usage and exits 0; an unknown flag, a missing value, a value that does
+//! not parse or one that cannot be used (an access log that cannot be
+//! opened) is an error that names it, and exits 2.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -76,11 +77,17 @@ impl Args {
     pub fn get<T: FromStr>(&self, name: &str, default: T) -> T {
         match self.values.get(name) {
             None => default,
-            Some(v) => v.parse().unwrap_or_else(|_| {
-                eprintln!("error: invalid value for --{name}: {v:?}\n{}", self.usage);
-                std::process::exit(2)
-            }),
+            Some(v) => v
+                .parse()
+                .unwrap_or_else(|_| self.fail(format!("invalid value for --{name}: {v:?}"))),
         }
+    }
+
+    /// Exits 2 with `error: {message}` and the usage: for a value that
+    /// parses but cannot be used.
+    pub fn fail(&self, message: impl std::fmt::Display) -> ! {
+        eprintln!("error: {message}\n{}", self.usage);
+        std::process::exit(2)
     }
 
     /// The raw value of `--name`.

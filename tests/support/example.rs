@@ -1,12 +1,14 @@
 //! An example server run as a child process: its debug binary is found (and
 //! built when missing or older than the sources), it is started on a port
 //! of its own choosing (`--port 0`; it reports the address it bound), and it
-//! is killed when dropped. Its resident memory is read from `/proc`.
+//! is killed when dropped. Its resident memory is read from `/proc`. An
+//! example that runs to its end (a client, or a bad command line) is
+//! [`run`].
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -81,6 +83,35 @@ pub fn binary(name: &str) -> PathBuf {
     assert!(bin.exists(), "no example binary at {}", bin.display());
     bin
 }
+
+/// Runs example `name` with `args` to its end and returns what it wrote.
+/// It must end within [`RUN_LIMIT`]: past it, it is killed and the test
+/// fails.
+pub fn run(name: &str, args: &[&str]) -> Output {
+    let child = Command::new(binary(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+    match super::with_deadline(RUN_LIMIT, move || child.wait_with_output()) {
+        Some(out) => out.expect("the example's output"),
+        None => {
+            // SAFETY: kill(2) on our own child, not yet reaped (the thread
+            // waiting for it reaps it once it is killed); no memory shared.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid, libc::SIGKILL)
+            };
+            panic!("{name} {args:?} still running after {RUN_LIMIT:?}")
+        }
+    }
+}
+
+/// How long [`run`] lets an example run.
+pub const RUN_LIMIT: Duration = Duration::from_secs(30);
 
 /// A running example server; killed (SIGKILL) when dropped unless it has
 /// exited.

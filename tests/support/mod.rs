@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: raw frame I/O over std sockets and
 //! bounded waiting; raw HTTP in [`raw_http`], child processes in [`child`], a
-//! real `redis-server` in [`redis`].
+//! real `redis-server` in [`redis`], a tiny upstream HTTP server in
+//! [`upstream`].
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -13,6 +14,7 @@ pub mod example;
 pub mod raw_http;
 pub mod redis;
 pub mod sse;
+pub mod upstream;
 
 /// Raises the soft descriptor limit to the hard one (tests open thousands).
 pub fn raise_fd_limit() {
