@@ -223,6 +223,12 @@ impl RequestRecord {
 
     /// Appends this record as one JSON object (no trailing newline) to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.write_json_at(out, &clock::WallClock::now());
+    }
+
+    /// [`write_json`](Self::write_json), with the wall clock already read
+    /// (once for a batch of records).
+    pub(crate) fn write_json_at(&self, out: &mut Vec<u8>, wall: &clock::WallClock) {
         let opt = |out: &mut Vec<u8>, key: &[u8], v: Option<u64>| {
             out.extend_from_slice(key);
             match v {
@@ -253,7 +259,7 @@ impl RequestRecord {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"start\":\"");
-        write_rfc3339(self.start_time(), out);
+        write_rfc3339(wall.time_of(self.start), out);
         out.push(b'"');
         text(out, b",\"method\":", Some(self.method.as_str()));
         text(out, b",\"path\":", Some(self.path.as_str()));
