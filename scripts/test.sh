@@ -33,12 +33,15 @@ fi
 # Connection-scale tests open thousands of sockets.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# Unit, integration and doc tests; examples are built. Benches are measured by
-# their own scripts (scripts/bench_*.sh), never run as tests.
+# Unit, integration and doc tests; examples are built. With the two optional
+# features: `http` (the conversions to the http crate's types, http::interop)
+# and `proptest` (the parsers' property tests: proptest is an optional
+# dependency, not a dev-dependency, so that examples do not build it). Benches
+# are measured by their own scripts (scripts/bench_*.sh), never run as tests.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+cargo test --no-fail-fast --features http,proptest "$@" 2>&1 | tee "$log" || status=$?
 # "test result: ok. 12 passed; 0 failed; ..." per binary, summed.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all test binaries: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -60,6 +60,8 @@ mod version;
 mod tests;
 
 mod client;
+#[cfg(feature = "http")]
+pub mod interop;
 mod server;
 pub mod sse;
 mod url;

@@ -1,9 +1,11 @@
 //! Every RESP2 and RESP3 type from wire bytes, every split point, every limit.
 
 use bytes::Bytes;
+#[cfg(feature = "proptest")]
 use proptest::prelude::*;
 
 use super::*;
+#[cfg(feature = "proptest")]
 use crate::redis::encode_value;
 
 fn one(wire: &[u8]) -> Value {
@@ -433,8 +435,9 @@ fn errors_display() {
     );
 }
 
-// ---- properties -----------------------------------------------------------
+// ---- properties (with the `proptest` feature; scripts/test.sh turns it on) --
 
+#[cfg(feature = "proptest")]
 fn arb_value() -> impl Strategy<Value = Value> {
     let bytes = proptest::collection::vec(any::<u8>(), 0..12).prop_map(Bytes::from);
     let line = "[a-zA-Z0-9 :_-]{0,10}";
@@ -469,6 +472,7 @@ fn arb_value() -> impl Strategy<Value = Value> {
     })
 }
 
+#[cfg(feature = "proptest")]
 proptest! {
     #[test]
     fn prop_encoded_values_round_trip_at_every_split(v in arb_value(), tail in proptest::collection::vec(any::<u8>(), 0..4)) {
@@ -511,6 +515,7 @@ proptest! {
 
 /// Feeds `wire` to a [`Parser`] in pieces of `step` bytes, the way a
 /// connection does: unused bytes are kept and fed again with the next piece.
+#[cfg(feature = "proptest")]
 fn feed_in_pieces(wire: &[u8], step: usize) -> Result<Option<(Value, usize)>, RespError> {
     let mut parser = Parser::new(Limits::default());
     let mut kept: Vec<u8> = Vec::new();
@@ -561,6 +566,7 @@ fn a_parser_counts_depth_across_calls() {
     assert_eq!(parser.feed(b"*1\r\n"), Err(RespError::TooDeep { max: 2 }));
 }
 
+#[cfg(feature = "proptest")]
 proptest! {
     #[test]
     fn prop_a_parser_fed_in_pieces_gives_the_whole_value(

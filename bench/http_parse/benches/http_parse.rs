@@ -1,10 +1,17 @@
 //! Costs of the HTTP/1.1 message layer: parsing typical requests and encoding
 //! a small response, each from a fresh message as the server does per request.
+//!
+//! A crate of its own, so that criterion is not a dev-dependency of taskweave
+//! (see bench/README.md). From the repository root:
+//!
+//! ```text
+//! cargo bench --manifest-path bench/http_parse/Cargo.toml
+//! ```
 
 use std::hint::black_box;
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use taskweave::bytes::Bytes;
 use taskweave::http::{Request, Response};
 use taskweave::protocol::{Message, Progress};
 
