@@ -5,26 +5,47 @@
 //! *series* of composable tasks that share a typed *series context*. Network I/O,
 //! timers and computation are all tasks; a callback runs when each ends.
 //!
-//! ```no_run
+//! ```
+//! use std::sync::mpsc;
 //! use std::time::Duration;
-//! use taskweave::{timer, Series, WaitGroup};
+//! use taskweave::{timer, Series};
 //!
-//! let wg = WaitGroup::new(1);
-//! let done = wg.clone();
 //! let first = timer(Duration::from_millis(5), |_t, s: &mut Series| {
 //!     *s.context_mut::<u32>() += 1;
 //!     s.push_back(timer(Duration::from_millis(5), |_t, s: &mut Series| {
 //!         *s.context_mut::<u32>() += 1;
 //!     }));
 //! });
+//! let (tx, rx) = mpsc::channel();
 //! Series::with_context(first, 0u32)
 //!     .on_done(move |s| {
-//!         assert_eq!(*s.context::<u32>(), 2);
-//!         done.done();
+//!         let _ = tx.send(*s.context::<u32>());
 //!     })
 //!     .start();
-//! wg.wait();
+//! assert_eq!(rx.recv()?, 2);
+//! # Ok::<(), mpsc::RecvError>(())
 //! ```
+//!
+//! # Where to start
+//!
+//! Each item named here has an example in its docs, run as a doctest
+//! (those that need a real Redis server are only compiled).
+//!
+//! - **Tasks and series:** [`Series`] (and [`FnTask`], a closure as a
+//!   task), [`Parallel`], [`timer`], [`go`] (the compute pool), [`counter`]
+//!   and [`named_counter`]; a plain thread waits for series with a
+//!   [`WaitGroup`]. A task of your own implements [`Task`].
+//! - **HTTP:** [`http::Server`] gives each request an [`http::ServerTask`];
+//!   [`http::get`] and [`http::request`] make an [`http::ClientTask`]. An
+//!   answer can be a [`task::Stream`] (see
+//!   [`ServerTask::stream`](task::ServerTask::stream)), and
+//!   [`http::sse::Hub`] fans server-sent events out to subscribers.
+//! - **Redis:** [`redis::command`] for a command or two, a
+//!   [`redis::Client`] for many (each makes a [`redis::RedisTask`]), a
+//!   [`redis::Subscriber`] for pub/sub.
+//! - **A protocol of your own:** implement [`protocol::Message`] and
+//!   [`protocol::Protocol`]; [`task::Server`] serves it and
+//!   [`task::ClientTask`] sends it.
 //!
 //! # Layers
 //!

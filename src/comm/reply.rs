@@ -204,15 +204,65 @@ impl<P: Protocol, S: Service<P>> Drop for Reply<P, S> {
 /// A response body sent in pieces, from any thread.
 ///
 /// A server task answers with a stream instead of one reply (see
-/// `ServerTask::stream`): the head goes out at once, then each
-/// [`send`](Stream::send) adds a piece (HTTP/1.1: a chunk) and
-/// [`finish`](Stream::finish) ends it (HTTP/1.1: the last chunk). The handle
-/// is `Send + Sync + Clone`: keep it in a timer's callback, another task, a
-/// hub of subscribers. Each send reports where the connection's output
-/// stands, and [`on_writable`](Stream::on_writable) says when a producer that
-/// was told to slow down may go on, so a producer never buffers without bound.
-/// Dropping every handle without `finish` aborts the stream: the connection
-/// closes, so the peer cannot take a cut body for a whole one.
+/// [`ServerTask::stream`](crate::task::ServerTask::stream)): the head goes
+/// out at once, then each [`send`](Stream::send) adds a piece (HTTP/1.1: a
+/// chunk) and [`finish`](Stream::finish) ends it (HTTP/1.1: the last chunk).
+/// The handle is `Send + Sync + Clone`: keep it in a timer's callback,
+/// another task, a hub of subscribers. Each send reports where the
+/// connection's output stands, and [`on_writable`](Stream::on_writable) says
+/// when a producer that was told to slow down may go on, so a producer never
+/// buffers without bound. Dropping every handle without `finish` aborts the
+/// stream: the connection closes, so the peer cannot take a cut body for a
+/// whole one.
+/// [`ServerTask::stream_with`](crate::task::ServerTask::stream_with) makes
+/// one paced by a [`FlowControl`]; [`http::sse`](crate::http::sse) sends
+/// events on such streams.
+///
+/// A producer that sends 4 MiB in pieces as fast as the client takes them,
+/// and no faster: when a send reports [`SendState::AboveHigh`] it stops,
+/// and goes on from `on_writable` once the queue has drained.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use taskweave::comm::{SendState, Stream};
+/// use taskweave::http::{self, Server, ServerTask};
+/// use taskweave::Series;
+///
+/// const PIECE: usize = 64 * 1024;
+///
+/// fn pump(stream: Stream, mut left: usize) {
+///     while left > 0 {
+///         let n = left.min(PIECE);
+///         left -= n;
+///         match stream.send(vec![b'x'; n]) {
+///             Ok(SendState::AboveHigh) if left > 0 => {
+///                 let more = stream.clone();
+///                 stream.on_writable(move || pump(more, left));
+///                 return;
+///             }
+///             Ok(_) => {}
+///             Err(_) => return, // the client is gone
+///         }
+///     }
+///     stream.finish();
+/// }
+///
+/// let server = Server::builder().serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
+///     if let Ok(stream) = task.stream() {
+///         pump(stream, 4 << 20);
+///     }
+/// })?;
+///
+/// let (tx, rx) = mpsc::channel();
+/// let get = http::get(&format!("http://{}/", server.local_addr()), move |t, _| {
+///     let _ = tx.send(t.result().map(|r| r.body().len()).map_err(|e| e.clone()));
+/// });
+/// Series::new(get).start();
+/// assert_eq!(rx.recv()??, 4 << 20);
+/// server.shutdown(Duration::from_secs(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Stream {
     inner: Arc<StreamInner>,

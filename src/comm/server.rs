@@ -858,6 +858,41 @@ impl<P: Protocol, S: Service<P>> Control for ServerShared<P, S> {
 
 /// A running server. Dropping the handle leaves the server running; call
 /// [`shutdown`](ServerHandle::shutdown) to stop it.
+///
+/// A graceful shutdown while a request is in flight: the request's answer
+/// still goes out whole, then its connection closes.
+///
+/// ```
+/// # #[path = "../protocol/doc_lines.rs"] mod lines;
+/// use lines::{Line, Lines}; // the line protocol of `Protocol`'s example
+/// use std::io::{Read, Write};
+/// use std::net::TcpStream;
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use taskweave::task::{Server, ServerTask};
+/// use taskweave::{timer, Series};
+///
+/// let (started, has_started) = mpsc::channel();
+/// let server = Server::builder().serve("127.0.0.1:0", Lines, move |_task, series| {
+///     let _ = started.send(());
+///     series.push_back(timer(Duration::from_millis(50), |_, s: &mut Series| {
+///         if let Some(task) = ServerTask::<Lines>::of_series(s) {
+///             *task.response() = Line::new("worth the wait");
+///         }
+///     }));
+/// })?;
+///
+/// let mut conn = TcpStream::connect(server.local_addr())?;
+/// conn.write_all(b"hello?\n")?;
+/// has_started.recv()?;
+/// assert_eq!(server.open_connections(), 1);
+///
+/// assert!(server.shutdown(Duration::from_secs(5))); // all done within the grace
+/// let mut answer = String::new();
+/// conn.read_to_string(&mut answer)?; // the answer, then the close
+/// assert_eq!(answer, "worth the wait\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ServerHandle {
     local: SocketAddr,
     control: Arc<dyn Control>,

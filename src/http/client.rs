@@ -61,6 +61,47 @@ fn default_proto() -> Arc<ClientProto> {
 type Callback = Box<dyn FnOnce(&mut ClientTask, &mut Series) + Send>;
 
 /// An HTTP request to a URL and, once it ran, its response.
+///
+/// Made by [`get`] or [`request`]; set headers, a body, redirects, limits
+/// or a [`ClientConfig`] with the builder methods, put it in a series, and
+/// read the outcome in its callback: [`result`](Self::result) (a
+/// [`Response`], or an error that says which phase failed),
+/// [`timings`](Self::timings), [`reused`](Self::reused),
+/// [`redirects`](Self::redirects), [`url`](Self::url).
+///
+/// Following a redirect:
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use taskweave::http::{self, Server, ServerTask};
+/// use taskweave::Series;
+///
+/// let server = Server::builder().serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
+///     if task.request().path() == "/old" {
+///         task.response().set_status(301).set_header("Location", "/new");
+///     } else {
+///         task.response().set_body("moved here");
+///     }
+/// })?;
+///
+/// let (tx, rx) = mpsc::channel();
+/// let get = http::get(&format!("http://{}/old", server.local_addr()), move |t, _| {
+///     let body = t.result().map(|r| r.body().clone()).map_err(|e| e.clone());
+///     let path = t.url().map(|u| u.target().to_owned());
+///     let _ = tx.send((body, t.redirects(), path));
+/// })
+/// .header("Accept", "text/plain")
+/// .redirect_max(3);
+/// Series::new(get).start();
+///
+/// let (body, redirects, path) = rx.recv()?;
+/// assert_eq!(&body?[..], b"moved here");
+/// assert_eq!(redirects, 1);
+/// assert_eq!(path.as_deref(), Some("/new"));
+/// server.shutdown(Duration::from_secs(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ClientTask {
     url: Result<Url, Error>,
     method: String,
@@ -88,6 +129,48 @@ impl std::fmt::Debug for ClientTask {
 }
 
 /// A `GET` of `url`; `callback` runs with the response or the error.
+///
+/// A `url` that does not parse (see [`Url`]) fails the task when it runs,
+/// with `Error::InvalidRequest`, like any other failure:
+///
+/// ```
+/// use std::sync::mpsc;
+/// use taskweave::http;
+/// use taskweave::{Error, Series};
+///
+/// let (tx, rx) = mpsc::channel();
+/// let get = http::get("https://example.com/", move |t, _| {
+///     let _ = tx.send(t.result().err().cloned());
+/// });
+/// Series::new(get).start();
+/// assert!(matches!(rx.recv()?, Some(Error::InvalidRequest(_)))); // no TLS here
+/// # Ok::<(), std::sync::mpsc::RecvError>(())
+/// ```
+///
+/// [`ClientTask`]'s example gets a page from a server of its own; the
+/// callback's [`Series`] can also carry the outcome on, in its context:
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use taskweave::http::{self, Server, ServerTask};
+/// use taskweave::Series;
+///
+/// let server = Server::builder().serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
+///     task.response().set_status(204);
+/// })?;
+///
+/// let get = http::get(&format!("http://{}/", server.local_addr()), |t, s: &mut Series| {
+///     *s.context_mut::<u16>() = t.result().map_or(0, |r| r.status());
+/// });
+/// let (tx, rx) = mpsc::channel();
+/// Series::with_context(get, 0u16)
+///     .on_done(move |s| { let _ = tx.send(*s.context::<u16>()); })
+///     .start();
+/// assert_eq!(rx.recv()?, 204);
+/// server.shutdown(Duration::from_secs(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn get(
     url: &str,
     callback: impl FnOnce(&mut ClientTask, &mut Series) + Send + 'static,
@@ -97,6 +180,34 @@ pub fn get(
 
 /// A request with `method` to `url`; add headers and a body with the builder
 /// methods before starting it.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use taskweave::http::{self, Server, ServerTask};
+/// use taskweave::Series;
+///
+/// // Answers with the length of what was put, and its type.
+/// let server = Server::builder().serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
+///     let (req, resp) = task.parts();
+///     let kind = String::from_utf8_lossy(req.header("content-type").unwrap_or(b"?")).into_owned();
+///     resp.set_body(format!("{} {} bytes of {kind}", req.method(), req.body().len()));
+/// })?;
+///
+/// let (tx, rx) = mpsc::channel();
+/// let url = format!("http://{}/notes/1", server.local_addr());
+/// let put = http::request("PUT", &url, move |t, _| {
+///     let _ = tx.send(t.take_response());
+/// })
+/// .header("Content-Type", "application/json")
+/// .body(r#"{"text":"hi"}"#);
+/// Series::new(put).start();
+///
+/// let resp = rx.recv()?.ok_or("no response")?;
+/// assert_eq!(&resp.body()[..], b"PUT 13 bytes of application/json");
+/// server.shutdown(Duration::from_secs(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn request(
     method: &str,
     url: &str,

@@ -63,16 +63,109 @@ impl Protocol for ServerProto {
     }
 }
 
-/// One HTTP request being served.
+/// One HTTP request being served: the generic
+/// [`task::ServerTask`] over HTTP, whose page lists its methods. The ones
+/// a handler uses most:
+///
+/// - [`request`](task::ServerTask::request): the [`Request`], complete
+///   (its body read, chunked or not); [`request_mut`](task::ServerTask::request_mut)
+///   to take its body without a copy.
+/// - [`response`](task::ServerTask::response): the [`Response`] to fill,
+///   made for this request (200, the request's version and keep-alive, no
+///   body on the wire for `HEAD`); written when the series ends.
+///   [`parts`](task::ServerTask::parts) gives both at once.
+/// - [`peer_addr`](task::ServerTask::peer_addr),
+///   [`conn_id`](task::ServerTask::conn_id) (as in the access log),
+///   [`received_at`](task::ServerTask::received_at).
+/// - [`stream`](task::ServerTask::stream) and
+///   [`stream_with`](task::ServerTask::stream_with): answer with a body in
+///   pieces, chunked ([`sse::start`](super::sse::start) for server-sent
+///   events).
+/// - [`of_series`](task::ServerTask::of_series) and
+///   [`reply_handle`](task::ServerTask::reply_handle): reach the task from
+///   callbacks that run after `process`.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use taskweave::http::{self, Server, ServerTask};
+/// use taskweave::Series;
+///
+/// let server = Server::builder().serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
+///     let req = task.request();
+///     if req.method() != "POST" || req.path() != "/upper" {
+///         task.response().set_status(404);
+///         return;
+///     }
+///     let upper = req.body().to_ascii_uppercase();
+///     let from = task.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+///     task.response()
+///         .set_header("Content-Type", "text/plain")
+///         .set_header("X-Peer", from)
+///         .set_body(upper);
+/// })?;
+///
+/// let (tx, rx) = mpsc::channel();
+/// let post = http::request("POST", &format!("http://{}/upper", server.local_addr()), move |t, _| {
+///     let _ = tx.send(t.take_response());
+/// })
+/// .body("quiet");
+/// Series::new(post).start();
+/// let resp = rx.recv()?.ok_or("no response")?;
+/// assert_eq!(resp.status(), 200);
+/// assert_eq!(resp.header("x-peer"), Some(&b"127.0.0.1"[..]));
+/// assert_eq!(&resp.body()[..], b"QUIET");
+/// server.shutdown(Duration::from_secs(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub type ServerTask = task::ServerTask<ServerProto>;
 
-/// Reaches an HTTP server task from later callbacks of its series.
+/// Reaches an HTTP server task from later callbacks of its series: the
+/// generic [`task::ReplyHandle`] over HTTP. Made by
+/// [`ServerTask::reply_handle`](task::ServerTask::reply_handle), whose
+/// example answers with what a `Parallel` member fetched; its one method is
+/// [`with`](task::ReplyHandle::with).
 pub type ReplyHandle = task::ReplyHandle<ServerProto>;
 
-/// A running HTTP server.
+/// A running HTTP server, as [`ServerBuilder::serve`] returns it: the
+/// generic [`task::ServerHandle`], whose page lists its methods:
+/// [`local_addr`](task::ServerHandle::local_addr),
+/// [`open_connections`](task::ServerHandle::open_connections),
+/// [`requests_rate_limited`](task::ServerHandle::requests_rate_limited)
+/// and [`shutdown`](task::ServerHandle::shutdown). [`Server`]'s example
+/// uses it.
 pub type ServerHandle = task::ServerHandle;
 
-/// Entry point for HTTP servers.
+/// Entry point for HTTP servers: [`Server::builder`] gives a
+/// [`ServerBuilder`], whose [`serve`](ServerBuilder::serve) starts one.
+///
+/// A server that greets whatever path it is asked for, asked once by the
+/// crate's own client task:
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use taskweave::http::{self, Server, ServerTask};
+/// use taskweave::Series;
+///
+/// let server = Server::builder()
+///     .keep_alive_timeout(Duration::from_secs(10))
+///     .serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
+///         let greeting = format!("hello, {}", task.request().path());
+///         task.response().set_body(greeting);
+///     })?;
+///
+/// let (tx, rx) = mpsc::channel();
+/// let url = format!("http://{}/world", server.local_addr());
+/// let get = http::get(&url, move |t, _| {
+///     let _ = tx.send(t.result().map(|r| r.body().clone()).map_err(|e| e.clone()));
+/// });
+/// Series::new(get).start();
+/// assert_eq!(&rx.recv()??[..], b"hello, /world");
+///
+/// assert!(server.shutdown(Duration::from_secs(1)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Server;
 
@@ -171,7 +264,36 @@ impl ServerBuilder {
         self.inner.rate_limited()
     }
 
-    /// Serves HTTP on `addr` (the first address it resolves to).
+    /// Serves HTTP on `addr` (the first address it resolves to): one
+    /// listener per poller, `process` run for each request, the response
+    /// written when the request's series ends. Port 0 picks a free port
+    /// (see [`local_addr`](task::ServerHandle::local_addr)).
+    ///
+    /// Seen from a plain socket: a request that asks to close gets its
+    /// answer, and then the close.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::net::TcpStream;
+    /// use std::time::Duration;
+    /// use taskweave::http::{Server, ServerTask};
+    /// use taskweave::Series;
+    ///
+    /// let server = Server::builder().serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
+    ///     task.response().set_header("Content-Type", "text/plain").set_body("pong");
+    /// })?;
+    ///
+    /// let mut conn = TcpStream::connect(server.local_addr())?;
+    /// conn.write_all(b"GET /ping HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+    /// let mut answer = String::new();
+    /// conn.read_to_string(&mut answer)?; // to the close
+    /// assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"));
+    /// assert!(answer.contains("\r\nContent-Length: 4\r\n"));
+    /// assert!(answer.ends_with("\r\n\r\npong"));
+    ///
+    /// server.shutdown(Duration::from_secs(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn serve<F>(self, addr: impl ToSocketAddrs, process: F) -> io::Result<ServerHandle>
     where
         F: Fn(&mut ServerTask, &mut Series) + Send + Sync + 'static,

@@ -59,6 +59,31 @@ pub struct MessageSizes {
 /// in order, until it reports [`Progress::Complete`]. An implementation copies what
 /// it must keep: the slice is the poller's scratch buffer and is reused after the
 /// call. That is what lets an idle connection hold no read buffer at all.
+///
+/// # Example
+///
+/// A line of text ended by `\n`, and the [`Protocol`] that serves it (the
+/// same code serves the examples of [`Server`](crate::task::Server) and
+/// [`ClientTask`](crate::task::ClientTask)). Here the message is parsed
+/// from two reads, the second of which carries the start of the next line,
+/// and encoded back:
+///
+/// ```
+#[doc = include_str!("doc_lines.rs")]
+///
+/// let mut line = Line::default();
+/// assert_eq!(line.append(b"hel")?, Progress::NeedMore(3));
+/// assert_eq!(line.append(b"lo\nnext")?, Progress::Complete(3)); // "next" is not ours
+/// assert_eq!(line.text(), "hello");
+///
+/// let mut out = Vec::new();
+/// line.encode(&mut out);
+/// assert_eq!(out.concat(), b"hello\n");
+///
+/// let mut long = Line::default();
+/// assert_eq!(long.append(&[b'x'; 2000]).map_err(|e| e.code), Err(413));
+/// # Ok::<(), ProtocolError>(())
+/// ```
 pub trait Message: Send + 'static {
     /// Feeds the next bytes of the stream. Returns how many were used and whether
     /// the message is now complete, or an error that closes the connection.
@@ -167,6 +192,41 @@ impl PieceFramer for RawPieces {
 }
 
 /// A request/response protocol: the types and the decisions `comm` leaves to it.
+///
+/// Every method but the types, [`name`](Protocol::name),
+/// [`new_request`](Protocol::new_request) and
+/// [`new_response`](Protocol::new_response) has a default; those marked
+/// *Client* matter only to a [`ClientTask`](crate::task::ClientTask).
+/// Implement it and the same value serves on a
+/// [`Server`](crate::task::Server) and sends with a `ClientTask`.
+///
+/// # Example
+///
+/// A line protocol (its [`Message`] is explained there): a server that
+/// answers each line in upper case, and a client task that asks it once.
+///
+/// ```
+#[doc = include_str!("doc_lines.rs")]
+///
+/// use std::sync::{mpsc, Arc};
+/// use std::time::Duration;
+/// use taskweave::task::{ClientTask, Server};
+/// use taskweave::Series;
+///
+/// let server = Server::builder().serve("127.0.0.1:0", Lines, |task, _| {
+///     let shout = task.request().text().to_uppercase();
+///     *task.response() = Line::new(shout);
+/// })?;
+///
+/// let (tx, rx) = mpsc::channel();
+/// let ask = ClientTask::new(Arc::new(Lines), server.local_addr(), Line::new("hello"), move |t, _| {
+///     let _ = tx.send(t.result().map(|line| line.text().into_owned()).map_err(|e| e.clone()));
+/// });
+/// Series::new(ask).start();
+/// assert_eq!(rx.recv()??, "HELLO");
+/// server.shutdown(Duration::from_secs(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Protocol: Send + Sync + 'static {
     /// What a server reads and a client writes.
     type Request: Message;

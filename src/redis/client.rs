@@ -13,6 +13,50 @@ use std::time::Duration;
 /// [`ClientTask`] over the [`Redis`] protocol. Start it in a series like any
 /// task; its callback reads [`value`](RedisTask::value) or
 /// [`values`](RedisTask::values).
+///
+/// Made by [`command`], [`Client::command`] and [`Client::pipeline`]. Its
+/// methods are those of a `ClientTask<Redis>`:
+///
+/// - Redis's own: [`value`](RedisTask::value), the reply to the first
+///   command; [`values`](RedisTask::values), one reply per command;
+///   [`take_values`](RedisTask::take_values), the same taken out.
+/// - Every client task's: [`result`](ClientTask::result) (the whole
+///   [`Reply`](super::Reply), or why there is none),
+///   [`take_response`](ClientTask::take_response),
+///   [`request`](ClientTask::request) (the [`Request`]),
+///   [`timings`](ClientTask::timings), [`reused`](ClientTask::reused),
+///   [`retries`](ClientTask::retries) (0: a Redis command is never sent
+///   twice), [`peer_addr`](ClientTask::peer_addr); and before it starts,
+///   [`with_config`](ClientTask::with_config) and
+///   [`on_push`](ClientTask::on_push) (RESP3 pushes on its connection).
+///
+/// A pipeline of two commands, sent in one write, answered in order (the
+/// server here is a stand-in that expects exactly these commands):
+///
+/// ```
+/// # #[path = "doc_stand_in.rs"] mod stand_in;
+/// # let mut wire = taskweave::redis::command_bytes(["SET", "greeting", "hello"]);
+/// # wire.extend(taskweave::redis::command_bytes(["GET", "greeting"]));
+/// # let url = stand_in::stand_in(wire, b"+OK\r\n$5\r\nhello\r\n")?;
+/// use std::sync::mpsc;
+/// use taskweave::redis::{Client, RedisTask, Request, Value};
+/// use taskweave::Series;
+///
+/// let redis = Client::new(&url)?; // redis://127.0.0.1:6379, say
+/// let mut req = Request::new();
+/// req.add(["SET", "greeting", "hello"]).add(["GET", "greeting"]);
+///
+/// let (tx, rx) = mpsc::channel();
+/// let task = redis.pipeline(req, move |t: &mut RedisTask, _| {
+///     let _ = tx.send(t.take_values());
+/// });
+/// Series::new(task).start();
+///
+/// let replies = rx.recv()??;
+/// assert_eq!(replies[0].as_str(), Some("OK"));
+/// assert_eq!(replies[1], Value::BulkString("hello".into()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub type RedisTask = ClientTask<Redis>;
 
 impl ClientTask<Redis> {
@@ -196,17 +240,25 @@ impl Client {
 /// it (this parses the URL each time). A bad URL fails the task with
 /// `Error::InvalidRequest` when it runs.
 ///
-/// ```no_run
+/// ```
+/// # #[path = "doc_stand_in.rs"] mod stand_in;
+/// # let url = stand_in::stand_in(taskweave::redis::command_bytes(["INCR", "visits"]), b":1\r\n")?;
+/// use std::sync::mpsc;
 /// use taskweave::redis;
 /// use taskweave::Series;
 ///
-/// let task = redis::command("redis://127.0.0.1:6379", ["INCR", "visits"], |t, _| {
+/// // `url` is "redis://127.0.0.1:6379", say; here, a stand-in that answers 1.
+/// let (tx, rx) = mpsc::channel();
+/// let task = redis::command(&url, ["INCR", "visits"], move |t, _| {
 ///     match t.value() {
 ///         Ok(v) => println!("visits: {:?}", v.as_int()),
 ///         Err(e) => eprintln!("failed: {e}"),
 ///     }
+///     let _ = tx.send(t.value().ok().and_then(|v| v.as_int()));
 /// });
 /// Series::new(task).start();
+/// assert_eq!(rx.recv()?, Some(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn command<I>(
     url: &str,

@@ -86,6 +86,9 @@
 )]
 
 mod client;
+// `doc_stand_in.rs` is not a module: it is a stand-in for redis-server that
+// the doc examples of `command` and `RedisTask` include with `#[path]`, so
+// that they run without one.
 mod encode;
 mod parse;
 mod proto;

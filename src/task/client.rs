@@ -18,23 +18,38 @@ type Callback<P> = Box<dyn FnOnce(&mut ClientTask<P>, &mut Series) + Send>;
 /// that allows it pipelines several requests on one connection, replies
 /// matched in order.
 ///
-/// ```no_run
-/// # #[path = "../../examples/common/echo_proto.rs"] mod echo_proto;
-/// use echo_proto::{Echo, Frame};
-/// use std::sync::Arc;
-/// use taskweave::task::ClientTask;
-/// use taskweave::{Series, WaitGroup};
+/// The callback runs when the reply is complete or the request failed; it
+/// reads [`result`](Self::result) (or takes the reply out with
+/// [`take_response`](Self::take_response)) and may push more tasks onto the
+/// series. HTTP's is [`http::ClientTask`](crate::http::ClientTask), Redis's
+/// [`RedisTask`](crate::redis::RedisTask).
 ///
-/// let wg = WaitGroup::new(1);
-/// let done = wg.clone();
-/// let task = ClientTask::new(Arc::new(Echo), ("localhost", 9000), Frame::new("hi"), |t, _s| {
+/// ```
+/// # #[path = "../protocol/doc_lines.rs"] mod lines;
+/// use lines::{Line, Lines}; // the line protocol of `Protocol`'s example
+/// use std::sync::{mpsc, Arc};
+/// use std::time::Duration;
+/// use taskweave::task::{ClientTask, Server};
+/// use taskweave::Series;
+///
+/// // Something to ask: a server that answers each line reversed.
+/// let server = Server::builder().serve("127.0.0.1:0", Lines, |task, _| {
+///     let reversed: String = task.request().text().chars().rev().collect();
+///     *task.response() = Line::new(reversed);
+/// })?;
+///
+/// let (tx, rx) = mpsc::channel();
+/// let ask = ClientTask::new(Arc::new(Lines), server.local_addr(), Line::new("stressed"), move |t, _| {
 ///     match t.result() {
-///         Ok(frame) => println!("echoed {:?}", frame.payload()),
-///         Err(e) => eprintln!("failed: {e}"),
+///         Ok(line) => println!("{} after {:?}", line.text(), t.timings().total),
+///         Err(e) => eprintln!("failed: {e}"), // which phase: connect, timeout, reset...
 ///     }
+///     let _ = tx.send(t.take_response().map(|line| line.text().into_owned()));
 /// });
-/// Series::new(task).on_done(move |_| done.done()).start();
-/// wg.wait();
+/// Series::new(ask).start();
+/// assert_eq!(rx.recv()?.as_deref(), Some("desserts"));
+/// server.shutdown(Duration::from_secs(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ClientTask<P: Protocol> {
     proto: Arc<P>,

@@ -15,7 +15,10 @@ struct Inner {
 
 type Shared = Arc<Mutex<Inner>>;
 
-/// A task that completes once it has been counted `target` times.
+/// A task that completes once it has been counted `target` times: a series
+/// that waits for events from elsewhere. Made by [`counter`] (counted
+/// through a [`CounterHandle`]) or [`named_counter`] (counted by name with
+/// [`count_by_name`]).
 pub struct CounterTask {
     shared: Shared,
     callback: Option<Callback>,
@@ -24,7 +27,8 @@ pub struct CounterTask {
     name: Option<String>,
 }
 
-/// Counts a counter task from any thread.
+/// Counts a counter task from any thread; see [`counter`]. Clones count
+/// the same task.
 #[derive(Clone)]
 pub struct CounterHandle(Shared);
 
@@ -35,6 +39,27 @@ impl std::fmt::Debug for CounterHandle {
 }
 
 /// An anonymous counter task; count it through [`CounterTask::handle`].
+///
+/// A series that goes on once three other threads have counted it (counts
+/// that come before the task runs count too):
+///
+/// ```
+/// use std::sync::mpsc;
+/// use taskweave::{counter, Series};
+///
+/// let (tx, rx) = mpsc::channel();
+/// let all_in = counter(3, move |_, _| {
+///     let _ = tx.send("all three counted");
+/// });
+/// let handle = all_in.handle();
+/// Series::new(all_in).start();
+/// for _ in 0..3 {
+///     let handle = handle.clone();
+///     std::thread::spawn(move || handle.count());
+/// }
+/// assert_eq!(rx.recv()?, "all three counted");
+/// # Ok::<(), mpsc::RecvError>(())
+/// ```
 pub fn counter(
     target: u32,
     callback: impl FnOnce(&mut CounterTask, &mut Series) + Send + 'static,
@@ -55,7 +80,26 @@ fn registry() -> &'static Mutex<HashMap<String, VecDeque<Shared>>> {
     NAMED.get_or_init(Default::default)
 }
 
-/// A counter task registered under `name`, counted by [`count_by_name`].
+/// A counter task registered under `name`, counted by [`count_by_name`]:
+/// whoever counts needs only the name, not a handle (Workflow's
+/// `WFTaskFactory::create_counter_task(name, ...)`).
+///
+/// ```
+/// use std::sync::mpsc;
+/// use taskweave::{count_by_name, named_counter, Series};
+///
+/// let (tx, rx) = mpsc::channel();
+/// Series::new(named_counter("config-loaded", 1, move |_, _| {
+///     let _ = tx.send(());
+/// }))
+/// .start();
+///
+/// // Anywhere else in the program:
+/// assert_eq!(count_by_name("config-loaded", 1), 1); // one count found a counter
+/// rx.recv()?;
+/// assert_eq!(count_by_name("config-loaded", 1), 0); // it reached its target and left
+/// # Ok::<(), mpsc::RecvError>(())
+/// ```
 pub fn named_counter(
     name: &str,
     target: u32,

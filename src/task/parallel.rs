@@ -10,6 +10,36 @@ type Callback = Box<dyn FnOnce(&mut Parallel, &mut Series) + Send>;
 
 /// Several series started together; the task completes when all have ended, and
 /// its callback sees each series (with its context) in the order they were added.
+///
+/// A `Parallel` is a task: put it in a series, and the series goes on after
+/// its callback. Each member is a series of its own, so its callbacks see
+/// its own context, not the parent's. Here three sums run side by side on
+/// the compute pool; the one that finishes first is still reported first
+/// only if it was added first:
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use taskweave::{go, timer, Parallel, Series};
+///
+/// let (tx, rx) = mpsc::channel();
+/// let mut par = Parallel::new(move |par: &mut Parallel, _parent: &mut Series| {
+///     let sums: Vec<u64> = par.series_mut().map(|s| *s.context::<u64>()).collect();
+///     let _ = tx.send(sums);
+/// });
+/// for n in [100u64, 10, 1] {
+///     // The first member waits a little before it sums, so it ends last.
+///     let pause = Duration::from_millis(if n == 100 { 20 } else { 0 });
+///     let mut member = Series::with_context(timer(pause, |_, _| {}), 0u64);
+///     member.push_back(go(move || (1..=n).sum::<u64>(), |t, s: &mut Series| {
+///         *s.context_mut::<u64>() = t.take_output().unwrap_or(0);
+///     }));
+///     par.add(member);
+/// }
+/// Series::new(par).start();
+/// assert_eq!(rx.recv()?, [5050, 55, 1]);
+/// # Ok::<(), mpsc::RecvError>(())
+/// ```
 pub struct Parallel {
     series: Vec<Series>,
     callback: Option<Callback>,

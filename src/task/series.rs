@@ -22,6 +22,43 @@ pub enum Step {
 /// the series and calls [`Series::resume`] when done, and return [`Step::Pending`].
 /// Run user callbacks through [`Series::guard`], so that a panic in one ends
 /// the series with an error instead of losing it.
+///
+/// A task that finishes at once, and one that completes on a thread of its
+/// own and hands the series back:
+///
+/// ```
+/// use std::sync::mpsc;
+/// use taskweave::{Series, Step, Task};
+///
+/// struct Add(u32);
+///
+/// impl Task for Add {
+///     fn run(self: Box<Self>, mut series: Box<Series>) -> Step {
+///         series.guard(|s| *s.context_mut::<u32>() += self.0);
+///         Step::Next(series)
+///     }
+/// }
+///
+/// struct TimesTenElsewhere;
+///
+/// impl Task for TimesTenElsewhere {
+///     fn run(self: Box<Self>, mut series: Box<Series>) -> Step {
+///         std::thread::spawn(move || {
+///             series.guard(|s| *s.context_mut::<u32>() *= 10);
+///             Series::resume(series); // runs the tasks after this one
+///         });
+///         Step::Pending
+///     }
+/// }
+///
+/// let (tx, rx) = mpsc::channel();
+/// let mut series = Series::with_context(Add(4), 0u32);
+/// series.push_back(TimesTenElsewhere);
+/// series.push_back(Add(2));
+/// series.on_done(move |s| { let _ = tx.send(*s.context::<u32>()); }).start();
+/// assert_eq!(rx.recv()?, 42);
+/// # Ok::<(), mpsc::RecvError>(())
+/// ```
 pub trait Task: Send + 'static {
     /// Runs the task as the current task of `series`.
     fn run(self: Box<Self>, series: Box<Series>) -> Step;
@@ -42,7 +79,53 @@ type OnDone = Box<dyn FnOnce(&mut Series) + Send>;
 ///
 /// Callbacks get `&mut Series` and can [`push_back`](Series::push_back) more work,
 /// read or change the [context](Series::context_mut), or [`cancel`](Series::cancel)
-/// the rest.
+/// the rest. [`start`](Series::start) runs it: tasks that finish at once run
+/// on the caller's thread, and the series moves to other threads as its
+/// tasks complete there. Its [`on_done`](Series::on_done) callback runs
+/// last, whatever happened; a plain thread waits for that with a
+/// [`WaitGroup`](crate::WaitGroup) or a channel.
+///
+/// Here the context is a log each task writes to, and a callback adds a
+/// task at the end while the series runs:
+///
+/// ```
+/// use std::sync::mpsc;
+/// use taskweave::{go, FnTask, Series};
+///
+/// type Log = Vec<String>;
+///
+/// let mut series = Series::with_context(
+///     FnTask(|s: &mut Series| s.context_mut::<Log>().push("start".into())),
+///     Log::new(),
+/// );
+/// series.push_back(go(|| 6 * 7, |t, s: &mut Series| {
+///     let answer = t.take_output().unwrap_or(0);
+///     s.context_mut::<Log>().push(format!("computed {answer}"));
+///     s.push_back(FnTask(|s: &mut Series| s.context_mut::<Log>().push("pushed".into())));
+/// }));
+/// series.push_back(FnTask(|s: &mut Series| s.context_mut::<Log>().push("third".into())));
+///
+/// let (tx, rx) = mpsc::channel();
+/// series.on_done(move |s| { let _ = tx.send(s.take_context::<Log>()); }).start();
+/// assert_eq!(rx.recv()?.unwrap_or_default(), ["start", "computed 42", "third", "pushed"]);
+/// # Ok::<(), mpsc::RecvError>(())
+/// ```
+///
+/// [`cancel`](Series::cancel) drops the tasks not started yet; `on_done`
+/// still runs, and here on this very thread, since every task finishes at
+/// once:
+///
+/// ```
+/// use std::sync::mpsc;
+/// use taskweave::{FnTask, Series};
+///
+/// let mut series = Series::with_context(FnTask(|s: &mut Series| s.cancel()), "not run");
+/// series.push_back(FnTask(|s: &mut Series| *s.context_mut::<&str>() = "ran"));
+///
+/// let (tx, rx) = mpsc::channel();
+/// series.on_done(move |s| { let _ = tx.send((s.is_cancelled(), *s.context::<&str>())); }).start();
+/// assert_eq!(rx.try_recv(), Ok((true, "not run")));
+/// ```
 pub struct Series {
     /// The next task, kept apart so that a series of one task (every server
     /// request starts as one) allocates no queue.
@@ -231,20 +314,22 @@ impl Series {
     /// Runs user code `f` on the series, containing a panic: it is caught and
     /// logged once, and the series ends with [`Error::Panic`] (its remaining
     /// tasks are dropped; `on_done` still runs). Every built-in task runs its
-    /// callback this way; a custom [`Task`] should too.
+    /// callback this way; a custom [`Task`] should too. (So is a failed
+    /// `assert!` in a callback: a test checks what its callbacks found on
+    /// the thread that waits, as these examples do.)
     ///
     /// ```
-    /// use taskweave::{Error, FnTask, Series, WaitGroup};
+    /// use std::sync::mpsc;
+    /// use taskweave::{Error, FnTask, Series};
     ///
-    /// let wg = WaitGroup::new(1);
-    /// let done = wg.clone();
+    /// let (tx, rx) = mpsc::channel();
     /// Series::new(FnTask(|_: &mut Series| panic!("oops")))
     ///     .on_done(move |s| {
-    ///         assert!(matches!(s.error(), Some(Error::Panic(_))));
-    ///         done.done();
+    ///         let _ = tx.send(s.error().cloned());
     ///     })
     ///     .start();
-    /// wg.wait();
+    /// assert!(matches!(rx.recv()?, Some(Error::Panic(_))));
+    /// # Ok::<(), mpsc::RecvError>(())
     /// ```
     pub fn guard(&mut self, f: impl FnOnce(&mut Series)) {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(self))) {
@@ -349,7 +434,21 @@ fn boxed(series: Series) -> Box<Series> {
     }
 }
 
-/// A plain closure is a task that finishes at once.
+/// A plain closure is a task that finishes at once: a step of a
+/// [`Series`] that only reads or changes its context, or decides what to
+/// push next. The [`Series`] example uses a few.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use taskweave::{FnTask, Series};
+///
+/// let mut series = Series::with_context(FnTask(|s: &mut Series| *s.context_mut::<u32>() += 1), 0u32);
+/// series.push_back(FnTask(|s: &mut Series| *s.context_mut::<u32>() *= 10));
+///
+/// let (tx, rx) = mpsc::channel();
+/// series.on_done(move |s| { let _ = tx.send(*s.context::<u32>()); }).start();
+/// assert_eq!(rx.try_recv(), Ok(10)); // it all ran here, before `start` returned
+/// ```
 pub struct FnTask<F>(pub F);
 
 impl<F: FnOnce(&mut Series) + Send + 'static> Task for FnTask<F> {

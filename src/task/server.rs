@@ -25,7 +25,37 @@ use std::time::{Duration, Instant};
 /// pointer to it (every byte of a task counts, see `http::server`'s tests).
 type Process<P> = Box<dyn Fn(&mut ServerTask<P>, &mut Series) + Send + Sync>;
 
-/// Entry point for building servers.
+/// Entry point for building servers of any [`Protocol`]:
+/// [`Server::builder`] gives a [`ServerBuilder`], whose
+/// [`serve`](ServerBuilder::serve) starts one and returns its
+/// [`ServerHandle`]. HTTP has its own, [`http::Server`](crate::http::Server).
+///
+/// ```
+/// # #[path = "../protocol/doc_lines.rs"] mod lines;
+/// use lines::{Line, Lines}; // the line protocol of `Protocol`'s example
+/// use std::io::{BufRead, BufReader, Write};
+/// use std::net::TcpStream;
+/// use std::time::Duration;
+/// use taskweave::task::Server;
+///
+/// // Answers each line with its length.
+/// let server = Server::builder()
+///     .max_connections(100)
+///     .receive_timeout(Duration::from_secs(5))
+///     .serve("127.0.0.1:0", Lines, |task, _series| {
+///         let len = task.request().text().len();
+///         *task.response() = Line::new(len.to_string());
+///     })?;
+///
+/// let mut conn = TcpStream::connect(server.local_addr())?;
+/// conn.write_all(b"hello\n")?;
+/// let mut answer = String::new();
+/// BufReader::new(&conn).read_line(&mut answer)?;
+/// assert_eq!(answer, "5\n");
+///
+/// server.shutdown(Duration::from_secs(1));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Server;
 
@@ -129,16 +159,18 @@ impl ServerBuilder {
     /// listener of its own.
     ///
     /// ```
-    /// # #[path = "../../examples/common/echo_proto.rs"] mod echo_proto;
-    /// use echo_proto::Echo;
+    /// # #[path = "../protocol/doc_lines.rs"] mod lines;
+    /// use lines::Lines; // the line protocol of `Protocol`'s example
+    /// use std::time::Duration;
     /// use taskweave::task::{Server, ServerTask};
     /// use taskweave::Series;
     ///
-    /// let echo = |_: &mut ServerTask<Echo>, _: &mut Series| {};
-    /// let first = Server::builder().serve(("127.0.0.1", 0), Echo, echo)?;
+    /// let nothing = |_: &mut ServerTask<Lines>, _: &mut Series| {};
+    /// let first = Server::builder().serve(("127.0.0.1", 0), Lines, nothing)?;
     /// let port = first.local_addr().port();
-    /// let busy = Server::builder().serve(("127.0.0.1", port), Echo, echo);
+    /// let busy = Server::builder().serve(("127.0.0.1", port), Lines, nothing);
     /// assert_eq!(busy.err().map(|e| e.kind()), Some(std::io::ErrorKind::AddrInUse));
+    /// first.shutdown(Duration::from_secs(1));
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn reuse_port(mut self, on: bool) -> Self {
@@ -180,18 +212,33 @@ impl ServerBuilder {
 
     /// Starts serving `proto` on `addr` (the first address it resolves to),
     /// one listener per poller. `process` handles each request; the reply is
-    /// written when the task's series ends.
+    /// written when the task's series ends. Port 0 picks a free port: ask
+    /// the returned [`ServerHandle`] for its
+    /// [`local_addr`](ServerHandle::local_addr).
     ///
-    /// ```no_run
-    /// # #[path = "../../examples/common/echo_proto.rs"] mod echo_proto;
-    /// use echo_proto::Echo;
+    /// An echo server: two requests pipelined on one connection are
+    /// answered in order.
+    ///
+    /// ```
+    /// # #[path = "../protocol/doc_lines.rs"] mod lines;
+    /// use lines::{Line, Lines}; // the line protocol of `Protocol`'s example
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use std::net::TcpStream;
+    /// use std::time::Duration;
     /// use taskweave::task::Server;
     ///
-    /// let server = Server::builder().serve("127.0.0.1:9000", Echo, |task, _series| {
-    ///     let payload = task.request().payload().clone();
-    ///     task.response().set_payload(payload);
+    /// let server = Server::builder().serve("127.0.0.1:0", Lines, |task, _series| {
+    ///     let (req, resp) = task.parts();
+    ///     *resp = Line::new(req.text().as_bytes());
     /// })?;
-    /// println!("echo on {}", server.local_addr());
+    ///
+    /// let mut conn = TcpStream::connect(server.local_addr())?;
+    /// conn.write_all(b"one\ntwo\n")?;
+    /// let mut answers = BufReader::new(&conn).lines();
+    /// assert_eq!(answers.next().transpose()?.as_deref(), Some("one"));
+    /// assert_eq!(answers.next().transpose()?.as_deref(), Some("two"));
+    ///
+    /// server.shutdown(Duration::from_secs(1));
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn serve<P, F>(
@@ -249,6 +296,48 @@ impl<P: Protocol> Service<P> for App<P> {
 /// One request being served: `process` reads the request and fills the
 /// response, which is written when the task's series ends; or it answers
 /// with a [`Stream`].
+///
+/// `process` gets the task and the new series it heads. It can answer at
+/// once, or push tasks onto the series and fill the response from their
+/// callbacks, which find the task with [`of_series`](Self::of_series) (or,
+/// from a series of their own, through a
+/// [`reply_handle`](Self::reply_handle)); or answer in pieces with
+/// [`stream`](Self::stream). HTTP's is
+/// [`http::ServerTask`](crate::http::ServerTask).
+///
+/// Here each request is a number, squared on the compute pool before the
+/// answer goes out; pipelined requests are still answered in order:
+///
+/// ```
+/// # #[path = "../protocol/doc_lines.rs"] mod lines;
+/// use lines::{Line, Lines}; // the line protocol of `Protocol`'s example
+/// use std::io::{BufRead, BufReader, Write};
+/// use std::net::TcpStream;
+/// use std::time::Duration;
+/// use taskweave::task::{Server, ServerTask};
+/// use taskweave::{go, Series};
+///
+/// let server = Server::builder().serve("127.0.0.1:0", Lines, |task, series| {
+///     let Ok(n) = task.request().text().parse::<u64>() else {
+///         *task.response() = Line::new("not a number");
+///         return; // answered when the series ends, that is now
+///     };
+///     series.push_back(go(move || n * n, |t, s: &mut Series| {
+///         if let (Some(task), Some(square)) = (ServerTask::<Lines>::of_series(s), t.take_output()) {
+///             *task.response() = Line::new(square.to_string());
+///         }
+///     }));
+/// })?;
+///
+/// let mut conn = TcpStream::connect(server.local_addr())?;
+/// conn.write_all(b"12\nzebra\n")?;
+/// let mut answers = BufReader::new(&conn).lines();
+/// assert_eq!(answers.next().transpose()?.as_deref(), Some("144"));
+/// assert_eq!(answers.next().transpose()?.as_deref(), Some("not a number"));
+///
+/// server.shutdown(Duration::from_secs(1));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct ServerTask<P: Protocol> {
     req: P::Request,
     /// Made ready for the request when it is complete (it may depend on it).
@@ -386,20 +475,32 @@ impl<P: Protocol> ServerTask<P> {
     /// written. `Err(Closed)` if the task has already answered or the
     /// connection is gone.
     ///
-    /// ```no_run
+    /// A piece now, another from a timer's callback 10 ms later; the client
+    /// task gets the whole body:
+    ///
+    /// ```
+    /// use std::sync::mpsc;
     /// use std::time::Duration;
-    /// use taskweave::http::{Server, ServerTask};
+    /// use taskweave::http::{self, Server, ServerTask};
     /// use taskweave::{timer, Series};
     ///
-    /// Server::builder().serve("127.0.0.1:8080", |task: &mut ServerTask, series: &mut Series| {
+    /// let server = Server::builder().serve("127.0.0.1:0", |task: &mut ServerTask, series: &mut Series| {
     ///     let Ok(stream) = task.stream() else { return };
     ///     stream.send("tick 1\n").ok();
-    ///     series.push_back(timer(Duration::from_millis(100), move |_, _| {
+    ///     series.push_back(timer(Duration::from_millis(10), move |_, _| {
     ///         stream.send("tick 2\n").ok();
     ///         stream.finish();
     ///     }));
     /// })?;
-    /// # Ok::<(), std::io::Error>(())
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let get = http::get(&format!("http://{}/", server.local_addr()), move |t, _| {
+    ///     let _ = tx.send(t.take_response().map(|r| r.body().clone()));
+    /// });
+    /// Series::new(get).start();
+    /// assert_eq!(rx.recv()?.as_deref(), Some(b"tick 1\ntick 2\n".as_slice()));
+    /// server.shutdown(Duration::from_secs(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stream(&mut self) -> Result<Stream, SendError> {
         let reply = self.reply.take().ok_or(SendError::Closed)?;
@@ -413,23 +514,36 @@ impl<P: Protocol> ServerTask<P> {
     /// then never writes from the caller's thread, so one publisher can feed
     /// many streams without waiting on any.
     ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// use taskweave::comm::FlowControl;
-    /// use taskweave::http::{Server, ServerTask};
-    /// use taskweave::{timer, Series};
+    /// Three pieces sent at once go out 50 ms apart:
     ///
-    /// Server::builder().serve("127.0.0.1:8080", |task: &mut ServerTask, series: &mut Series| {
-    ///     // Two pieces a second, however fast they are sent.
-    ///     let Ok(stream) = task.stream_with(FlowControl::new().message_rate(2, 1)) else {
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::{Duration, Instant};
+    /// use taskweave::comm::FlowControl;
+    /// use taskweave::http::{self, Server, ServerTask};
+    /// use taskweave::Series;
+    ///
+    /// let server = Server::builder().serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
+    ///     // Twenty pieces a second, one at a time, however fast they are sent.
+    ///     let Ok(stream) = task.stream_with(FlowControl::new().message_rate(20, 1)) else {
     ///         return;
     ///     };
-    ///     for i in 0..10 {
+    ///     for i in 1..=3 {
     ///         stream.send(format!("tick {i}\n")).ok();
     ///     }
-    ///     stream.finish(); // ends after the last tick, about 5 s from now
+    ///     stream.finish(); // ends after the last tick, about 100 ms from now
     /// })?;
-    /// # Ok::<(), std::io::Error>(())
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let start = Instant::now();
+    /// let get = http::get(&format!("http://{}/", server.local_addr()), move |t, _| {
+    ///     let _ = tx.send(t.take_response().map(|r| r.body().clone()));
+    /// });
+    /// Series::new(get).start();
+    /// assert_eq!(rx.recv()?.as_deref(), Some(b"tick 1\ntick 2\ntick 3\n".as_slice()));
+    /// assert!(start.elapsed() >= Duration::from_millis(90));
+    /// server.shutdown(Duration::from_secs(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stream_with(&mut self, flow: FlowControl) -> Result<Stream, SendError> {
         let reply = self.reply.take().ok_or(SendError::Closed)?;
@@ -442,13 +556,24 @@ impl<P: Protocol> ServerTask<P> {
     /// response or start a stream. Create it in `process`: the task moves to
     /// the handle when `process` returns.
     ///
-    /// ```no_run
+    /// A front server that answers with what a backend said, fetched by a
+    /// member of a [`Parallel`](crate::task::Parallel) (a series of its
+    /// own, where [`of_series`](Self::of_series) finds nothing):
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
     /// use taskweave::http::{self, Server, ServerTask};
     /// use taskweave::{Parallel, Series};
     ///
-    /// Server::builder().serve("127.0.0.1:8080", |task: &mut ServerTask, series: &mut Series| {
+    /// let backend = Server::builder().serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
+    ///     task.response().set_body("from the backend");
+    /// })?;
+    /// let backend_url = format!("http://{}/", backend.local_addr());
+    ///
+    /// let front = Server::builder().serve("127.0.0.1:0", move |task: &mut ServerTask, series: &mut Series| {
     ///     let reply = task.reply_handle();
-    ///     let fetch = http::get("http://127.0.0.1:9090/", move |t: &mut http::ClientTask, _: &mut Series| {
+    ///     let fetch = http::get(&backend_url, move |t: &mut http::ClientTask, _: &mut Series| {
     ///         let body = t.take_response().map(|r| r.body().clone()).unwrap_or_default();
     ///         reply.with(|task| {
     ///             task.response().set_body(body);
@@ -456,7 +581,16 @@ impl<P: Protocol> ServerTask<P> {
     ///     });
     ///     series.push_back(Parallel::new(|_, _| {}).with(Series::new(fetch)));
     /// })?;
-    /// # Ok::<(), std::io::Error>(())
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let get = http::get(&format!("http://{}/", front.local_addr()), move |t, _| {
+    ///     let _ = tx.send(t.take_response().map(|r| r.body().clone()));
+    /// });
+    /// Series::new(get).start();
+    /// assert_eq!(rx.recv()?.as_deref(), Some(b"from the backend".as_slice()));
+    /// front.shutdown(Duration::from_secs(1));
+    /// backend.shutdown(Duration::from_secs(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn reply_handle(&mut self) -> ReplyHandle<P> {
         let slot = self
@@ -475,6 +609,8 @@ impl<P: Protocol> ServerTask<P> {
     /// of tasks that `process` pushed onto the same series. `None` in any
     /// other series (a `Parallel` member's, say) and once a
     /// [`ReplyHandle`] exists: use [`reply_handle`](Self::reply_handle) there.
+    /// The [type's example](ServerTask) answers from a go task's callback
+    /// this way.
     pub fn of_series(series: &mut Series) -> Option<&mut ServerTask<P>> {
         series.finisher_mut::<ServerTask<P>>()
     }
@@ -579,8 +715,11 @@ impl<P: Protocol> Drop for HandleFinisher<P> {
     }
 }
 
-/// Reaches a [`ServerTask`] from any later callback of its series (see
-/// [`ServerTask::reply_handle`]). `Send + Sync + Clone`.
+/// Reaches a [`ServerTask`] from any later callback of its series, a
+/// [`Parallel`](crate::task::Parallel) member's included, until the answer
+/// goes out. `Send + Sync + Clone`. Made by
+/// [`ServerTask::reply_handle`], whose example fills a response through one;
+/// [`with`](ReplyHandle::with) is its one method.
 pub struct ReplyHandle<P: Protocol> {
     slot: Slot<P>,
 }

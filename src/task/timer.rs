@@ -15,7 +15,9 @@ enum Slot {
     Done,
 }
 
-/// A task that completes after a duration, or early when cancelled.
+/// A task that completes after a duration, or early when cancelled. Made
+/// by [`timer`], cancelled through its [`handle`](TimerTask::handle); its
+/// callback reads [`cancelled`](TimerTask::cancelled).
 pub struct TimerTask {
     duration: Duration,
     callback: Option<Callback>,
@@ -25,10 +27,48 @@ pub struct TimerTask {
 
 /// Cancels a timer task from anywhere: it completes at once with
 /// [`TimerTask::cancelled`] set.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use taskweave::{timer, Series};
+///
+/// let (tx, rx) = mpsc::channel();
+/// let nap = timer(Duration::from_secs(3600), move |t, _| {
+///     let _ = tx.send(t.cancelled());
+/// });
+/// let handle = nap.handle();
+/// Series::new(nap).start();
+/// handle.cancel(); // from this thread or any other
+/// assert_eq!(rx.recv()?, true); // at once, not in an hour
+/// # Ok::<(), mpsc::RecvError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct TimerHandle(Arc<Mutex<Slot>>);
 
 /// A timer task that waits `duration`, then runs `callback`.
+///
+/// The wait is a deadline on a poller, not a sleeping thread: a million
+/// timers cost a million entries in a poller's timer map, and nothing else.
+/// The callback runs on a handler thread (or on the poller, with
+/// `Settings::handler_threads` at 0), and its series goes on from there.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::{Duration, Instant};
+/// use taskweave::{timer, Series};
+///
+/// let (tx, rx) = mpsc::channel();
+/// let start = Instant::now();
+/// let wait = timer(Duration::from_millis(20), move |t, _| {
+///     let _ = tx.send((t.cancelled(), start.elapsed()));
+/// });
+/// Series::new(wait).start();
+/// let (cancelled, after) = rx.recv()?;
+/// assert!(!cancelled);
+/// assert!(after >= Duration::from_millis(20)); // never early
+/// # Ok::<(), mpsc::RecvError>(())
+/// ```
 pub fn timer(
     duration: Duration,
     callback: impl FnOnce(&mut TimerTask, &mut Series) + Send + 'static,

@@ -5,6 +5,27 @@ use std::time::{Duration, Instant};
 
 /// Counts down to zero; [`wait`](WaitGroup::wait) blocks until it gets there.
 /// Clones share the count.
+///
+/// The bridge from a plain thread (`main`, a test) to series that end on
+/// the runtime's threads: give each series a clone and count it down in
+/// its `on_done`, which runs however the series ends.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskweave::{timer, Series, WaitGroup};
+///
+/// let wg = WaitGroup::new(3);
+/// for ms in [5, 10, 15] {
+///     let done = wg.clone();
+///     Series::new(timer(Duration::from_millis(ms), |_, _| {}))
+///         .on_done(move |_| done.done())
+///         .start();
+/// }
+/// wg.wait(); // all three series have ended
+///
+/// wg.add(1); // one more, which never comes
+/// assert!(!wg.wait_timeout(Duration::from_millis(10)));
+/// ```
 #[derive(Debug, Clone)]
 pub struct WaitGroup {
     inner: Arc<(Mutex<usize>, Condvar)>,

@@ -185,7 +185,59 @@ pub struct TopicStats {
 /// are assigned elsewhere (several hubs fed from one ordered source, as
 /// `examples/sse_server --redis` does), [`publish_with_id`](Hub::publish_with_id)
 /// takes them as they come. See the [module docs](super) for the guarantees
-/// and an example.
+/// and a server that publishes what it is sent.
+///
+/// Here a client that saw event 1 before it lost its connection comes back
+/// with `Last-Event-ID: 1`: it gets event 2 from the topic's history, then
+/// event 3 as it is published, and never event 1 again.
+///
+/// ```
+/// use std::io::{BufRead, BufReader, Write};
+/// use std::net::TcpStream;
+/// use std::time::Duration;
+/// use taskweave::http::sse::{Event, Hub, HubConfig};
+/// use taskweave::http::{Server, ServerTask};
+/// use taskweave::Series;
+///
+/// /// The stream's lines up to `last`.
+/// fn lines_until(stream: &mut impl BufRead, last: &str) -> std::io::Result<Vec<String>> {
+///     let mut lines = Vec::new();
+///     while lines.last().map(String::as_str) != Some(last) {
+///         let mut line = String::new();
+///         if stream.read_line(&mut line)? == 0 {
+///             return Err(std::io::ErrorKind::UnexpectedEof.into());
+///         }
+///         lines.push(line);
+///     }
+///     Ok(lines)
+/// }
+///
+/// let hub = Hub::new(HubConfig::default().history(100));
+/// hub.publish("news", Event::new("first"))?;
+/// hub.publish("news", Event::new("second"))?;
+///
+/// let subscriptions = hub.clone();
+/// let server = Server::builder().serve("127.0.0.1:0", move |task: &mut ServerTask, _: &mut Series| {
+///     let _ = subscriptions.subscribe(task, "news");
+/// })?;
+///
+/// let mut conn = TcpStream::connect(server.local_addr())?;
+/// conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+/// conn.write_all(b"GET /news HTTP/1.1\r\nHost: example\r\nLast-Event-ID: 1\r\n\r\n")?;
+/// let mut stream = BufReader::new(conn);
+///
+/// let replayed = lines_until(&mut stream, "data: second\n")?;
+/// assert!(replayed.contains(&"id: 2\n".to_string()));
+/// assert!(!replayed.contains(&"data: first\n".to_string()));
+///
+/// assert_eq!(hub.subscribers(), 1);
+/// hub.publish("news", Event::new("third"))?;
+/// let live = lines_until(&mut stream, "data: third\n")?;
+/// assert!(live.contains(&"id: 3\n".to_string()));
+///
+/// server.shutdown(Duration::from_secs(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Hub {
     inner: Arc<Inner>,

@@ -29,19 +29,26 @@
 //! and a `retry:` hint, so browsers come back after the restart instead of
 //! hanging on a dead stream.
 //!
-//! ```no_run
+//! A server with a topic to subscribe to and one to publish on, a
+//! subscriber reading the raw stream, and a publish through the server:
+//!
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use std::net::TcpStream;
+//! use std::sync::mpsc;
+//! use std::time::Duration;
 //! use taskweave::http::sse::{Event, Hub, HubConfig};
-//! use taskweave::http::{Server, ServerTask};
+//! use taskweave::http::{self, Server, ServerTask};
 //! use taskweave::Series;
 //!
 //! let hub = Hub::new(HubConfig::default());
-//! Server::builder().serve("127.0.0.1:8080", move |task: &mut ServerTask, _: &mut Series| {
+//! let server = Server::builder().serve("127.0.0.1:0", move |task: &mut ServerTask, _: &mut Series| {
 //!     match task.request().path() {
-//!         // `curl -N localhost:8080/events` and watch.
+//!         // `curl -N http://ADDR/events` and watch.
 //!         "/events" => {
 //!             let _ = hub.subscribe(task, "news");
 //!         }
-//!         // `curl -d 'hello' localhost:8080/publish`
+//!         // `curl -d 'hello' http://ADDR/publish`
 //!         "/publish" => {
 //!             let body = String::from_utf8_lossy(task.request().body()).into_owned();
 //!             match hub.publish("news", Event::new(body)) {
@@ -54,7 +61,43 @@
 //!         }
 //!     }
 //! })?;
-//! # Ok::<(), std::io::Error>(())
+//! let addr = server.local_addr();
+//!
+//! // Subscribe, and read the head: a client that has it is subscribed.
+//! let mut conn = TcpStream::connect(addr)?;
+//! conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+//! conn.write_all(b"GET /events HTTP/1.1\r\nHost: example\r\n\r\n")?;
+//! let mut events = BufReader::new(conn);
+//! let mut line = String::new();
+//! while line != "\r\n" {
+//!     line.clear();
+//!     if events.read_line(&mut line)? == 0 {
+//!         return Err("closed before the head's end".into());
+//!     }
+//! }
+//!
+//! // Publish, and wait for the event's id.
+//! let (tx, rx) = mpsc::channel();
+//! let publish = http::request("POST", &format!("http://{addr}/publish"), move |t, _| {
+//!     let _ = tx.send(t.take_response().map(|r| r.body().clone()));
+//! })
+//! .body("hello");
+//! Series::new(publish).start();
+//! assert_eq!(rx.recv()?.as_deref(), Some(b"1".as_slice()));
+//!
+//! // The event, in a chunk: "id: 1\ndata: hello\n\n".
+//! let mut got = Vec::new();
+//! while got.last().map(String::as_str) != Some("data: hello\n") {
+//!     line.clear();
+//!     if events.read_line(&mut line)? == 0 {
+//!         return Err("closed before the event".into());
+//!     }
+//!     got.push(line.clone());
+//! }
+//! assert!(got.contains(&"id: 1\n".to_string()));
+//!
+//! server.shutdown(Duration::from_secs(1)); // ends the stream with a `retry:` hint
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod event;
@@ -93,6 +136,39 @@ pub fn flow(base: FlowControl, heartbeat: Duration) -> FlowControl {
 /// text/event-stream`, `Cache-Control: no-cache`, `X-Accel-Buffering: no` (so
 /// nginx does not buffer it), no length (HTTP/1.1 chunked). Send encoded
 /// events ([`Event::encode`]) on the returned stream from any thread.
+///
+/// This is the stream of one client, without a [`Hub`]: here three
+/// progress events and the end.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use taskweave::comm::FlowControl;
+/// use taskweave::http::sse::{self, Event};
+/// use taskweave::http::{self, Server, ServerTask};
+/// use taskweave::Series;
+///
+/// let server = Server::builder().serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
+///     let Ok(stream) = sse::start(task, sse::flow(FlowControl::new(), sse::HEARTBEAT)) else {
+///         return; // the client is gone
+///     };
+///     for step in 1..=3 {
+///         stream.send(Event::new(format!("step {step}")).encode()).ok();
+///     }
+///     stream.finish();
+/// })?;
+///
+/// let (tx, rx) = mpsc::channel();
+/// let get = http::get(&format!("http://{}/progress", server.local_addr()), move |t, _| {
+///     let _ = tx.send(t.take_response());
+/// });
+/// Series::new(get).start();
+/// let resp = rx.recv()?.ok_or("no response")?;
+/// assert_eq!(resp.header("content-type"), Some(&b"text/event-stream"[..]));
+/// assert_eq!(&resp.body()[..], b"data: step 1\n\ndata: step 2\n\ndata: step 3\n\n");
+/// server.shutdown(Duration::from_secs(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn start(task: &mut ServerTask, flow: FlowControl) -> Result<Stream, SendError> {
     let resp = task.response();
     resp.set_status(200)
