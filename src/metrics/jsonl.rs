@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::clock::WallClock;
-use super::record::{write_rfc3339, Record};
+use super::record::{write_rfc3339, Record, TimeFormat};
 use super::{AccessLog, ConnStats, RequestRecord};
 
 /// Records the channel holds by default before `record` starts dropping.
@@ -162,6 +162,7 @@ impl JsonLinesBuilder {
             reported: 0,
             last_report: None,
             wall: None,
+            time: TimeFormat::default(),
         };
         let handle = thread::Builder::new()
             .name("taskweave-access-log".into())
@@ -339,6 +340,8 @@ struct Worker {
     last_report: Option<Instant>,
     /// The clocks, read once per batch of records to date them.
     wall: Option<WallClock>,
+    /// Dates request records.
+    time: TimeFormat,
 }
 
 impl Worker {
@@ -403,7 +406,9 @@ impl Worker {
             Msg::Record(r) => self.push_line(|buf| r.write_json(buf)),
             Msg::Request(r) => {
                 let wall = *self.wall.get_or_insert_with(WallClock::now);
-                self.push_line(|buf| r.write_json_at(buf, &wall));
+                let mut time = std::mem::take(&mut self.time);
+                self.push_line(|buf| r.write_json_at(buf, &wall, &mut time));
+                self.time = time;
             }
             Msg::Flush(ack) => {
                 self.check_reopen();

@@ -240,9 +240,14 @@ impl ConnStats {
 /// Writes `s` as a JSON string literal, escaping quotes, backslashes and control
 /// characters.
 pub(super) fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    write_json_utf8(s.as_bytes(), out);
+}
+
+/// [`write_json_str`] of bytes that are valid UTF-8 (taken from a `&str`);
+/// escaping works on bytes, so they need not be checked again.
+pub(super) fn write_json_utf8(bytes: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let short: &[u8] = match b {
@@ -296,16 +301,29 @@ pub(super) fn write_addr(a: SocketAddr, out: &mut Vec<u8>) {
 /// Writes `t` as RFC 3339 in UTC with microseconds: `2024-05-01T12:34:56.123456Z`.
 /// Times outside years 0000–9999 are clamped to the nearest representable one.
 pub(super) fn write_rfc3339(t: SystemTime, out: &mut Vec<u8>) {
+    let (secs, micros) = split_micros(t);
+    write_until_second(secs, out);
+    write_micros(micros, out);
+}
+
+/// `t` as whole seconds since the epoch and the microseconds past them,
+/// clamped to 0000-01-01T00:00:00Z ..= 9999-12-31T23:59:59.999999Z.
+fn split_micros(t: SystemTime) -> (i64, u32) {
     let total_us: i128 = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_micros() as i128,
         Err(e) => -(e.duration().as_micros() as i128),
     };
-    // 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z.
     const MIN_US: i128 = -62_167_219_200 * 1_000_000;
     const MAX_US: i128 = 253_402_300_800 * 1_000_000 - 1;
     let total_us = total_us.clamp(MIN_US, MAX_US);
-    let secs = total_us.div_euclid(1_000_000) as i64;
-    let micros = total_us.rem_euclid(1_000_000) as u32;
+    (
+        total_us.div_euclid(1_000_000) as i64,
+        total_us.rem_euclid(1_000_000) as u32,
+    )
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of `secs` since the epoch.
+fn write_until_second(secs: i64, out: &mut Vec<u8>) {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u32;
     let (y, m, d) = civil_from_days(days);
@@ -322,8 +340,41 @@ pub(super) fn write_rfc3339(t: SystemTime, out: &mut Vec<u8>) {
     out.push(b':');
     pad(out, sod % 60, 2);
     out.push(b'.');
-    pad(out, micros, 6);
-    out.push(b'Z');
+}
+
+/// The six digits of `micros` and the `Z`.
+fn write_micros(micros: u32, out: &mut Vec<u8>) {
+    let mut digits = [b'0'; 7];
+    digits[6] = b'Z';
+    let mut v = micros;
+    for d in digits[..6].iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&digits);
+}
+
+/// Writes RFC 3339 times like [`write_rfc3339`], formatting the part up to
+/// the second once per second: a writer dating a stream of records.
+#[derive(Debug, Default)]
+pub(super) struct TimeFormat {
+    /// The second `prefix` shows, if any yet.
+    secs: Option<i64>,
+    prefix: Vec<u8>,
+}
+
+impl TimeFormat {
+    /// Appends `t` to `out`.
+    pub(super) fn write(&mut self, t: SystemTime, out: &mut Vec<u8>) {
+        let (secs, micros) = split_micros(t);
+        if self.secs != Some(secs) {
+            self.prefix.clear();
+            write_until_second(secs, &mut self.prefix);
+            self.secs = Some(secs);
+        }
+        out.extend_from_slice(&self.prefix);
+        write_micros(micros, out);
+    }
 }
 
 /// Zero-padded decimal of `v` in at least `width` digits.
@@ -355,6 +406,22 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::super::testjson::{parse, Json};
     use super::*;
+
+    #[test]
+    fn time_format_matches_write_rfc3339_across_seconds() {
+        let mut cached = TimeFormat::default();
+        let base = UNIX_EPOCH + std::time::Duration::from_micros(1_764_480_000_999_990);
+        for step in 0..40u64 {
+            let t = base + std::time::Duration::from_micros(step * 3);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            write_rfc3339(t, &mut a);
+            cached.write(t, &mut b);
+            assert_eq!(a, b);
+        }
+        let mut one = Vec::new();
+        cached.write(UNIX_EPOCH + std::time::Duration::from_micros(7), &mut one);
+        assert_eq!(one, b"1970-01-01T00:00:00.000007Z");
+    }
     use std::time::{Duration, Instant};
 
     fn json_of(s: &ConnStats) -> Json {

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 use super::clock;
-use super::record::{write_addr, write_json_str, write_rfc3339};
+use super::record::{write_addr, write_json_str, write_json_utf8, TimeFormat};
 use super::Side;
 
 /// Bytes of text a [`Text`] keeps without allocating.
@@ -48,6 +48,14 @@ impl Text {
                 })
             }
             None => Text(Repr::Heap(s.into())),
+        }
+    }
+
+    /// The text's bytes (UTF-8).
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, buf } => buf.get(..usize::from(*len)).unwrap_or_default(),
+            Repr::Heap(s) => s.as_bytes(),
         }
     }
 
@@ -223,12 +231,18 @@ impl RequestRecord {
 
     /// Appends this record as one JSON object (no trailing newline) to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        self.write_json_at(out, &clock::WallClock::now());
+        self.write_json_at(out, &clock::WallClock::now(), &mut TimeFormat::default());
     }
 
-    /// [`write_json`](Self::write_json), with the wall clock already read
-    /// (once for a batch of records).
-    pub(crate) fn write_json_at(&self, out: &mut Vec<u8>, wall: &clock::WallClock) {
+    /// [`write_json`](Self::write_json), with the clocks already read and
+    /// the time's date part formatted (once for a batch of records).
+    pub(super) fn write_json_at(
+        &self,
+        out: &mut Vec<u8>,
+        wall: &clock::WallClock,
+        time: &mut TimeFormat,
+    ) {
+        out.reserve(400);
         let opt = |out: &mut Vec<u8>, key: &[u8], v: Option<u64>| {
             out.extend_from_slice(key);
             match v {
@@ -236,10 +250,10 @@ impl RequestRecord {
                 None => out.extend_from_slice(b"null"),
             }
         };
-        let text = |out: &mut Vec<u8>, key: &[u8], v: Option<&str>| {
+        let text = |out: &mut Vec<u8>, key: &[u8], v: Option<&Text>| {
             out.extend_from_slice(key);
-            match v {
-                Some(s) if !s.is_empty() => write_json_str(s, out),
+            match v.map(Text::as_bytes) {
+                Some(b) if !b.is_empty() => write_json_utf8(b, out),
                 _ => out.extend_from_slice(b"null"),
             }
         };
@@ -259,10 +273,10 @@ impl RequestRecord {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"start\":\"");
-        write_rfc3339(wall.time_of(self.start), out);
+        time.write(wall.time_of(self.start), out);
         out.push(b'"');
-        text(out, b",\"method\":", Some(self.method.as_str()));
-        text(out, b",\"path\":", Some(self.path.as_str()));
+        text(out, b",\"method\":", Some(&self.method));
+        text(out, b",\"path\":", Some(&self.path));
         opt(out, b",\"status\":", self.status.map(u64::from));
         opt(out, b",\"req_header_bytes\":", self.req_header_bytes);
         opt(out, b",\"req_body_bytes\":", self.req_body_bytes);
@@ -275,11 +289,7 @@ impl RequestRecord {
         } else {
             b",\"streamed\":false"
         });
-        text(
-            out,
-            b",\"upstream\":",
-            self.upstream.as_ref().map(Text::as_str),
-        );
+        text(out, b",\"upstream\":", self.upstream.as_ref());
         out.extend_from_slice(match self.reused {
             Some(true) => b",\"reused\":true",
             Some(false) => b",\"reused\":false",
@@ -287,7 +297,11 @@ impl RequestRecord {
         });
         opt(out, b",\"dns_us\":", self.dns_us);
         opt(out, b",\"connect_us\":", self.connect_us);
-        text(out, b",\"error\":", self.error);
+        out.extend_from_slice(b",\"error\":");
+        match self.error {
+            Some(e) => write_json_str(e, out),
+            None => out.extend_from_slice(b"null"),
+        }
         out.push(b'}');
     }
 
