@@ -33,8 +33,6 @@ mod record;
 mod request;
 mod sinks;
 mod stats;
-#[cfg(test)]
-mod testjson;
 
 pub use aggregate::ServerMetrics;
 pub use histogram::{Histogram, HistogramSnapshot};
