@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::histogram::Histogram;
 use super::prometheus as prom;
+use super::shard::add;
 use super::{AccessLog, CloseReason, ConnStats};
 
 /// Counters and histograms for one server (or client pool). Share it behind an
@@ -34,12 +35,6 @@ pub struct ServerMetrics {
     events_dropped: AtomicU64,
     first_byte: Histogram,
     lifetime: Histogram,
-}
-
-fn add(counter: &AtomicU64, v: u64) {
-    if v != 0 {
-        counter.fetch_add(v, Relaxed);
-    }
 }
 
 impl ServerMetrics {

@@ -31,6 +31,7 @@ mod log_sink;
 mod prometheus;
 mod record;
 mod request;
+mod shard;
 mod sinks;
 mod stats;
 
