@@ -80,6 +80,12 @@ impl<T> Sharded<T> {
     pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
         self.shards.iter().map(|p| &p.0)
     }
+
+    /// The sum over every copy of the counter `field` picks.
+    pub(super) fn sum(&self, field: impl Fn(&T) -> &AtomicU64) -> u64 {
+        self.iter()
+            .fold(0u64, |a, s| a.wrapping_add(field(s).load(Relaxed)))
+    }
 }
 
 /// Adds `v` to `counter` unless it is zero (saving a write to a line that may
@@ -131,8 +137,7 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let total: u64 = s.iter().map(|c| c.load(Relaxed)).sum();
-        assert_eq!(total, 80_040);
+        assert_eq!(s.sum(|c| c), 80_040);
         // More than one shard was used.
         assert!(s.iter().filter(|c| c.load(Relaxed) > 0).count() > 1);
     }
