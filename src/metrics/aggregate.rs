@@ -11,11 +11,13 @@
 //! cache lines only it writes, and a scrape sums the shards.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::histogram::Histogram;
 use super::prometheus as prom;
 use super::shard::{add, Sharded};
+use super::user::{Counter, Gauge, MetricError, Registry};
 use super::{AccessLog, CloseReason, ConnStats, RequestRecord, Side};
 
 /// How a request ended, as `ServerMetrics` counts it: the `class` label of
@@ -109,8 +111,44 @@ struct Counts {
     events_dropped: AtomicU64,
 }
 
-/// Counters and histograms for one server (or client pool), for a
-/// Prometheus `/metrics` page.
+/// Every series name the built-in families render (with an empty prefix):
+/// an application's metric may not take one.
+const RESERVED: &[&str] = &[
+    "connections_open",
+    "connections_opened_total",
+    "connections_closed_total",
+    "received_bytes_total",
+    "sent_bytes_total",
+    "requests_total",
+    "streams_open",
+    "streams_started_total",
+    "write_pauses_total",
+    "write_paused_seconds_total",
+    "ratelimit_delay_seconds_total",
+    "events_sent_total",
+    "events_dropped_total",
+    "request_duration_seconds",
+    "request_duration_seconds_bucket",
+    "request_duration_seconds_sum",
+    "request_duration_seconds_count",
+    "request_first_byte_seconds",
+    "request_first_byte_seconds_bucket",
+    "request_first_byte_seconds_sum",
+    "request_first_byte_seconds_count",
+    "stream_duration_seconds",
+    "stream_duration_seconds_bucket",
+    "stream_duration_seconds_sum",
+    "stream_duration_seconds_count",
+    "connection_lifetime_seconds",
+    "connection_lifetime_seconds_bucket",
+    "connection_lifetime_seconds_sum",
+    "connection_lifetime_seconds_count",
+    // Rendered next to these by `RateLimited::render_prometheus`.
+    "requests_rate_limited_total",
+];
+
+/// Counters and histograms for one server (or client pool), and the
+/// application's own metrics, for a Prometheus `/metrics` page.
 ///
 /// Share it behind an `Arc` and register it as the access log (alone or in a
 /// [`Tee`](super::Tee)): it [wants request records](AccessLog::wants_requests),
@@ -122,10 +160,25 @@ struct Counts {
 /// are counted only from request records, never from close records, so
 /// nothing counts twice.
 ///
+/// Metrics of the application's own ([`counter`](Self::counter),
+/// [`gauge`](Self::gauge), [`histogram`](Self::histogram)) render on the same
+/// page, after the built-in ones:
+///
 /// ```
+/// use std::time::Duration;
 /// use taskweave::metrics::{AccessLog, RequestRecord, ServerMetrics, Side};
 ///
 /// let metrics = ServerMetrics::new();
+/// let jobs = metrics.counter("jobs_total", "Jobs done.")?;
+/// let queued = metrics.gauge("jobs_queued", "Jobs waiting.")?;
+/// let job_time = metrics.histogram("job_seconds", "Time per job.")?;
+/// jobs.inc();
+/// queued.set(3);
+/// job_time.observe(Duration::from_millis(12));
+/// // Registering a name again returns the same metric.
+/// metrics.counter("jobs_total", "Jobs done.")?.add(2);
+/// assert_eq!(jobs.get(), 3);
+///
 /// // What a server reports as a request ends (the engine does this).
 /// let mut r = RequestRecord::new(Side::Server, "http");
 /// r.status = Some(200);
@@ -137,6 +190,13 @@ struct Counts {
 /// metrics.render_prometheus("myapp", &mut page);
 /// assert!(page.contains("myapp_requests_total{class=\"2xx\"} 1\n"));
 /// assert!(page.contains("myapp_request_duration_seconds_bucket{le=\"0.0005\"} 1\n"));
+/// assert!(page.contains("# TYPE myapp_jobs_total counter\nmyapp_jobs_total 3\n"));
+/// assert!(page.contains("myapp_jobs_queued 3\n"));
+/// assert!(page.contains("myapp_job_seconds_bucket{le=\"0.025\"} 1\n"));
+/// // Names are checked.
+/// assert!(metrics.counter("jobs-total", "").is_err());
+/// assert!(metrics.gauge("jobs_total", "").is_err());
+/// # Ok::<(), taskweave::metrics::MetricError>(())
 /// ```
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
@@ -145,6 +205,7 @@ pub struct ServerMetrics {
     first_byte: Histogram,
     stream_duration: Histogram,
     lifetime: Histogram,
+    user: Registry,
 }
 
 impl ServerMetrics {
@@ -268,9 +329,50 @@ impl ServerMetrics {
         &self.lifetime
     }
 
+    /// A counter of the application's own, rendered after the built-in
+    /// metrics as `<prefix>_<name>` with `help` as its HELP line.
+    ///
+    /// Registering a name already registered as a counter returns that
+    /// counter (its first help stays), so a name can be registered wherever
+    /// it is used. Registration takes a lock: do it once, keep the handle.
+    ///
+    /// # Errors
+    ///
+    /// [`MetricError::InvalidName`] unless `name` matches
+    /// `[a-zA-Z_][a-zA-Z0-9_]*` without a leading `__`;
+    /// [`MetricError::Reserved`] if a built-in metric renders that name, or it
+    /// clashes with a histogram's `_bucket`, `_sum` or `_count`;
+    /// [`MetricError::KindMismatch`] if it is registered as a gauge or a
+    /// histogram.
+    pub fn counter(&self, name: &str, help: &str) -> Result<Counter, MetricError> {
+        self.user.counter(name, help, RESERVED)
+    }
+
+    /// A gauge of the application's own; as [`counter`](Self::counter).
+    ///
+    /// # Errors
+    ///
+    /// As for [`counter`](Self::counter).
+    pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, MetricError> {
+        self.user.gauge(name, help, RESERVED)
+    }
+
+    /// A histogram of the application's own, in seconds, with the request
+    /// latency buckets (`le` 100 µs to 10 s); as [`counter`](Self::counter).
+    /// Record with [`Histogram::observe`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`counter`](Self::counter).
+    pub fn histogram(&self, name: &str, help: &str) -> Result<Arc<Histogram>, MetricError> {
+        self.user.histogram(name, help, RESERVED)
+    }
+
     /// Appends every metric in the Prometheus text format (0.0.4) to `out`, each
     /// name starting with `prefix` and `_` (e.g. `"taskweave"` gives
-    /// `taskweave_connections_open`). Invalid characters in `prefix` become `_`.
+    /// `taskweave_connections_open`): the built-in ones, then the
+    /// application's in the order they were registered. Invalid characters in
+    /// `prefix` become `_`.
     pub fn render_prometheus(&self, prefix: &str, out: &mut String) {
         let p = prom::sanitize_prefix(prefix);
         let name = |suffix: &str| format!("{p}{suffix}");
@@ -396,6 +498,7 @@ impl ServerMetrics {
             &self.lifetime.snapshot(),
             prom::LONG,
         );
+        self.user.render(&p, out);
     }
 }
 
@@ -662,8 +765,72 @@ mod tests {
     }
 
     #[test]
+    fn reserved_names_are_every_builtin_series() {
+        let m = ServerMetrics::new();
+        let mut out = String::new();
+        m.render_prometheus("", &mut out);
+        let samples = parse_exposition(&out).unwrap();
+        let mut names: Vec<&str> = samples
+            .keys()
+            .map(|k| k.split('{').next().unwrap_or(k))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut reserved: Vec<&str> = RESERVED
+            .iter()
+            .copied()
+            .filter(|n| *n != "requests_rate_limited_total")
+            .filter(|n| {
+                // A histogram's family name is reserved but renders no
+                // series of its own.
+                !RESERVED.contains(&format!("{n}_bucket").as_str())
+            })
+            .collect();
+        reserved.sort_unstable();
+        assert_eq!(names, reserved);
+        for n in RESERVED {
+            assert!(m.counter(n, "").is_err(), "{n}");
+        }
+    }
+
+    #[test]
+    fn user_metrics_render_after_the_builtins() {
+        let m = ServerMetrics::new();
+        let jobs = m.counter("jobs_total", "Jobs done.").unwrap();
+        let q = m.gauge("queue_length", "Waiting,\nnow \\ here.").unwrap();
+        let h = m.histogram("job_seconds", "Time per job.").unwrap();
+        jobs.add(41);
+        jobs.inc();
+        q.set(5);
+        q.dec();
+        q.add(-10);
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_secs(60));
+        assert!(m.counter("connections_open", "").is_err());
+        assert!(m.gauge("request_duration_seconds_sum", "").is_err());
+        assert!(m.counter("bad name", "").is_err());
+        let mut out = String::new();
+        m.render_prometheus("app", &mut out);
+        let s = parse_exposition(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert_eq!(s["app_jobs_total"], 42.0);
+        assert_eq!(s["app_queue_length"], -6.0);
+        assert_eq!(s["app_job_seconds_bucket{le=\"0.00025\"}"], 0.0);
+        assert_eq!(s["app_job_seconds_bucket{le=\"0.0005\"}"], 1.0);
+        assert_eq!(s["app_job_seconds_bucket{le=\"10\"}"], 1.0);
+        assert_eq!(s["app_job_seconds_count"], 2.0);
+        assert_eq!(s["app_job_seconds_sum"], 60.0003);
+        assert!(out.contains("# HELP app_queue_length Waiting,\\nnow \\\\ here.\n"));
+        // After every built-in, in registration order.
+        let at = |needle: &str| out.find(needle).unwrap();
+        assert!(at("# TYPE app_connection_lifetime_seconds") < at("# TYPE app_jobs_total"));
+        assert!(at("# TYPE app_jobs_total counter") < at("# TYPE app_queue_length gauge"));
+        assert!(at("# TYPE app_queue_length") < at("# TYPE app_job_seconds histogram"));
+    }
+
+    #[test]
     fn odd_prefixes_still_render_valid_names() {
         let m = ServerMetrics::new();
+        m.counter("c", "").unwrap();
         for prefix in ["", "my app", "0day", "ns:sub"] {
             let mut out = String::new();
             m.render_prometheus(prefix, &mut out);

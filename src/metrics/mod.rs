@@ -36,6 +36,7 @@ mod request;
 mod shard;
 mod sinks;
 mod stats;
+mod user;
 
 pub use aggregate::{ServerMetrics, StatusClass};
 pub use histogram::{Histogram, HistogramSnapshot};
@@ -45,6 +46,7 @@ pub use record::Record;
 pub use request::{RequestRecord, Text};
 pub use sinks::{MemoryLog, NullLog, Tee};
 pub use stats::{CloseReason, ConnStats, Side};
+pub use user::{Counter, Gauge, MetricError};
 
 use std::sync::Arc;
 
