@@ -878,4 +878,41 @@ mod tests {
             .count();
         assert!(used > 1, "{used}");
     }
+
+    /// Cost of `request` and `record` on the caller's thread, alone and with
+    /// every thread of the machine counting at once. Run with
+    /// `cargo test --release --lib -- --ignored request_path_cost --nocapture`.
+    #[test]
+    #[ignore]
+    fn request_path_cost() {
+        fn per(m: &ServerMetrics) -> (Duration, Duration) {
+            let n = 2_000_000u32;
+            let r = req(Some(200), 250, Some(120));
+            let c = closed(CloseReason::PeerClosed, 1, 2, 200);
+            let t = Instant::now();
+            for _ in 0..n {
+                m.request(std::hint::black_box(&r));
+            }
+            let req = t.elapsed() / n;
+            let t = Instant::now();
+            for _ in 0..n {
+                m.record(std::hint::black_box(&c));
+            }
+            (req, t.elapsed() / n)
+        }
+        let m = std::sync::Arc::new(ServerMetrics::new());
+        let (req1, rec1) = per(&m);
+        println!("one thread: request {req1:?}, record {rec1:?}");
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let all: Vec<_> = (0..threads)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || per(&m))
+            })
+            .collect();
+        for (i, t) in all.into_iter().enumerate() {
+            let (a, b) = t.join().unwrap();
+            println!("{threads} threads, #{i}: request {a:?}, record {b:?}");
+        }
+    }
 }
