@@ -2,8 +2,12 @@
 //! answers after a timer task, `/stream?n=N&ms=M` streams N chunks M ms
 //! apart, `/file/NAME` serves a file of `--dir DIR` as a stream (read as the
 //! socket drains), `/metrics` shows the server's counters in Prometheus
-//! format. Every request writes an access-log record when its answer is out,
-//! and every connection one when it closes.
+//! format: live requests by status class (`taskweave_requests_total`),
+//! request latency (`taskweave_request_duration_seconds`), open connections
+//! and streams, and two of this example's own, registered on the same
+//! `ServerMetrics` (`taskweave_echo_bytes_total`, `taskweave_delays_waiting`).
+//! Every request writes an access-log record when its answer is out, and
+//! every connection one when it closes.
 //!
 //! `--max-rps N` answers requests beyond N a second (over the whole server)
 //! with `429 Too Many Requests` and `Retry-After`, counted in `/metrics` as
@@ -90,6 +94,13 @@ fn main() -> std::io::Result<()> {
     )
     .unwrap_or_else(|e| args.fail(e));
     let m = metrics.clone();
+    // Metrics of this example's own, rendered after the built-in ones.
+    let echoed = metrics
+        .counter("echo_bytes_total", "Request body bytes echoed by /echo.")
+        .map_err(std::io::Error::other)?;
+    let waiting = metrics
+        .gauge("delays_waiting", "/delay requests waiting for their timer.")
+        .map_err(std::io::Error::other)?;
     let dir: Option<PathBuf> = args.raw("dir").map(PathBuf::from);
     let size = |name| {
         args.raw(name).map_or(0, |v| {
@@ -124,6 +135,7 @@ fn main() -> std::io::Result<()> {
                 }
                 Route::Echo => {
                     let body = task.request_mut().take_body();
+                    echoed.add(body.len() as u64);
                     task.response().set_body(body);
                 }
                 Route::Delay => {
@@ -131,9 +143,12 @@ fn main() -> std::io::Result<()> {
                         Ok(ms) => ms.unwrap_or(0).min(60_000),
                         Err(why) => return bad_request(task, why),
                     };
+                    waiting.inc();
+                    let waiting = waiting.clone();
                     series.push_back(timer(
                         Duration::from_millis(ms),
                         move |_, s: &mut Series| {
+                            waiting.dec();
                             if let Some(t) = ServerTask::of_series(s) {
                                 t.response().set_body(format!("waited {ms} ms\n"));
                             }

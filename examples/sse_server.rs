@@ -6,8 +6,11 @@
 //!   answers with its id.
 //! - `GET /` is a page whose `EventSource` shows the stream live, with the
 //!   rate it sees and any gap (`/?topic=T`).
-//! - `GET /metrics`: connections, subscribers per topic, events published,
-//!   delivered and dropped, in the Prometheus text format.
+//! - `GET /metrics`: connections, requests by status class and their
+//!   latency, open streams, subscribers per topic, events published,
+//!   delivered and dropped, and how long a publish takes
+//!   (`taskweave_publish_seconds`, this example's own histogram), in the
+//!   Prometheus text format.
 //!
 //! Every client gets its own queue of at most `--queue` events, paced at
 //! `--rate` events/s (bursts of `--burst`); a client that falls behind gets
@@ -41,11 +44,11 @@ mod args;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use taskweave::comm::{ConnConfig, FlowControl, Overflow, RateLimited};
 use taskweave::http::sse::{Event, Hub, HubConfig, Numbered};
 use taskweave::http::{Server, ServerTask};
-use taskweave::metrics::ServerMetrics;
+use taskweave::metrics::{Histogram, ServerMetrics};
 use taskweave::redis::{self, Message, Status, Subscriber, SubscriberHandle, Value};
 use taskweave::{timer, Series, Settings};
 
@@ -116,10 +119,18 @@ fn main() -> std::io::Result<()> {
         .reuse_port(args.get("reuse-port", false))
         .max_rps(args.get("max-rps", 0))
         .access_log(log);
+    let publish_time = metrics
+        .histogram(
+            "publish_seconds",
+            "Time to publish an event that was published: numbering it (a Redis round trip \
+             with --redis) and handing it to the hub.",
+        )
+        .map_err(std::io::Error::other)?;
     let app = Arc::new(App {
         hub: hub.clone(),
         publisher: publisher.clone(),
         metrics,
+        publish_time,
         rate_limited: builder.rate_limited(),
     });
     let server = builder.serve(
@@ -178,6 +189,8 @@ struct App {
     hub: Hub,
     publisher: Publisher,
     metrics: Arc<ServerMetrics>,
+    /// How long each `POST /publish` took to number and publish its event.
+    publish_time: Arc<Histogram>,
     rate_limited: RateLimited,
 }
 
@@ -203,13 +216,18 @@ fn route(app: &App, task: &mut ServerTask, series: &mut Series) {
                 return;
             };
             let event = Event::new(data);
+            let start = Instant::now();
             let published = match &app.publisher {
                 Publisher::Local => hub.publish(&topic, event),
                 Publisher::Redis(bus) => match hub.check_publish(&topic, &event) {
                     // Answered when Redis has numbered the event, as the
                     // series ends.
                     Ok(()) => {
-                        series.push_back(bus.publish(&topic, event.data(), |res, s| {
+                        let time = app.publish_time.clone();
+                        series.push_back(bus.publish(&topic, event.data(), move |res, s| {
+                            if res.is_ok() {
+                                time.observe(start.elapsed());
+                            }
                             if let Some(task) = ServerTask::of_series(s) {
                                 answer_publish(task, res);
                             }
@@ -219,6 +237,9 @@ fn route(app: &App, task: &mut ServerTask, series: &mut Series) {
                     Err(e) => Err(e),
                 },
             };
+            if published.is_ok() {
+                app.publish_time.observe(start.elapsed());
+            }
             answer_publish(task, published.map_err(|e| (e.status(), e.to_string())));
         }
         ("GET", "/metrics") => {

@@ -511,9 +511,9 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testjson::{parse, Json};
     use super::*;
     use crate::metrics::{CloseReason, Side};
+    use serde_json::Value as Json;
     use std::sync::{Condvar, Mutex};
 
     fn temp_path(name: &str) -> PathBuf {
@@ -539,7 +539,7 @@ mod tests {
         std::fs::read_to_string(path)
             .unwrap_or_default()
             .lines()
-            .map(|l| parse(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()
     }
 
@@ -555,7 +555,7 @@ mod tests {
         let l = lines(&path);
         assert_eq!(l.len(), 501, "appends after the existing line");
         for (i, j) in l[1..].iter().enumerate() {
-            assert_eq!(j.u64("conn_id"), Some(i as u64));
+            assert_eq!(j["conn_id"].as_u64(), Some(i as u64));
         }
         assert_eq!(log.written(), 500);
         assert_eq!(log.dropped(), 0);
@@ -570,7 +570,7 @@ mod tests {
         loop {
             let l = lines(&path);
             if l.len() == 1 {
-                assert_eq!(l[0].u64("conn_id"), Some(77));
+                assert_eq!(l[0]["conn_id"].as_u64(), Some(77));
                 break;
             }
             assert!(
@@ -609,16 +609,16 @@ mod tests {
         let old = lines(&rotated);
         let new = lines(&path);
         assert_eq!(old.len(), 1);
-        assert_eq!(old[0].u64("conn_id"), Some(1));
+        assert_eq!(old[0]["conn_id"].as_u64(), Some(1));
         assert_eq!(new.len(), 1);
-        assert_eq!(new[0].u64("conn_id"), Some(2));
+        assert_eq!(new[0]["conn_id"].as_u64(), Some(2));
 
         // The bare flag, as a signal handler would set it.
         std::fs::rename(&path, path.with_extension("log.2")).unwrap();
         log.reopen_flag().store(true, Ordering::Release);
         log.record(&stats(3));
         log.flush().unwrap();
-        assert_eq!(lines(&path)[0].u64("conn_id"), Some(3));
+        assert_eq!(lines(&path)[0]["conn_id"].as_u64(), Some(3));
     }
 
     #[test]
@@ -708,17 +708,20 @@ mod tests {
         gate.open();
         log.flush().unwrap();
         let text = gate.text();
-        let l: Vec<Json> = text.lines().map(|l| parse(l).unwrap()).collect();
+        let l: Vec<Json> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(l.len(), 3, "{text}");
-        assert_eq!(l[0].u64("conn_id"), Some(0));
+        assert_eq!(l[0]["conn_id"].as_u64(), Some(0));
         // The report goes in as soon as the writer notices the drops: before or
         // after the one record that fit in the channel.
-        let ids: Vec<u64> = l.iter().filter_map(|j| j.u64("conn_id")).collect();
+        let ids: Vec<u64> = l.iter().filter_map(|j| j["conn_id"].as_u64()).collect();
         assert_eq!(ids, [0, 1]);
         let report = l.iter().find(|j| j.get("dropped").is_some()).unwrap();
-        assert_eq!(report.u64("dropped"), Some(99));
-        assert_eq!(report.u64("dropped_total"), Some(99));
-        assert!(report.str("time").is_some_and(|t| t.ends_with('Z')));
+        assert_eq!(report["dropped"].as_u64(), Some(99));
+        assert_eq!(report["dropped_total"].as_u64(), Some(99));
+        assert!(report["time"].as_str().is_some_and(|t| t.ends_with('Z')));
         assert_eq!(log.written(), 2);
         // Nothing new dropped: no second report.
         log.flush().unwrap();
@@ -775,7 +778,7 @@ mod tests {
         log.flush().unwrap();
         let mut ids: Vec<u64> = lines(&path)
             .iter()
-            .filter_map(|j| j.u64("conn_id"))
+            .filter_map(|j| j["conn_id"].as_u64())
             .collect();
         ids.sort_unstable();
         assert_eq!(ids, (0..4000).collect::<Vec<_>>());

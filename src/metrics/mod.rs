@@ -17,8 +17,10 @@
 //!   thread. [`JsonLines`] copies a heap-free [`Record`] into a bounded channel and
 //!   counts what does not fit; a background thread does the formatting and I/O.
 //! - **Logs and metrics from one source.** [`ServerMetrics`] is itself an
-//!   [`AccessLog`]: the same close records feed its counters and histograms, and
-//!   [`Tee`] sends them to both.
+//!   [`AccessLog`]: the same request and close records feed its counters and
+//!   histograms, and [`Tee`] sends them to both.
+//! - **No shared hot spot.** Counters and histograms are sharded per thread:
+//!   each thread adds to cache lines only it writes, a scrape sums them.
 //!
 //! `docs/access-log.md` defines every field, unit and null.
 
@@ -31,12 +33,12 @@ mod log_sink;
 mod prometheus;
 mod record;
 mod request;
+mod shard;
 mod sinks;
 mod stats;
-#[cfg(test)]
-mod testjson;
+mod user;
 
-pub use aggregate::ServerMetrics;
+pub use aggregate::{ServerMetrics, StatusClass};
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use jsonl::{JsonLines, JsonLinesBuilder, DEFAULT_CAPACITY, DEFAULT_FLUSH_INTERVAL};
 pub use log_sink::{LogCrate, ACCESS_TARGET};
@@ -44,6 +46,7 @@ pub use record::Record;
 pub use request::{RequestRecord, Text};
 pub use sinks::{MemoryLog, NullLog, Tee};
 pub use stats::{CloseReason, ConnStats, Side};
+pub use user::{Counter, Gauge, MetricError};
 
 use std::sync::Arc;
 
