@@ -38,7 +38,9 @@ pub enum StatusClass {
     /// (Redis, echo), or with one outside 100–599 (`"none"`).
     NoStatus,
     /// No complete response: the connection ended first, or a timeout or
-    /// error cut the exchange short (`"error"`), whatever status had been sent.
+    /// error cut the exchange short (`"error"`), whatever status had been
+    /// sent. A stream is the exception: the peer leaving is how an event
+    /// stream ends, so a stream whose head went out counts by its status.
     Failed,
 }
 
@@ -55,9 +57,11 @@ impl StatusClass {
     ];
 
     /// The class of one exchange: [`Failed`](Self::Failed) if it has an
-    /// `error`, else by its `status`.
+    /// `error` (unless it is a stream whose head went out), else by its
+    /// `status`.
     pub fn of(record: &RequestRecord) -> StatusClass {
-        if record.error.is_some() {
+        let head_sent = record.streamed && record.status.is_some();
+        if record.error.is_some() && !head_sent {
             return StatusClass::Failed;
         }
         match record.status {
@@ -417,7 +421,7 @@ impl ServerMetrics {
             &name("requests_total"),
             "counter",
             "Requests ended (served, or made on the client side), by status class; \
-             error: no complete response.",
+             error: no complete response (a stream counts by its status).",
             "class",
             StatusClass::ALL.map(|c| (c.as_str(), self.requests_of(c))),
         );
@@ -661,6 +665,13 @@ mod tests {
         assert_eq!(labels, ["1xx", "2xx", "3xx", "4xx", "5xx", "none", "error"]);
         assert_eq!(StatusClass::of(&req(Some(599), 0, None)), ServerError);
         assert_eq!(StatusClass::of(&req(Some(99), 0, None)), NoStatus);
+        // A stream the peer left counts by its head's status; a reply cut
+        // short is a failure whatever its status.
+        let mut left = req(Some(200), 0, None);
+        left.error = Some("peer_closed");
+        assert_eq!(StatusClass::of(&left), Failed);
+        left.streamed = true;
+        assert_eq!(StatusClass::of(&left), Success);
     }
 
     #[test]
