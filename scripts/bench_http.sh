@@ -32,8 +32,8 @@ gcc -O2 -o /tmp/tw_floor_server bench/floor/floor_server.c
 cargo build --release --example http_server >/dev/null 2>&1
 (cd bench/hyper_hello && cargo build --release >/dev/null 2>&1)
 ours=target/release/examples/http_server
-log=$(mktemp /tmp/tw-access-XXXX.log)
-connlog=$(mktemp /tmp/tw-connlog-XXXX.log)
+log=$(mktemp "${LOGDIR:-/tmp}/tw-access-XXXX.log")
+connlog=$(mktemp "${LOGDIR:-/tmp}/tw-connlog-XXXX.log")
 
 pids=()
 start() { # label port cmd...

@@ -122,16 +122,18 @@ struct ExchangeLog {
 impl ExchangeLog {
     /// Ends the open exchange at `now` and hands its record to the sink.
     fn finish(&mut self, now: Instant, end: impl FnOnce(&mut RequestRecord)) {
-        let Some(mut rec) = self.open.take() else {
+        // Finished in place: the record is large, and moving it costs.
+        let Some(rec) = self.open.as_mut() else {
             return;
         };
         let start = rec.start;
         let micros = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
         rec.first_byte_us = self.first_byte.take().map(micros);
         rec.total_us = micros(now);
-        end(&mut rec);
-        let sink = &self.sink;
-        crate::poller::contain("an access log's request", || sink.request(&rec));
+        end(rec);
+        let (sink, rec) = (&self.sink, &*rec);
+        crate::poller::contain("an access log's request", || sink.request(rec));
+        self.open = None;
     }
 }
 

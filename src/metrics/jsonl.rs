@@ -31,8 +31,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use super::clock::WallClock;
-use super::record::{write_rfc3339, Record, TimeFormat};
+use super::lines::LineBuffers;
+use super::record::{write_rfc3339, Record};
 use super::{AccessLog, ConnStats, RequestRecord};
 
 /// Records the channel holds by default before `record` starts dropping.
@@ -59,7 +59,6 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(Record),
-    Request(RequestRecord),
     Flush(Sender<io::Result<()>>),
     Wake,
 }
@@ -68,6 +67,8 @@ struct Shared {
     dropped: AtomicU64,
     written: AtomicU64,
     reopen: Arc<AtomicBool>,
+    /// Request lines, formatted by the threads that ended the exchanges.
+    lines: LineBuffers,
 }
 
 /// An [`AccessLog`] that appends one JSON object per closed connection to a file,
@@ -149,6 +150,7 @@ impl JsonLinesBuilder {
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
             reopen: Arc::new(AtomicBool::new(false)),
+            lines: LineBuffers::new(self.capacity as u64),
         });
         let worker = Worker {
             rx,
@@ -161,8 +163,7 @@ impl JsonLinesBuilder {
             error: None,
             reported: 0,
             last_report: None,
-            wall: None,
-            time: TimeFormat::default(),
+            spare: Vec::new(),
         };
         let handle = thread::Builder::new()
             .name("taskweave-access-log".into())
@@ -258,7 +259,21 @@ impl AccessLog for JsonLines {
         self.requests
     }
     fn request(&self, record: &RequestRecord) {
-        self.offer(Msg::Request(record.clone()));
+        let Some(tx) = &self.tx else {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let lines = &self.shared.lines;
+        match lines.append(|w| record.write_json_at(w.buf, w.wall, w.time)) {
+            None => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            // The first line for a writer that waits on its channel wakes it.
+            Some(true) if lines.idle.load(Ordering::SeqCst) => {
+                let _ = tx.try_send(Msg::Wake);
+            }
+            Some(_) => {}
+        }
     }
 }
 
@@ -338,10 +353,8 @@ struct Worker {
     /// Drops already reported.
     reported: u64,
     last_report: Option<Instant>,
-    /// The clocks, read once per batch of records to date them.
-    wall: Option<WallClock>,
-    /// Dates request records.
-    time: TimeFormat,
+    /// The empty buffer swapped for a thread's request lines.
+    spare: Vec<u8>,
 }
 
 impl Worker {
@@ -356,34 +369,44 @@ impl Worker {
         'run: loop {
             let mut got = false;
             if empty_looks >= IDLE_AFTER && self.buf.is_empty() {
-                match self.rx.recv_timeout(IDLE_WAIT) {
-                    Ok(msg) => {
-                        got = true;
-                        self.handle(msg);
+                // Idle, then one more look: a line added before `idle` was
+                // set is taken here, one added after it sends a wake-up.
+                self.shared.lines.idle.store(true, Ordering::SeqCst);
+                got = self.take_lines();
+                if !got {
+                    match self.rx.recv_timeout(IDLE_WAIT) {
+                        Ok(msg) => {
+                            got = true;
+                            self.handle(&msg);
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break 'run,
                     }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break 'run,
                 }
+                self.shared.lines.idle.store(false, Ordering::SeqCst);
             } else {
                 std::thread::sleep(TICK);
             }
+            // Request lines first: a connection's own record usually follows
+            // its requests'.
+            got |= self.take_lines();
             loop {
                 match self.rx.try_recv() {
                     Ok(msg) => {
                         got = true;
-                        self.handle(msg);
+                        self.handle(&msg);
                     }
                     Err(TryRecvError::Empty) => break,
                     // Every sender is gone and the queue is empty.
                     Err(TryRecvError::Disconnected) => break 'run,
                 }
             }
+            got |= self.take_lines();
             empty_looks = if got {
                 0
             } else {
                 empty_looks.saturating_add(1)
             };
-            self.wall = None;
             self.check_reopen();
             let now = Instant::now();
             if self
@@ -394,6 +417,7 @@ impl Worker {
             }
             self.report_drops(false, now);
         }
+        self.take_lines();
         self.report_drops(true, Instant::now());
         self.write_out();
         if let Err(e) = self.out.flush() {
@@ -401,16 +425,11 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, msg: Msg) {
+    fn handle(&mut self, msg: &Msg) {
         match msg {
             Msg::Record(r) => self.push_line(|buf| r.write_json(buf)),
-            Msg::Request(r) => {
-                let wall = *self.wall.get_or_insert_with(WallClock::now);
-                let mut time = std::mem::take(&mut self.time);
-                self.push_line(|buf| r.write_json_at(buf, &wall, &mut time));
-                self.time = time;
-            }
             Msg::Flush(ack) => {
+                self.take_lines();
                 self.check_reopen();
                 self.report_drops(true, Instant::now());
                 self.write_out();
@@ -423,6 +442,21 @@ impl Worker {
             }
             Msg::Wake => self.check_reopen(),
         }
+    }
+
+    /// Takes the request lines the threads formatted; whether there were any.
+    fn take_lines(&mut self) -> bool {
+        self.check_reopen();
+        let n = self.shared.lines.take(&mut self.buf, &mut self.spare);
+        if n == 0 {
+            return false;
+        }
+        self.in_buf += n;
+        self.dirty_since.get_or_insert_with(Instant::now);
+        if self.buf.len() >= BUF_LIMIT {
+            self.write_out();
+        }
+        true
     }
 
     /// Formats one record's line with `write` into the buffer.

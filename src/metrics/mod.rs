@@ -29,6 +29,7 @@ mod clock;
 mod histogram;
 mod intern;
 mod jsonl;
+mod lines;
 mod log_sink;
 mod prometheus;
 mod record;

@@ -248,6 +248,12 @@ pub(super) fn write_json_str(s: &str, out: &mut Vec<u8>) {
 pub(super) fn write_json_utf8(bytes: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
+    // The common case (a method, a path, a name) needs no escape: one copy.
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let short: &[u8] = match b {
@@ -279,22 +285,36 @@ pub(super) fn write_json_utf8(bytes: &[u8], out: &mut Vec<u8>) {
 pub(super) fn write_addr(a: SocketAddr, out: &mut Vec<u8>) {
     match a {
         SocketAddr::V4(v4) => {
-            let mut n = itoa::Buffer::new();
             let [a0, a1, a2, a3] = v4.ip().octets();
-            out.extend_from_slice(n.format(a0).as_bytes());
-            out.push(b'.');
-            out.extend_from_slice(n.format(a1).as_bytes());
-            out.push(b'.');
-            out.extend_from_slice(n.format(a2).as_bytes());
-            out.push(b'.');
-            out.extend_from_slice(n.format(a3).as_bytes());
-            out.push(b':');
-            out.extend_from_slice(n.format(v4.port()).as_bytes());
+            for (octet, sep) in [(a0, b'.'), (a1, b'.'), (a2, b'.'), (a3, b':')] {
+                push_decimal(out, u32::from(octet));
+                out.push(sep);
+            }
+            push_decimal(out, u32::from(v4.port()));
         }
         // Writing into a Vec cannot fail.
         SocketAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
         }
+    }
+}
+
+/// Appends `v` in decimal, digit by digit: for the short numbers of an
+/// address, cheaper than formatting into a buffer and copying it.
+fn push_decimal(out: &mut Vec<u8>, v: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(d);
     }
 }
 
