@@ -11,10 +11,15 @@
 //!
 //! It writes a line per closed connection (`"kind":"conn"`) and, unless
 //! [turned off](JsonLinesBuilder::requests), a line per request
-//! (`"kind":"request"`). While records come, the writer looks for them every
-//! 20 ms; after half a second without any it sleeps until one arrives (or a
-//! second passes, to notice a reopen), so an idle server's log costs one
-//! wake-up a second, not fifty.
+//! (`"kind":"request"`). Request lines come far more often, so they take a
+//! cheaper path: the thread that ended the exchange formats the line into a
+//! buffer of its own (at most `capacity` lines; past that they are dropped
+//! and counted), and the writer swaps the buffer out whole every tick (see
+//! `lines.rs`). Each kind keeps its order; a connection's line may land just
+//! before its last request's. While records come, the writer looks for them
+//! every 20 ms; after half a second without any it sleeps until one arrives
+//! (or a second passes, to notice a reopen), so an idle server's log costs
+//! one wake-up a second, not fifty.
 //!
 //! Rotation works like nginx's `SIGHUP`/`USR1`: move the file away, then call
 //! [`JsonLines::reopen`] (or set the flag from [`JsonLines::reopen_flag`] in a
@@ -102,9 +107,10 @@ impl Default for JsonLinesBuilder {
 }
 
 impl JsonLinesBuilder {
-    /// Records waiting for the writer thread before further ones are dropped
-    /// (at least 1; default [`DEFAULT_CAPACITY`]). Each slot takes about 350 bytes,
-    /// allocated up front.
+    /// Connection records waiting for the writer thread before further ones
+    /// are dropped, and request lines each thread may hold (at least 1;
+    /// default [`DEFAULT_CAPACITY`]). Each channel slot takes about 350
+    /// bytes, allocated up front; a thread's line buffer grows as needed.
     pub fn capacity(mut self, records: usize) -> Self {
         self.capacity = records.max(1);
         self
