@@ -287,10 +287,10 @@ pub(super) fn write_addr(a: SocketAddr, out: &mut Vec<u8>) {
         SocketAddr::V4(v4) => {
             let [a0, a1, a2, a3] = v4.ip().octets();
             for (octet, sep) in [(a0, b'.'), (a1, b'.'), (a2, b'.'), (a3, b':')] {
-                push_decimal(out, u32::from(octet));
+                push_decimal(out, u64::from(octet));
                 out.push(sep);
             }
-            push_decimal(out, u32::from(v4.port()));
+            push_decimal(out, u64::from(v4.port()));
         }
         // Writing into a Vec cannot fail.
         SocketAddr::V6(v6) => {
@@ -299,22 +299,22 @@ pub(super) fn write_addr(a: SocketAddr, out: &mut Vec<u8>) {
     }
 }
 
-/// Appends `v` in decimal, digit by digit: for the short numbers of an
-/// address, cheaper than formatting into a buffer and copying it.
-fn push_decimal(out: &mut Vec<u8>, v: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+/// Appends `v` in decimal, the digits written in place: for the short
+/// numbers of a log line, cheaper than formatting into a buffer and copying
+/// it (a call to `memcpy` per number).
+pub(super) fn push_decimal(out: &mut Vec<u8>, v: u64) {
+    let mut digits = 1;
+    let mut rest = v / 10;
+    while rest > 0 {
+        digits += 1;
+        rest /= 10;
     }
-    for &d in &digits[i..] {
-        out.push(d);
+    let start = out.len();
+    out.resize(start + digits, b'0');
+    let mut v = v;
+    for d in out[start..].iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
     }
 }
 

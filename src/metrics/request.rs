@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 use super::clock;
-use super::record::{write_addr, write_json_str, write_json_utf8, TimeFormat};
+use super::record::{push_decimal, write_addr, write_json_str, write_json_utf8, TimeFormat};
 use super::Side;
 
 /// Bytes of text a [`Text`] keeps without allocating.
@@ -314,7 +314,7 @@ impl RequestRecord {
 fn json_u64(out: &mut Vec<u8>, key: &[u8], v: Option<u64>) {
     out.extend_from_slice(key);
     match v {
-        Some(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+        Some(v) => push_decimal(out, v),
         None => out.extend_from_slice(b"null"),
     }
 }
