@@ -39,9 +39,7 @@ fn main() -> std::io::Result<()> {
     settings.apply().map_err(std::io::Error::other)?;
 
     let metrics = std::sync::Arc::new(taskweave::metrics::ServerMetrics::new());
-    let access_log::Chosen { log, writer } =
-        access_log::choose(args.raw("access-log"), !args.has("conn-log-only"), metrics)
-            .unwrap_or_else(|e| args.fail(e));
+    let access_log::Chosen { log, writer } = access_log::from_args(&args, metrics);
     let server = Server::builder()
         .max_connections(args.get("max-connections", 20_000))
         .reuse_port(args.get("reuse-port", false))

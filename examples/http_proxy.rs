@@ -88,9 +88,7 @@ fn main() -> std::io::Result<()> {
     settings.apply().map_err(std::io::Error::other)?;
     // No /metrics here (every path goes to the backend): `off` keeps no record.
     let metrics = Arc::new(ServerMetrics::new());
-    let access_log::Chosen { log, writer } =
-        access_log::choose(args.raw("access-log"), !args.has("conn-log-only"), metrics)
-            .unwrap_or_else(|e| args.fail(e));
+    let access_log::Chosen { log, writer } = access_log::from_args(&args, metrics);
 
     let server = Server::builder().access_log(log).serve(
         ("127.0.0.1", port),

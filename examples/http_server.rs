@@ -87,12 +87,7 @@ fn main() -> std::io::Result<()> {
     settings.apply().map_err(std::io::Error::other)?;
 
     let metrics = Arc::new(ServerMetrics::new());
-    let access_log::Chosen { log, writer } = access_log::choose(
-        args.raw("access-log"),
-        !args.has("conn-log-only"),
-        metrics.clone(),
-    )
-    .unwrap_or_else(|e| args.fail(e));
+    let access_log::Chosen { log, writer } = access_log::from_args(&args, metrics.clone());
     let m = metrics.clone();
     // Metrics of this example's own, rendered after the built-in ones.
     let echoed = metrics

@@ -98,12 +98,7 @@ fn main() -> std::io::Result<()> {
     settings.handler_threads = args.get("handler-threads", settings.handler_threads);
     settings.apply().map_err(std::io::Error::other)?;
     let metrics = Arc::new(ServerMetrics::new());
-    let access_log::Chosen { log, writer } = access_log::choose(
-        args.raw("access-log"),
-        !args.has("conn-log-only"),
-        metrics.clone(),
-    )
-    .unwrap_or_else(|e| args.fail(e));
+    let access_log::Chosen { log, writer } = access_log::from_args(&args, metrics.clone());
 
     let hub = Hub::new(hub_config(&args));
     let (publisher, subscription) = match args.raw("redis") {

@@ -44,3 +44,10 @@ pub fn choose(
         writer: Some(writer),
     })
 }
+
+/// The sink the command line asks for (`--access-log`, `--conn-log-only`):
+/// a file that cannot be opened is a usage error that names it.
+pub fn from_args(args: &crate::args::Args, metrics: Arc<ServerMetrics>) -> Chosen {
+    choose(args.raw("access-log"), !args.has("conn-log-only"), metrics)
+        .unwrap_or_else(|e| args.fail(e))
+}
