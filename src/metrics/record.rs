@@ -285,12 +285,23 @@ pub(super) fn write_json_utf8(bytes: &[u8], out: &mut Vec<u8>) {
 pub(super) fn write_addr(a: SocketAddr, out: &mut Vec<u8>) {
     match a {
         SocketAddr::V4(v4) => {
+            // At most 21 bytes: formatted in a stack buffer, copied once.
+            let mut buf = [0u8; 24];
+            let mut n = 0;
+            let mut put = |bytes: &[u8]| {
+                if let Some(dst) = buf.get_mut(n..n + bytes.len()) {
+                    dst.copy_from_slice(bytes);
+                    n += bytes.len();
+                }
+            };
+            let mut num = itoa::Buffer::new();
             let [a0, a1, a2, a3] = v4.ip().octets();
-            for (octet, sep) in [(a0, b'.'), (a1, b'.'), (a2, b'.'), (a3, b':')] {
-                push_decimal(out, u64::from(octet));
-                out.push(sep);
+            for (octet, sep) in [(a0, b"."), (a1, b"."), (a2, b"."), (a3, b":")] {
+                put(num.format(octet).as_bytes());
+                put(sep);
             }
-            push_decimal(out, u64::from(v4.port()));
+            put(num.format(v4.port()).as_bytes());
+            out.extend_from_slice(buf.get(..n).unwrap_or_default());
         }
         // Writing into a Vec cannot fail.
         SocketAddr::V6(v6) => {
@@ -299,22 +310,23 @@ pub(super) fn write_addr(a: SocketAddr, out: &mut Vec<u8>) {
     }
 }
 
-/// Appends `v` in decimal, the digits written in place: for the short
-/// numbers of a log line, cheaper than formatting into a buffer and copying
-/// it (a call to `memcpy` per number).
+/// Appends `v` in decimal, digit by digit: for the short numbers of a log
+/// line, cheaper than formatting into a buffer and copying it with a call to
+/// `memcpy` (or than `Vec::resize`).
 pub(super) fn push_decimal(out: &mut Vec<u8>, v: u64) {
-    let mut digits = 1;
-    let mut rest = v / 10;
-    while rest > 0 {
-        digits += 1;
-        rest /= 10;
-    }
-    let start = out.len();
-    out.resize(start + digits, b'0');
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
     let mut v = v;
-    for d in out[start..].iter_mut().rev() {
-        *d = b'0' + (v % 10) as u8;
+    while i > 0 {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
         v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(d);
     }
 }
 
@@ -329,6 +341,12 @@ pub(super) fn write_rfc3339(t: SystemTime, out: &mut Vec<u8>) {
 /// `t` as whole seconds since the epoch and the microseconds past them,
 /// clamped to 0000-01-01T00:00:00Z ..= 9999-12-31T23:59:59.999999Z.
 fn split_micros(t: SystemTime) -> (i64, u32) {
+    // The common case, after 1970 and before 10000: no 128-bit division.
+    if let Ok(d) = t.duration_since(UNIX_EPOCH) {
+        if d.as_secs() < 253_402_300_800 {
+            return (d.as_secs() as i64, d.subsec_micros());
+        }
+    }
     let total_us: i128 = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_micros() as i128,
         Err(e) => -(e.duration().as_micros() as i128),
