@@ -31,6 +31,18 @@ fn process(task: &mut ServerTask, _series: &mut Series) {
             let _ = stream.send("piece");
             drop(stream);
         }
+        "/fillstream" => {
+            // Pieces until the socket stops taking them, then the end: the
+            // stream ends with a little output queued (under the high mark).
+            let Ok(stream) = task.stream() else { return };
+            for _ in 0..10_000 {
+                match stream.send(vec![b'z'; 16 << 10]) {
+                    Ok(taskweave::comm::SendState::Written) => {}
+                    _ => break,
+                }
+            }
+            stream.finish();
+        }
         "/small" => {
             task.response().set_status(404).set_body("small");
         }
@@ -190,4 +202,86 @@ fn an_aborted_stream_keeps_its_heads_status() {
         "the head went out with 200 and 5 body bytes: {r:?}"
     );
     assert_eq!(metrics.requests_of(taskweave::metrics::StatusClass::Success), 1);
+}
+
+/// Pipelined requests over the request rate (429s, answered on the poller)
+/// and a bad request at the end (400): one record each, in order.
+#[test]
+fn refusals_and_a_rejection_each_get_one_record() {
+    let log = MemoryLog::new();
+    // (A server of its own: the rate is server-wide.)
+    let handle = Server::builder()
+        .max_rps(1)
+        .access_log(log.clone())
+        .serve("127.0.0.1:0", process)
+        .expect("serve");
+    let addr = handle.local_addr();
+    std::mem::forget(handle);
+    let mut s = connect(addr);
+    let port = s.local_addr().unwrap().port();
+    let mut batch = Vec::new();
+    for _ in 0..5 {
+        batch.extend_from_slice(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    batch.extend_from_slice(b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n");
+    s.write_all(&batch).unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 6, "{text}");
+    let recs = records_for(&log, port, 6);
+    std::thread::sleep(Duration::from_millis(100));
+    let recs2 = records_for(&log, port, 6);
+    assert_eq!(recs.len(), recs2.len());
+    let idx: Vec<u32> = recs.iter().map(|r| r.index).collect();
+    assert_eq!(idx, [1, 2, 3, 4, 5, 6], "{recs:#?}");
+    let statuses: Vec<_> = recs.iter().map(|r| r.status).collect();
+    assert_eq!(statuses[5], Some(400), "{statuses:?}");
+    assert!(statuses[1..5].iter().all(|s| *s == Some(429)), "{statuses:?}");
+}
+
+
+/// With the default watermarks: a stream that ends with some output queued
+/// (the socket full, the queue under the high watermark), and a request
+/// pipelined behind it. The stream's record is lost and `streams_open`
+/// stays at 1 for good.
+#[test]
+fn default_config_a_stream_ending_queued_then_a_pipelined_request() {
+    let log = MemoryLog::new();
+    let metrics = Arc::new(ServerMetrics::new());
+    let tee = Tee::new(vec![Arc::new(log.clone()), metrics.clone()]);
+    let handle = Server::builder()
+        .access_log(tee)
+        .serve("127.0.0.1:0", process)
+        .expect("serve");
+    let addr = handle.local_addr();
+    std::mem::forget(handle);
+    let mut s = connect(addr);
+    let port = s.local_addr().unwrap().port();
+    s.write_all(
+        b"GET /fillstream HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /small HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Read until the second answer's body.
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while !all.ends_with(b"small") {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0);
+        all.extend_from_slice(&buf[..n]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let recs = records_for(&log, port, 2);
+    assert_eq!(
+        metrics.streams_open(),
+        0,
+        "both exchanges are over, yet a stream counts as open: {recs:#?}"
+    );
+    let got: Vec<_> = recs
+        .iter()
+        .map(|r| (r.index, r.path.as_str(), r.streamed))
+        .collect();
+    assert_eq!(got, [(1, "/fillstream", true), (2, "/small", false)], "{recs:#?}");
 }
