@@ -132,16 +132,33 @@ impl ExchangeLog {
         let Some(open) = self.open.as_deref_mut() else {
             return;
         };
-        let rec = &mut open.rec;
-        let start = rec.start;
-        let micros = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
-        rec.first_byte_us = open.first_byte.map(micros);
-        rec.total_us = micros(now);
-        end(rec);
-        let (sink, rec) = (&self.sink, &*rec);
-        crate::poller::contain("an access log's request", || sink.request(rec));
+        emit(&self.sink, open, now, end);
         self.open = None;
     }
+}
+
+/// Finishes `open` at `now` and hands its record to `sink`.
+fn emit(
+    sink: &Arc<dyn AccessLog>,
+    open: &mut OpenExchange,
+    now: Instant,
+    end: impl FnOnce(&mut RequestRecord),
+) {
+    let rec = &mut open.rec;
+    let start = rec.start;
+    let micros = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
+    rec.first_byte_us = open.first_byte.map(micros);
+    rec.total_us = micros(now);
+    end(rec);
+    let rec = &*rec;
+    crate::poller::contain("an access log's request", || sink.request(rec));
+}
+
+/// An answer whose tail is queued: timed, and its record finished, when the
+/// queued chunk marked `done` leaves.
+struct Pending {
+    done: Done,
+    rec: Option<Box<OpenExchange>>,
 }
 
 /// A callback run once the queue falls below the low watermark.
@@ -151,6 +168,8 @@ pub(crate) type Writable = Box<dyn FnOnce() + Send>;
 struct Chunk {
     bytes: Bytes,
     last: bool,
+    /// The last chunk of a message whose completion is pending.
+    done: bool,
 }
 
 /// What the writers finished that the poller has not seen yet.
@@ -224,8 +243,8 @@ impl StreamState {
 /// carry it.
 #[derive(Default)]
 struct Extra {
-    /// Completes when the queue drains.
-    pending: Option<Done>,
+    /// Answers (and client requests) whose tail is queued, oldest first.
+    pending: VecDeque<Pending>,
     writable: Option<Writable>,
     stream: Option<StreamState>,
 }
@@ -267,6 +286,20 @@ impl State {
             .and_then(|e| e.open.as_deref_mut())
         {
             open.first_byte.get_or_insert(now);
+        }
+    }
+
+    /// A stream cut short: its record keeps the head's status and what was
+    /// written, for the close that finishes it.
+    fn note_cut(&mut self, status: Option<u16>, head: u64, body: u64) {
+        if let Some(open) = self
+            .exchange
+            .as_deref_mut()
+            .and_then(|e| e.open.as_deref_mut())
+        {
+            open.rec.status = status;
+            open.rec.resp_header_bytes = Some(head);
+            open.rec.resp_body_bytes = Some(body);
         }
     }
 
@@ -692,10 +725,12 @@ impl Conn {
         if st.pacer().is_some_and(|p| p.finishing) {
             return None;
         }
-        let writable = st.extra.as_mut().and_then(|extra| {
-            let on_close = extra.stream.take().and_then(|s| s.retire(self.poller));
-            both(extra.writable.take(), on_close)
-        });
+        let stream = st.extra.as_mut().and_then(|extra| extra.stream.take());
+        if let Some(s) = &stream {
+            st.note_cut(s.status, s.head, s.body);
+        }
+        let on_close = stream.and_then(|s| s.retire(self.poller));
+        let writable = both(st.extra.as_mut().and_then(|e| e.writable.take()), on_close);
         st.stats.request_done();
         st.broken.get_or_insert(CloseReason::Local);
         self.answered(st, Some(CloseReason::Local));
@@ -783,6 +818,8 @@ impl Conn {
         let whole = stream.framer.end(&mut chunks);
         let framed: u64 = chunks[before..].iter().map(|c| c.len() as u64).sum();
         let now = clock(st);
+        // Should the end fail to go out, the close finishes the record.
+        st.note_cut(stream.status, stream.head, stream.body);
         let res = self.send_locked(st, &[], &mut chunks);
         let done = Done::Reply {
             head: stream.head + framed,
@@ -898,6 +935,7 @@ impl Conn {
             st.out.push_back(Chunk {
                 bytes: Bytes::copy_from_slice(head),
                 last: chunks.is_empty(),
+                done: false,
             });
         }
         let n = chunks.len();
@@ -907,6 +945,7 @@ impl Conn {
                 st.out.push_back(Chunk {
                     bytes: c,
                     last: i + 1 == n,
+                    done: false,
                 });
             }
         }
@@ -1149,13 +1188,23 @@ impl Conn {
                 Ok(mut n) => {
                     st.stats.add_out(n);
                     st.queued -= n;
+                    let mut completed = 0;
                     while let Some(front) = st.out.front_mut() {
                         if front.bytes.len() > n {
                             front.bytes.advance(n);
                             break;
                         }
                         n -= front.bytes.len();
+                        completed += usize::from(front.done);
                         st.out.pop_front();
+                    }
+                    if completed > 0 {
+                        let now = Instant::now();
+                        for _ in 0..completed {
+                            if let Some(p) = st.extra.as_mut().and_then(|e| e.pending.pop_front()) {
+                                complete_pending(st, p, now);
+                            }
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -1167,8 +1216,8 @@ impl Conn {
             let now = Instant::now();
             st.stats.resume(now);
             st.out = VecDeque::new(); // give the ring's memory back while idle
-            if let Some(d) = st.extra.as_mut().and_then(|e| e.pending.take()) {
-                complete(st, d, now);
+            while let Some(p) = st.extra.as_mut().and_then(|e| e.pending.pop_front()) {
+                complete_pending(st, p, now);
             }
         }
         let queued = st.queued;
@@ -1205,14 +1254,22 @@ impl Conn {
         // A stream cut short: its head went out, its body did not end.
         let cut = st.extra.as_ref().and_then(|e| e.stream.as_ref());
         let cut = cut.map(|s| (s.status, s.head, s.body));
-        let writable = st.extra.take().and_then(|e| {
+        let mut extra = st.extra.take();
+        let queued_answers = extra.as_mut().map(|e| std::mem::take(&mut e.pending));
+        let writable = extra.and_then(|e| {
             if e.stream.is_some() {
                 st.stats.request_done();
             }
             both(e.writable, e.stream.and_then(|s| s.retire(self.poller)))
         });
         if let Some(e) = st.exchange.as_deref_mut() {
-            e.finish(Instant::now(), |rec| {
+            let now = Instant::now();
+            for p in queued_answers.into_iter().flatten() {
+                if let Some(mut rec) = p.rec {
+                    emit(&e.sink, &mut rec, now, |r| r.error = Some(reason.as_str()));
+                }
+            }
+            e.finish(now, |rec| {
                 rec.error = Some(reason.as_str());
                 if let Some((status, head, body)) = cut {
                     rec.status = status;
@@ -1331,8 +1388,45 @@ fn finish_send(
 ) {
     match (done, res) {
         (Some(d), Ok(SendState::Written)) => complete(st, d, now),
-        (Some(d), Ok(_)) => st.extra().pending = Some(d),
+        (Some(d), Ok(_)) => {
+            if let Some(c) = st.out.back_mut() {
+                c.done = true;
+            }
+            // The answer's record goes with it: the next exchange may open
+            // its own before this one's tail has left.
+            let rec = match d {
+                Done::Request { .. } => None,
+                _ => st.exchange.as_deref_mut().and_then(|e| e.open.take()),
+            };
+            st.extra().pending.push_back(Pending { done: d, rec });
+        }
         _ => {}
+    }
+}
+
+/// Times a queued answer whose last byte just left, and finishes its record.
+fn complete_pending(st: &mut State, p: Pending, now: Instant) {
+    let Pending { done, rec } = p;
+    match (done, rec, st.exchange.as_deref()) {
+        (
+            Done::Reply { head, body, status } | Done::Rejection { head, body, status },
+            Some(mut rec),
+            Some(log),
+        ) => {
+            st.stats.response_complete(now, head, body, status);
+            let sink = log.sink.clone();
+            emit(&sink, &mut rec, now, |r| {
+                r.status = status;
+                r.resp_header_bytes = Some(head);
+                r.resp_body_bytes = Some(body);
+            });
+        }
+        (done, _, _) => match done {
+            Done::Reply { head, body, status } | Done::Rejection { head, body, status } => {
+                st.stats.response_complete(now, head, body, status)
+            }
+            Done::Request { head, body } => st.stats.request_complete(now, head, body),
+        },
     }
 }
 
