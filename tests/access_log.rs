@@ -357,7 +357,7 @@ fn json_lines_file_shows_a_record_within_a_second() {
     });
     assert!(found, "records did not reach the file within a second");
     let text = std::fs::read_to_string(&path).unwrap();
-    // Each kind keeps its own order; across kinds a line may come first.
+    // A connection's line may come before its request's.
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort_by_key(|l| !l.starts_with("{\"kind\":\"request\","));
     let (request, line) = (lines[0], lines[1]);

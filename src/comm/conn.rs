@@ -280,11 +280,36 @@ impl State {
 
     /// The open exchange's answer wrote its first byte at `now`.
     fn first_byte(&mut self, now: Instant) {
+        // Behind queued output its first byte leaves later: when the answer
+        // ahead of it is out (see `flush_locked`).
+        if !self.out.is_empty() {
+            return;
+        }
         if let Some(open) = self
             .exchange
             .as_deref_mut()
             .and_then(|e| e.open.as_deref_mut())
         {
+            open.first_byte.get_or_insert(now);
+        }
+    }
+
+    /// An answer queued behind another starts to leave at `now`: the next
+    /// pending answer, or else the exchange under way, has its first byte.
+    fn next_answer_starts(&mut self, now: Instant) {
+        let next = self
+            .extra
+            .as_mut()
+            .and_then(|e| e.pending.front_mut())
+            .and_then(|p| p.rec.as_deref_mut());
+        let next = match next {
+            Some(rec) => Some(rec),
+            None => self
+                .exchange
+                .as_deref_mut()
+                .and_then(|e| e.open.as_deref_mut()),
+        };
+        if let Some(open) = next {
             open.first_byte.get_or_insert(now);
         }
     }
@@ -1205,6 +1230,9 @@ impl Conn {
                                 complete_pending(st, p, now);
                             }
                         }
+                        if !st.out.is_empty() {
+                            st.next_answer_starts(now);
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -1407,26 +1435,20 @@ fn finish_send(
 /// Times a queued answer whose last byte just left, and finishes its record.
 fn complete_pending(st: &mut State, p: Pending, now: Instant) {
     let Pending { done, rec } = p;
-    match (done, rec, st.exchange.as_deref()) {
-        (
-            Done::Reply { head, body, status } | Done::Rejection { head, body, status },
-            Some(mut rec),
-            Some(log),
-        ) => {
+    match done {
+        Done::Reply { head, body, status } | Done::Rejection { head, body, status } => {
             st.stats.response_complete(now, head, body, status);
-            let sink = log.sink.clone();
-            emit(&sink, &mut rec, now, |r| {
-                r.status = status;
-                r.resp_header_bytes = Some(head);
-                r.resp_body_bytes = Some(body);
-            });
-        }
-        (done, _, _) => match done {
-            Done::Reply { head, body, status } | Done::Rejection { head, body, status } => {
-                st.stats.response_complete(now, head, body, status)
+            if let (Some(mut rec), Some(log)) = (rec, st.exchange.as_deref()) {
+                // Not started before this flush: it went out whole in it.
+                rec.first_byte.get_or_insert(now);
+                emit(&log.sink, &mut rec, now, |r| {
+                    r.status = status;
+                    r.resp_header_bytes = Some(head);
+                    r.resp_body_bytes = Some(body);
+                });
             }
-            Done::Request { head, body } => st.stats.request_complete(now, head, body),
-        },
+        }
+        Done::Request { head, body } => st.stats.request_complete(now, head, body),
     }
 }
 

@@ -15,8 +15,10 @@
 //! cheaper path: the thread that ended the exchange formats the line into a
 //! buffer of its own (at most `capacity` lines; past that they are dropped
 //! and counted), and the writer swaps the buffer out whole every tick (see
-//! `lines.rs`). Each kind keeps its order; a connection's line may land just
-//! before its last request's. While records come, the writer looks for them
+//! `lines.rs`). Lines written by one thread keep their order; lines of
+//! different threads (handler threads answering one connection's pipelined
+//! requests) may not, and a connection's line may land just before its last
+//! request's: order by `conn_id` and `index` where it matters. While records come, the writer looks for them
 //! every 20 ms; after half a second without any it sleeps until one arrives
 //! (or a second passes, to notice a reopen), so an idle server's log costs
 //! one wake-up a second, not fifty.

@@ -1,5 +1,9 @@
-//! Review of the per-request records (RequestRecord): cases that lose or
-//! mis-attribute records. Real peers on 127.0.0.1.
+//! Request records when answers queue: a request pipelined behind an answer
+//! still queued, a stream that ends with output queued, an abandoned stream,
+//! refusals and a rejection in a row. Each exchange gets exactly one record
+//! of its own (these lost or mixed records before the pending answers kept
+//! theirs). Real peers on 127.0.0.1; `request_log_queued_inline.rs` runs
+//! the same cases inline.
 
 mod support;
 
@@ -56,7 +60,7 @@ fn process(task: &mut ServerTask, _series: &mut Series) {
 /// without pausing the reading of the next pipelined request.
 fn start(log: impl AccessLog) -> SocketAddr {
     static INLINE: std::sync::Once = std::sync::Once::new();
-    if module_path!().starts_with("review_request_log_inline") {
+    if module_path!().starts_with("request_log_queued_inline") {
         INLINE.call_once(|| {
             taskweave::Settings {
                 handler_threads: 0,
@@ -122,7 +126,7 @@ fn a_request_pipelined_behind_a_queued_reply_keeps_both_records() {
     let text = read_total(&mut s, BIG + 2 * 100);
     let text = String::from_utf8_lossy(&text);
     let _ = text; // (the answers are all there; the records are the point)
-    // Give the last byte time to leave and the records time to come.
+                  // Give the last byte time to leave and the records time to come.
     std::thread::sleep(Duration::from_millis(300));
     let recs = records_for(&log, port, 3);
     let got: Vec<_> = recs
@@ -171,7 +175,10 @@ fn a_stream_ended_with_output_queued_then_a_request_leaves_no_stream_open() {
         .collect();
     assert_eq!(
         got,
-        [(1, "/bigstream", true, Some(200)), (2, "/small", false, Some(404))],
+        [
+            (1, "/bigstream", true, Some(200)),
+            (2, "/small", false, Some(404))
+        ],
         "{recs:#?}"
     );
 }
@@ -188,11 +195,15 @@ fn an_aborted_stream_keeps_its_heads_status() {
     let addr = start(tee);
     let mut s = connect(addr);
     let port = s.local_addr().unwrap().port();
-    s.write_all(b"GET /abort HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /abort HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut all = Vec::new();
     let _ = s.read_to_end(&mut all);
     let text = String::from_utf8_lossy(&all);
-    assert!(text.starts_with("HTTP/1.1 200") && text.contains("piece"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("piece"),
+        "{text}"
+    );
     let r = records_for(&log, port, 1).remove(0);
     assert!(r.streamed, "{r:?}");
     assert!(r.error.is_some(), "{r:?}");
@@ -201,7 +212,10 @@ fn an_aborted_stream_keeps_its_heads_status() {
         (Some(200), Some(5)),
         "the head went out with 200 and 5 body bytes: {r:?}"
     );
-    assert_eq!(metrics.requests_of(taskweave::metrics::StatusClass::Success), 1);
+    assert_eq!(
+        metrics.requests_of(taskweave::metrics::StatusClass::Success),
+        1
+    );
 }
 
 /// Pipelined requests over the request rate (429s, answered on the poller)
@@ -237,9 +251,11 @@ fn refusals_and_a_rejection_each_get_one_record() {
     assert_eq!(idx, [1, 2, 3, 4, 5, 6], "{recs:#?}");
     let statuses: Vec<_> = recs.iter().map(|r| r.status).collect();
     assert_eq!(statuses[5], Some(400), "{statuses:?}");
-    assert!(statuses[1..5].iter().all(|s| *s == Some(429)), "{statuses:?}");
+    assert!(
+        statuses[1..5].iter().all(|s| *s == Some(429)),
+        "{statuses:?}"
+    );
 }
-
 
 /// With the default watermarks: a stream that ends with some output queued
 /// (the socket full, the queue under the high watermark), and a request
@@ -283,5 +299,39 @@ fn default_config_a_stream_ending_queued_then_a_pipelined_request() {
         .iter()
         .map(|r| (r.index, r.path.as_str(), r.streamed))
         .collect();
-    assert_eq!(got, [(1, "/fillstream", true), (2, "/small", false)], "{recs:#?}");
+    assert_eq!(
+        got,
+        [(1, "/fillstream", true), (2, "/small", false)],
+        "{recs:#?}"
+    );
+}
+/// An answer queued whole behind another answer's tail: none of its bytes
+/// can be written before the earlier answer's last byte, which the client
+/// holds back for 300 ms. `first_byte_us` ("start → first response byte
+/// written") must not be a few microseconds.
+#[test]
+fn first_byte_of_an_answer_queued_behind_another_is_when_it_was_written() {
+    let log = MemoryLog::new();
+    let addr = start(log.clone());
+    let mut s = connect(addr);
+    let port = s.local_addr().unwrap().port();
+    s.write_all(
+        b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /small HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = read_total(&mut s, BIG + 150);
+    std::thread::sleep(Duration::from_millis(200));
+    let recs = records_for(&log, port, 2);
+    let small = recs
+        .iter()
+        .find(|r| r.path.as_str() == "/small")
+        .expect("the /small record");
+    let fb = small.first_byte_us.expect("a first byte");
+    assert!(
+        fb >= 250_000,
+        "/small's first byte was written after /big's last (>= 300 ms), yet first_byte_us = {fb}, total_us = {}",
+        small.total_us
+    );
 }
