@@ -137,7 +137,9 @@ impl AccessLog for Tee {
         }
     }
     fn stream_started(&self) {
-        for s in &self.sinks {
+        // Only where the stream's record will come too (a gauge of open
+        // streams would never come down otherwise).
+        for s in self.sinks.iter().filter(|s| s.wants_requests()) {
             s.stream_started();
         }
     }
