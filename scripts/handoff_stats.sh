@@ -9,6 +9,7 @@
 # usage: scripts/handoff_stats.sh [SECONDS=5] [CONNS=50]
 #   MODES="inline:0 handlers1:1 default:" scripts/handoff_stats.sh
 #     (label:handler-threads; empty = the default settings)
+#   BIN=/path/to/http_server scripts/handoff_stats.sh   (another build)
 # prints: label,conns,requests,us_cpu,us_user,us_sys,cs_vol,cs_invol,futex,sched_yield,epoll_wait,write,sendto,recvfrom
 # (every figure after `requests` per request)
 set -euo pipefail
@@ -19,8 +20,8 @@ modes=${MODES:-inline:0 handlers1:1 default:}
 command -v wrk >/dev/null || { echo "wrk is needed" >&2; exit 1; }
 command -v perf >/dev/null || { echo "perf is needed" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"
-cargo build --release --example http_server >/dev/null 2>&1
-bin=target/release/examples/http_server
+bin=${BIN:-target/release/examples/http_server}
+[[ -n "${BIN:-}" ]] || cargo build --release --example http_server >/dev/null 2>&1
 port=8197
 
 switches() { # pid -> "voluntary involuntary", summed over threads
