@@ -47,6 +47,34 @@ pub enum Error {
     Cancelled,
 }
 
+impl Error {
+    /// A short, stable name of the failure (`"connect_timeout"`,
+    /// `"peer_closed"`...): the `error` of a client request's access-log
+    /// record, and a label for counting failures.
+    ///
+    /// ```
+    /// assert_eq!(taskweave::Error::WaitTimeout.name(), "wait_timeout");
+    /// ```
+    pub fn name(&self) -> &'static str {
+        match self {
+            Error::Dns(..) => "dns",
+            Error::DnsTimeout(..) => "dns_timeout",
+            Error::Connect(..) => "connect",
+            Error::ConnectTimeout => "connect_timeout",
+            Error::SendTimeout => "send_timeout",
+            Error::ReceiveTimeout => "receive_timeout",
+            Error::PeerClosed => "peer_closed",
+            Error::Reset => "reset",
+            Error::Protocol(..) => "protocol",
+            Error::LimitExceeded(..) => "limit_exceeded",
+            Error::InvalidRequest(..) => "invalid_request",
+            Error::WaitTimeout => "wait_timeout",
+            Error::Panic(..) => "panic",
+            Error::Cancelled => "cancelled",
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

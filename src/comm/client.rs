@@ -243,7 +243,7 @@ impl<P: Protocol> InFlight<P> {
                 rec.resp_header_bytes = Some(sizes.head);
                 rec.resp_body_bytes = Some(sizes.body);
             }
-            Err(e) => rec.error = Some(error_name(e)),
+            Err(e) => rec.error = Some(e.name()),
         }
         let log = &job.config().log;
         poller::contain("an access log's request", || log.request(&rec));
@@ -252,26 +252,6 @@ impl<P: Protocol> InFlight<P> {
     /// Ends the request with `err`.
     pub(super) fn fail(self, err: Error) {
         self.finish(Err(err));
-    }
-}
-
-/// A short name of why a request failed, for its record.
-fn error_name(e: &Error) -> &'static str {
-    match e {
-        Error::Dns(..) => "dns",
-        Error::DnsTimeout(..) => "dns_timeout",
-        Error::Connect(..) => "connect",
-        Error::ConnectTimeout => "connect_timeout",
-        Error::SendTimeout => "send_timeout",
-        Error::ReceiveTimeout => "receive_timeout",
-        Error::PeerClosed => "peer_closed",
-        Error::Reset => "reset",
-        Error::Protocol(..) => "protocol",
-        Error::LimitExceeded(..) => "limit_exceeded",
-        Error::InvalidRequest(..) => "invalid_request",
-        Error::WaitTimeout => "wait_timeout",
-        Error::Panic(..) => "panic",
-        Error::Cancelled => "cancelled",
     }
 }
 

@@ -125,31 +125,30 @@ struct OpenExchange {
     first_byte: Option<Instant>,
 }
 
-impl ExchangeLog {
-    /// Ends the open exchange at `now` and hands its record to the sink.
-    fn finish(&mut self, now: Instant, end: impl FnOnce(&mut RequestRecord)) {
-        // Finished in place: the record is large, and moving it costs.
-        let Some(open) = self.open.as_deref_mut() else {
-            return;
-        };
-        emit(&self.sink, open, now, end);
-        self.open = None;
+impl OpenExchange {
+    /// The answer's status and sizes (what went out of it, for a stream cut
+    /// short).
+    fn answer(&mut self, status: Option<u16>, head: u64, body: u64) {
+        self.rec.status = status;
+        self.rec.resp_header_bytes = Some(head);
+        self.rec.resp_body_bytes = Some(body);
     }
 }
 
-/// Finishes `open` at `now` and hands its record to `sink`.
+/// Finishes `open` at `now`, with `error` when it did not complete, and
+/// hands its record to `sink`.
 fn emit(
     sink: &Arc<dyn AccessLog>,
     open: &mut OpenExchange,
     now: Instant,
-    end: impl FnOnce(&mut RequestRecord),
+    error: Option<&'static str>,
 ) {
     let rec = &mut open.rec;
     let start = rec.start;
     let micros = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
     rec.first_byte_us = open.first_byte.map(micros);
     rec.total_us = micros(now);
-    end(rec);
+    rec.error = error;
     let rec = &*rec;
     crate::poller::contain("an access log's request", || sink.request(rec));
 }
@@ -322,9 +321,16 @@ impl State {
             .as_deref_mut()
             .and_then(|e| e.open.as_deref_mut())
         {
-            open.rec.status = status;
-            open.rec.resp_header_bytes = Some(head);
-            open.rec.resp_body_bytes = Some(body);
+            open.answer(status, head, body);
+        }
+    }
+
+    /// The record of the answer whose `done` this is, taken from the open
+    /// exchange (a client request has none).
+    fn take_record(&mut self, done: Done) -> Option<Box<OpenExchange>> {
+        match done {
+            Done::Request { .. } => None,
+            _ => self.exchange.as_deref_mut()?.open.take(),
         }
     }
 
@@ -1227,7 +1233,7 @@ impl Conn {
                         let now = Instant::now();
                         for _ in 0..completed {
                             if let Some(p) = st.extra.as_mut().and_then(|e| e.pending.pop_front()) {
-                                complete_pending(st, p, now);
+                                complete(st, p, now);
                             }
                         }
                         if !st.out.is_empty() {
@@ -1245,7 +1251,7 @@ impl Conn {
             st.stats.resume(now);
             st.out = VecDeque::new(); // give the ring's memory back while idle
             while let Some(p) = st.extra.as_mut().and_then(|e| e.pending.pop_front()) {
-                complete_pending(st, p, now);
+                complete(st, p, now);
             }
         }
         let queued = st.queued;
@@ -1280,8 +1286,14 @@ impl Conn {
         st.queued = 0;
         st.stats.add_in(unrecorded_in);
         // A stream cut short: its head went out, its body did not end.
-        let cut = st.extra.as_ref().and_then(|e| e.stream.as_ref());
-        let cut = cut.map(|s| (s.status, s.head, s.body));
+        if let Some((status, head, body)) = st
+            .extra
+            .as_ref()
+            .and_then(|e| e.stream.as_ref())
+            .map(|s| (s.status, s.head, s.body))
+        {
+            st.note_cut(status, head, body);
+        }
         let mut extra = st.extra.take();
         let queued_answers = extra.as_mut().map(|e| std::mem::take(&mut e.pending));
         let writable = extra.and_then(|e| {
@@ -1291,20 +1303,12 @@ impl Conn {
             both(e.writable, e.stream.and_then(|s| s.retire(self.poller)))
         });
         if let Some(e) = st.exchange.as_deref_mut() {
+            // Answers still queued, then the exchange under way, in order.
             let now = Instant::now();
-            for p in queued_answers.into_iter().flatten() {
-                if let Some(mut rec) = p.rec {
-                    emit(&e.sink, &mut rec, now, |r| r.error = Some(reason.as_str()));
-                }
+            let queued = queued_answers.into_iter().flatten().filter_map(|p| p.rec);
+            for mut open in queued.chain(e.open.take()) {
+                emit(&e.sink, &mut open, now, Some(reason.as_str()));
             }
-            e.finish(now, |rec| {
-                rec.error = Some(reason.as_str());
-                if let Some((status, head, body)) = cut {
-                    rec.status = status;
-                    rec.resp_header_bytes = Some(head);
-                    rec.resp_body_bytes = Some(body);
-                }
-            });
         }
         let local = self.io.local_addr();
         st.stats.close(reason, local);
@@ -1414,56 +1418,35 @@ fn finish_send(
     res: Result<SendState, SendError>,
     now: Instant,
 ) {
-    match (done, res) {
-        (Some(d), Ok(SendState::Written)) => complete(st, d, now),
-        (Some(d), Ok(_)) => {
-            if let Some(c) = st.out.back_mut() {
-                c.done = true;
-            }
-            // The answer's record goes with it: the next exchange may open
-            // its own before this one's tail has left.
-            let rec = match d {
-                Done::Request { .. } => None,
-                _ => st.exchange.as_deref_mut().and_then(|e| e.open.take()),
-            };
-            st.extra().pending.push_back(Pending { done: d, rec });
+    let (Some(done), Ok(state)) = (done, res) else {
+        return;
+    };
+    // The answer's record goes with it: the next exchange may open its own
+    // before this one's tail has left.
+    let rec = st.take_record(done);
+    if state == SendState::Written {
+        complete(st, Pending { done, rec }, now);
+    } else {
+        if let Some(c) = st.out.back_mut() {
+            c.done = true;
         }
-        _ => {}
+        st.extra().pending.push_back(Pending { done, rec });
     }
 }
 
-/// Times a queued answer whose last byte just left, and finishes its record.
-fn complete_pending(st: &mut State, p: Pending, now: Instant) {
+/// Times an answer (or a client request) whose last byte just left, and
+/// finishes its record.
+fn complete(st: &mut State, p: Pending, now: Instant) {
     let Pending { done, rec } = p;
     match done {
         Done::Reply { head, body, status } | Done::Rejection { head, body, status } => {
             st.stats.response_complete(now, head, body, status);
             if let (Some(mut rec), Some(log)) = (rec, st.exchange.as_deref()) {
-                // Not started before this flush: it went out whole in it.
+                // No first byte seen: it went out whole, with the answer
+                // ahead of it.
                 rec.first_byte.get_or_insert(now);
-                emit(&log.sink, &mut rec, now, |r| {
-                    r.status = status;
-                    r.resp_header_bytes = Some(head);
-                    r.resp_body_bytes = Some(body);
-                });
-            }
-        }
-        Done::Request { head, body } => st.stats.request_complete(now, head, body),
-    }
-}
-
-/// Times the end of a reply or request whose last byte just left.
-#[inline]
-fn complete(st: &mut State, done: Done, now: Instant) {
-    match done {
-        Done::Reply { head, body, status } | Done::Rejection { head, body, status } => {
-            st.stats.response_complete(now, head, body, status);
-            if let Some(e) = st.exchange.as_deref_mut() {
-                e.finish(now, |rec| {
-                    rec.status = status;
-                    rec.resp_header_bytes = Some(head);
-                    rec.resp_body_bytes = Some(body);
-                });
+                rec.answer(status, head, body);
+                emit(&log.sink, &mut rec, now, None);
             }
         }
         Done::Request { head, body } => st.stats.request_complete(now, head, body),

@@ -409,7 +409,6 @@ impl Worker {
                     Err(TryRecvError::Disconnected) => break 'run,
                 }
             }
-            got |= self.take_lines();
             empty_looks = if got {
                 0
             } else {

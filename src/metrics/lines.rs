@@ -89,10 +89,10 @@ impl LineBuffers {
                 return None;
             }
             let was_empty = t.lines == 0;
-            if was_empty || t.wall.is_none() {
-                t.wall = Some(WallClock::now());
-            }
-            let wall = t.wall.unwrap_or_else(WallClock::now);
+            let wall = match t.wall {
+                Some(wall) if !was_empty => wall,
+                _ => *t.wall.insert(WallClock::now()),
+            };
             if let Some(write) = write.take() {
                 write(LineWriter {
                     buf: &mut t.buf,
