@@ -63,6 +63,14 @@ impl Watch {
     }
 }
 
+/// The next status must be `Subscribed`.
+fn expect_subscribed(statuses: &Receiver<Status>) {
+    match statuses.recv_timeout(WAIT) {
+        Ok(Status::Subscribed { .. }) => {}
+        other => panic!("expected Subscribed, got {other:?}"),
+    }
+}
+
 /// Publishes `payload` on `channel` and returns how many received it.
 /// Makes user `limited` (password `pw`), who may read only channels
 /// `open*`; the URL to connect as it.
@@ -259,10 +267,7 @@ fn a_subscriber_whose_handle_is_dropped_keeps_delivering() {
         messages,
         statuses,
     } = watch(&url, &["kept"], &[]);
-    match statuses.recv_timeout(WAIT) {
-        Ok(Status::Subscribed { .. }) => {}
-        other => panic!("expected Subscribed, got {other:?}"),
-    }
+    expect_subscribed(&statuses);
     drop(handle);
     // Let the subscribing task's callback (which holds a strong reference
     // while it runs) finish.
@@ -314,10 +319,7 @@ fn stop_closes_the_connection_at_once() {
             let _ = status_tx.send(s);
         })
         .start();
-    match statuses.recv_timeout(WAIT) {
-        Ok(Status::Subscribed { .. }) => {}
-        other => panic!("expected Subscribed, got {other:?}"),
-    }
+    expect_subscribed(&statuses);
     assert_eq!(publish(&url, "bye", "before"), 1);
     handle.stop();
     assert!(
@@ -359,10 +361,7 @@ fn a_stopped_subscriber_is_freed() {
         messages,
         statuses,
     } = watch(&url, &["freed"], &[]);
-    match statuses.recv_timeout(WAIT) {
-        Ok(Status::Subscribed { .. }) => {}
-        other => panic!("expected Subscribed, got {other:?}"),
-    }
+    expect_subscribed(&statuses);
     handle.stop();
     drop(handle);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -421,10 +420,7 @@ fn a_refused_subscription_does_not_unsubscribe_the_rest() {
             let _ = status_tx.send(s);
         })
         .start();
-    match statuses.recv_timeout(WAIT) {
-        Ok(Status::Subscribed { .. }) => {}
-        other => panic!("expected Subscribed, got {other:?}"),
-    }
+    expect_subscribed(&statuses);
     handle.subscribe(["secret1", "secret2"]);
     // Two ping periods.
     std::thread::sleep(Duration::from_millis(2500));

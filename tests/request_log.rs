@@ -87,17 +87,8 @@ fn process(task: &mut ServerTask, series: &mut Series) {
 /// The server's request records for connections whose peer port is `port`,
 /// once there are `n` of them.
 fn records_for(port: u16, n: usize) -> Vec<RequestRecord> {
-    let log = &server().log;
-    let mut got = Vec::new();
-    let found = wait_until(Duration::from_secs(5), || {
-        got = log
-            .requests()
-            .into_iter()
-            .filter(|r| r.side == Side::Server && r.peer.map(|p| p.port()) == Some(port))
-            .collect();
-        got.len() >= n
-    });
-    assert!(found, "expected {n} request records, got {got:?}");
+    let got = requests_from(&server().log, port, n);
+    assert!(got.len() >= n, "expected {n} request records, got {got:?}");
     got
 }
 

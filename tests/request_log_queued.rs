@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 use taskweave::http::{Server, ServerTask};
-use taskweave::metrics::{AccessLog, MemoryLog, RequestRecord, ServerMetrics, Side, Tee};
+use taskweave::metrics::{AccessLog, MemoryLog, ServerMetrics, Tee};
 use taskweave::Series;
 
 /// Bytes in `/big`'s body: far more than loopback socket buffers take.
@@ -81,17 +81,13 @@ fn start(log: impl AccessLog) -> SocketAddr {
     addr
 }
 
-fn records_for(log: &MemoryLog, port: u16, n: usize) -> Vec<RequestRecord> {
-    let mut got = Vec::new();
-    wait_until(Duration::from_secs(5), || {
-        got = log
-            .requests()
-            .into_iter()
-            .filter(|r| r.side == Side::Server && r.peer.map(|p| p.port()) == Some(port))
-            .collect();
-        got.len() >= n
-    });
-    got
+/// A log that keeps request records, counted by a `ServerMetrics` too, and
+/// the sink that feeds both.
+fn counted_log() -> (MemoryLog, Arc<ServerMetrics>, Tee) {
+    let log = MemoryLog::new();
+    let metrics = Arc::new(ServerMetrics::new());
+    let tee = Tee::new(vec![Arc::new(log.clone()), metrics.clone()]);
+    (log, metrics, tee)
 }
 
 /// Reads everything until `total` bytes came.
@@ -128,7 +124,7 @@ fn a_request_pipelined_behind_a_queued_reply_keeps_both_records() {
     let _ = text; // (the answers are all there; the records are the point)
                   // Give the last byte time to leave and the records time to come.
     std::thread::sleep(Duration::from_millis(300));
-    let recs = records_for(&log, port, 3);
+    let recs = requests_from(&log, port, 3);
     let got: Vec<_> = recs
         .iter()
         .map(|r| (r.index, r.path.as_str(), r.status, r.resp_body_bytes))
@@ -148,9 +144,7 @@ fn a_request_pipelined_behind_a_queued_reply_keeps_both_records() {
 /// the stream's record must still come, and `streams_open` go back to 0.
 #[test]
 fn a_stream_ended_with_output_queued_then_a_request_leaves_no_stream_open() {
-    let log = MemoryLog::new();
-    let metrics = Arc::new(ServerMetrics::new());
-    let tee = Tee::new(vec![Arc::new(log.clone()), metrics.clone()]);
+    let (log, metrics, tee) = counted_log();
     let addr = start(tee);
     let mut s = connect(addr);
     let port = s.local_addr().unwrap().port();
@@ -162,7 +156,7 @@ fn a_stream_ended_with_output_queued_then_a_request_leaves_no_stream_open() {
     std::thread::sleep(Duration::from_millis(300));
     let _ = read_total(&mut s, BIG + 100);
     std::thread::sleep(Duration::from_millis(300));
-    let recs = records_for(&log, port, 2);
+    let recs = requests_from(&log, port, 2);
     assert_eq!(metrics.streams_started(), 1);
     assert_eq!(
         metrics.streams_open(),
@@ -189,9 +183,7 @@ fn a_stream_ended_with_output_queued_then_a_request_leaves_no_stream_open() {
 /// status.
 #[test]
 fn an_aborted_stream_keeps_its_heads_status() {
-    let log = MemoryLog::new();
-    let metrics = Arc::new(ServerMetrics::new());
-    let tee = Tee::new(vec![Arc::new(log.clone()), metrics.clone()]);
+    let (log, metrics, tee) = counted_log();
     let addr = start(tee);
     let mut s = connect(addr);
     let port = s.local_addr().unwrap().port();
@@ -204,7 +196,7 @@ fn an_aborted_stream_keeps_its_heads_status() {
         text.starts_with("HTTP/1.1 200") && text.contains("piece"),
         "{text}"
     );
-    let r = records_for(&log, port, 1).remove(0);
+    let r = requests_from(&log, port, 1).remove(0);
     assert!(r.streamed, "{r:?}");
     assert!(r.error.is_some(), "{r:?}");
     assert_eq!(
@@ -243,9 +235,9 @@ fn refusals_and_a_rejection_each_get_one_record() {
     let _ = s.read_to_end(&mut all);
     let text = String::from_utf8_lossy(&all);
     assert_eq!(text.matches("HTTP/1.1 ").count(), 6, "{text}");
-    let recs = records_for(&log, port, 6);
+    let recs = requests_from(&log, port, 6);
     std::thread::sleep(Duration::from_millis(100));
-    let recs2 = records_for(&log, port, 6);
+    let recs2 = requests_from(&log, port, 6);
     assert_eq!(recs.len(), recs2.len());
     let idx: Vec<u32> = recs.iter().map(|r| r.index).collect();
     assert_eq!(idx, [1, 2, 3, 4, 5, 6], "{recs:#?}");
@@ -263,9 +255,7 @@ fn refusals_and_a_rejection_each_get_one_record() {
 /// stays at 1 for good.
 #[test]
 fn default_config_a_stream_ending_queued_then_a_pipelined_request() {
-    let log = MemoryLog::new();
-    let metrics = Arc::new(ServerMetrics::new());
-    let tee = Tee::new(vec![Arc::new(log.clone()), metrics.clone()]);
+    let (log, metrics, tee) = counted_log();
     let handle = Server::builder()
         .access_log(tee)
         .serve("127.0.0.1:0", process)
@@ -289,7 +279,7 @@ fn default_config_a_stream_ending_queued_then_a_pipelined_request() {
         all.extend_from_slice(&buf[..n]);
     }
     std::thread::sleep(Duration::from_millis(300));
-    let recs = records_for(&log, port, 2);
+    let recs = requests_from(&log, port, 2);
     assert_eq!(
         metrics.streams_open(),
         0,
@@ -323,7 +313,7 @@ fn first_byte_of_an_answer_queued_behind_another_is_when_it_was_written() {
     std::thread::sleep(Duration::from_millis(300));
     let _ = read_total(&mut s, BIG + 150);
     std::thread::sleep(Duration::from_millis(200));
-    let recs = records_for(&log, port, 2);
+    let recs = requests_from(&log, port, 2);
     let small = recs
         .iter()
         .find(|r| r.path.as_str() == "/small")

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-use taskweave::metrics::{CloseReason, ConnStats, MemoryLog};
+use taskweave::metrics::{CloseReason, ConnStats, MemoryLog, RequestRecord, Side};
 
 pub mod child;
 pub mod example;
@@ -64,6 +64,21 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     cond()
+}
+
+/// The server's request records for the connection whose client port is
+/// `port`, once there are `n` of them (or what there is after 5 s).
+pub fn requests_from(log: &MemoryLog, port: u16, n: usize) -> Vec<RequestRecord> {
+    let mut got = Vec::new();
+    wait_until(Duration::from_secs(5), || {
+        got = log
+            .requests()
+            .into_iter()
+            .filter(|r| r.side == Side::Server && r.peer.map(|p| p.port()) == Some(port))
+            .collect();
+        got.len() >= n
+    });
+    got
 }
 
 /// Waits for at least `n` records and returns them all.
