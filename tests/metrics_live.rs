@@ -199,6 +199,12 @@ fn an_open_stream_shows_in_the_gauge_until_it_ends() {
     // Not over: no request counted yet.
     assert_eq!(metrics.requests(), 0);
 
+    // The handler sends the first piece before it stores the stream, so
+    // the piece can arrive first.
+    assert!(
+        wait_until(Duration::from_secs(5), || held.lock().unwrap().is_some()),
+        "the handler never stored the stream"
+    );
     let stream = held.lock().unwrap().take().expect("the stream");
     assert!(stream.finish());
     drop(stream);
