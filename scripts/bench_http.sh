@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # HTTP load bench, side by side in one run: the C floor server, taskweave's
-# http_server (inline callbacks, handler threads, with the access log to a
-# file: "connlog" writes connection records only, "logged" request records
-# too), and hyper 1.x. Every server is pinned to core 0, wrk to core 1; servers
-# are measured in alternation so drift hits all alike. Server CPU per request
-# comes from /proc/PID/stat (scripts/cpu_per_req.sh; the yardsticks are described
-# in bench/README.md).
+# http_server (inline callbacks; "handlers": one handler thread; "default":
+# the default settings, one handler thread per CPU, as a user gets them; with
+# the access log to a file: "connlog" writes connection records only,
+# "logged" request records too), and hyper 1.x. Every server is pinned to
+# core 0, wrk to core 1; servers are measured in alternation so drift hits all
+# alike. Server CPU per request comes from /proc/PID/stat
+# (scripts/cpu_per_req.sh; the yardsticks are described in bench/README.md).
 #
 # This VM's speed drifts by up to ~25% from one minute to the next, so rounds are
 # short and many, and each server's ratio is taken against the floor sample of the
@@ -14,7 +15,8 @@
 # usage: scripts/bench_http.sh [SECONDS=2] [ROUNDS=10]
 #   SERVERS="floor inline" CONNS=50 scripts/bench_http.sh   (a quicker subset)
 #   BASELINE=/path/to/old/http_server SERVERS="floor baseline inline" ...
-#                                     (an earlier build, side by side)
+#                                     (an earlier build, side by side; inline, or
+#                                      BASELINE_ARGS="" for the default mode)
 # prints CSV: label,conns,req_per_s,server_cpu_s,us_cpu_per_req,p99
 # then summary lines: summary,label,conns,median_us_per_req,median_ratio_to_floor,
 #                     median_req_per_s,median_p99
@@ -22,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-2}
 rounds=${2:-10}
-servers=${SERVERS:-floor inline handlers hyper logged}
+servers=${SERVERS:-floor inline default hyper logged}
 conns_list=${CONNS:-50 1000}
 out=$(mktemp /tmp/tw-bench-XXXX.csv)
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
@@ -47,12 +49,14 @@ trap 'kill ${pids[@]} 2>/dev/null; rm -f "$log" "$connlog" "$out"' EXIT
 start floor 8183 /tmp/tw_floor_server 8183
 start inline 8184 $ours --port 8184 --pollers 1 --handler-threads 0 --access-log none --max-connections 20000
 start handlers 8186 $ours --port 8186 --pollers 1 --handler-threads 1 --access-log none --max-connections 20000
+start default 8190 $ours --port 8190 --pollers 1 --access-log none --max-connections 20000
 start hyper 8185 bench/hyper_hello/target/release/hyper_hello 8185
 start logged 8187 $ours --port 8187 --pollers 1 --handler-threads 0 --access-log "$log" --max-connections 20000
 start connlog 8189 $ours --port 8189 --pollers 1 --handler-threads 0 --access-log "$connlog" --conn-log-only --max-connections 20000
 # An earlier build, inline, to measure a change side by side (SERVERS="floor baseline inline").
 if [[ -n "${BASELINE:-}" ]]; then
-  start baseline 8188 "$BASELINE" --port 8188 --pollers 1 --handler-threads 0 --access-log none --max-connections 20000
+  # shellcheck disable=SC2086 # BASELINE_ARGS is a list of flags
+  start baseline 8188 "$BASELINE" --port 8188 --pollers 1 ${BASELINE_ARGS---handler-threads 0} --access-log none --max-connections 20000
 fi
 sleep 1
 

@@ -15,6 +15,11 @@ pub struct Settings {
     /// Handler threads run callbacks and server `process`. `0` runs them inline on
     /// the poller thread: fastest, for callbacks that never block. Default: CPUs.
     pub handler_threads: usize,
+    /// The most handler threads there may be. When callbacks block, so that
+    /// requests have waited a millisecond with no handler thread free, the
+    /// pool adds a thread, up to this many; extra threads leave after 10 s
+    /// without work. Default: 256.
+    pub max_handler_threads: usize,
     /// Compute threads run go tasks. Default: CPUs.
     pub compute_threads: usize,
 }
@@ -25,6 +30,7 @@ impl Default for Settings {
         Settings {
             poller_threads: cpus.clamp(1, 4),
             handler_threads: cpus,
+            max_handler_threads: 256,
             compute_threads: cpus,
         }
     }

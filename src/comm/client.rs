@@ -949,7 +949,7 @@ impl<P: Protocol> Handler for ClientConn<P> {
             }
             // Only this poller writes to a client connection: a failed
             // flush is the one way it can break behind our back.
-            if let Err(reason) = self.conn.sync(0) {
+            if let Err(reason) = self.conn.sync(0, true) {
                 return self.fail_all(core, Error::Reset, reason);
             }
         }

@@ -23,7 +23,7 @@ use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Bytes per cache line (x86-64 and most ARM cores), the prefetch stride.
 const CACHE_LINE: usize = 64;
@@ -179,6 +179,8 @@ enum Outcome {
     /// connection closes after it, for this reason.
     Answered {
         close: Option<CloseReason>,
+        /// It did not wake the poller (see `Conn::answered`).
+        quiet: bool,
     },
 }
 
@@ -265,6 +267,11 @@ struct State {
     /// once when it does, since the socket's writable edge may have passed
     /// while it did not know of the queue.
     pause_unseen: bool,
+    /// The poller wants a wake-up when the exchange's answer is complete
+    /// (it holds input back, or must act at once). Otherwise an answer that
+    /// went out whole, promptly, is left for the poller to find at the
+    /// connection's next event or deadline: no wake-up, no extra turn.
+    wake_on_answer: bool,
     extra: Option<Box<Extra>>,
     /// Request records under way, when the server's sink wants them.
     exchange: Option<Box<ExchangeLog>>,
@@ -378,6 +385,15 @@ pub(crate) struct Conn {
     state: Mutex<State>,
 }
 
+/// When an answer from another thread is quiet enough not to wake the poller
+/// (see `Conn::answered`): written whole within `window` of `received`, the
+/// request's arrival.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quiet {
+    pub received: Instant,
+    pub window: Duration,
+}
+
 /// What the poller learns when it looks at the shared state.
 pub(crate) struct Synced {
     /// Bytes still queued.
@@ -385,6 +401,8 @@ pub(crate) struct Synced {
     /// The exchange's answer completed: `Some(close)`, where `close` says
     /// whether (and why) the connection closes after it.
     pub answered: Option<Option<CloseReason>>,
+    /// That answer did not wake the poller.
+    pub answered_quietly: bool,
     /// A writable callback made due by the flush of an unseen pause.
     pub writable: Option<Writable>,
 }
@@ -452,6 +470,7 @@ impl Conn {
                 outcome: Outcome::None,
                 request_recorded: false,
                 pause_unseen: false,
+                wake_on_answer: true,
                 extra: None,
                 exchange: None,
                 stats,
@@ -565,7 +584,8 @@ impl Conn {
     /// request's `arrival` if the dispatcher left that to it, so an inline
     /// exchange takes the lock once. A reply is accepted whatever its size
     /// (its bytes are already in memory; queuing them copies nothing) unless
-    /// the queue already holds more than `max_queued`.
+    /// the queue already holds more than `max_queued`. A reply written whole
+    /// within `quiet`'s window may leave the poller unwoken (see `answered`).
     pub fn reply(
         &self,
         head: &[u8],
@@ -573,6 +593,7 @@ impl Conn {
         done: Done,
         close: Option<CloseReason>,
         arrival: Option<Arrival>,
+        quiet: Quiet,
     ) -> Result<SendState, SendError> {
         let mut head = head;
         if !head.is_empty() && !chunks.is_empty() {
@@ -587,7 +608,7 @@ impl Conn {
         let res = self.send_locked(&mut st, head, chunks);
         finish_send(&mut st, Some(done), res, now);
         st.stats.request_done();
-        self.answered(st, close);
+        self.answered(st, close, Some(quiet));
         res
     }
 
@@ -639,7 +660,7 @@ impl Conn {
         let inline = DISPATCHING.with(|d| d.get()) == self.id;
         if let Err(e) = res {
             st.stats.request_done();
-            self.answered(st, Some(CloseReason::Local));
+            self.answered(st, Some(CloseReason::Local), None);
             return Err(e);
         }
         drop(st);
@@ -740,7 +761,7 @@ impl Conn {
             return (first, None);
         }
         let (close_after, writable) = self.end_stream(&mut st, false);
-        self.answered(st, close_after.then_some(CloseReason::Local));
+        self.answered(st, close_after.then_some(CloseReason::Local), None);
         (true, writable)
     }
 
@@ -764,7 +785,7 @@ impl Conn {
         let writable = both(st.extra.as_mut().and_then(|e| e.writable.take()), on_close);
         st.stats.request_done();
         st.broken.get_or_insert(CloseReason::Local);
-        self.answered(st, Some(CloseReason::Local));
+        self.answered(st, Some(CloseReason::Local), None);
         writable
     }
 
@@ -814,7 +835,7 @@ impl Conn {
             return None;
         }
         let (_, writable) = self.end_stream(&mut st, true);
-        self.answered(st, Some(CloseReason::ServerShutdown));
+        self.answered(st, Some(CloseReason::ServerShutdown), None);
         writable
     }
 
@@ -878,10 +899,18 @@ impl Conn {
     }
 
     /// The exchange's answer is complete: tell the poller, directly when it is
-    /// dispatching inline on this thread, else through the shared state and a
-    /// wake-up.
+    /// dispatching inline on this thread, else through the shared state, with
+    /// a wake-up unless the answer is quiet: written whole in `quiet`'s window,
+    /// the connection staying open, and the poller not waiting for it (it
+    /// then learns of the answer at the connection's next event, or at the
+    /// deadline it armed for this, see `comm::server`).
     #[inline(always)]
-    fn answered(&self, mut st: MutexGuard<'_, State>, close: Option<CloseReason>) {
+    fn answered(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        close: Option<CloseReason>,
+        quiet: Option<Quiet>,
+    ) {
         let close = close.or(st.broken);
         st.request_recorded = false;
         if DISPATCHING.with(|d| d.get()) == self.id {
@@ -899,9 +928,15 @@ impl Conn {
             INLINE_REPLY.with(|r| r.set(Some(reply)));
             return;
         }
-        st.outcome = Outcome::Answered { close };
+        let quiet = close.is_none()
+            && !st.wake_on_answer
+            && st.out.is_empty()
+            && quiet.is_some_and(|q| q.received.elapsed() < q.window);
+        st.outcome = Outcome::Answered { close, quiet };
         drop(st);
-        self.wake_poller();
+        if !quiet {
+            self.wake_poller();
+        }
     }
 
     fn wake_poller(&self) {
@@ -989,9 +1024,15 @@ impl Conn {
     /// read, reports a broken connection, a finished answer and the bytes
     /// queued. A pause the poller has not seen is flushed at once: the
     /// socket's writable edge may have come and gone before it knew.
-    pub fn sync(self: &Arc<Self>, unrecorded_in: usize) -> Result<Synced, CloseReason> {
+    /// `wake_on_answer`: whether an answer still to come must wake the poller.
+    pub fn sync(
+        self: &Arc<Self>,
+        unrecorded_in: usize,
+        wake_on_answer: bool,
+    ) -> Result<Synced, CloseReason> {
         let mut st = self.lock();
         st.stats.add_in(unrecorded_in);
+        st.wake_on_answer = wake_on_answer;
         if let Some(reason) = st.broken {
             return Err(reason);
         }
@@ -1013,8 +1054,12 @@ impl Conn {
                 return Err(reason);
             }
         }
+        let mut answered_quietly = false;
         let answered = match std::mem::replace(&mut st.outcome, Outcome::None) {
-            Outcome::Answered { close } => Some(close),
+            Outcome::Answered { close, quiet } => {
+                answered_quietly = quiet;
+                Some(close)
+            }
             Outcome::None => None,
         };
         let queued = st.queued;
@@ -1025,6 +1070,7 @@ impl Conn {
         Ok(Synced {
             queued,
             answered,
+            answered_quietly,
             writable,
         })
     }
@@ -1096,6 +1142,7 @@ impl Conn {
             let (close_after, writable) = self.end_stream(st, false);
             st.request_recorded = false;
             st.outcome = Outcome::Answered {
+                quiet: false,
                 close: close_after.then_some(CloseReason::Local).or(st.broken),
             };
             writable

@@ -11,6 +11,10 @@ use std::time::Duration;
 /// no spare descriptor could be freed.
 const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How many of the oldest keep-alive connections an accept at the limit
+/// asks to close before it refuses.
+const EVICTION_TRIES: usize = 4;
+
 /// What a listener needs from the server it accepts for.
 pub(crate) trait Acceptor: Send + Sync + 'static {
     /// The server's group id (its deadline queues).
@@ -87,17 +91,33 @@ impl Listener {
     }
 
     fn admit(&mut self, core: &mut Core, stream: TcpStream, peer: SocketAddr) {
-        if !self.acceptor.try_admit() {
-            // Make room by closing the oldest idle keep-alive connection here.
-            if let Some(oldest) = core.oldest(self.acceptor.idle_key()) {
-                core.cancel(oldest);
-            }
-            if !self.acceptor.try_admit() {
-                self.acceptor.refuse(stream, peer);
-                return;
-            }
+        if !self.acceptor.try_admit() && !self.make_room(core) {
+            self.acceptor.refuse(stream, peer);
+            return;
         }
         self.acceptor.clone().open(core, stream, peer);
+    }
+
+    /// Makes room by closing the oldest idle keep-alive connection here and
+    /// admits. A connection in that queue that turns out not to be idle (its
+    /// answer is still being written) leaves the queue when asked, so the next
+    /// oldest is tried, a few at most.
+    #[cold]
+    fn make_room(&mut self, core: &mut Core) -> bool {
+        let key = self.acceptor.idle_key();
+        for _ in 0..EVICTION_TRIES {
+            let Some(oldest) = core.oldest(key) else {
+                return false;
+            };
+            core.cancel(oldest);
+            if self.acceptor.try_admit() {
+                return true;
+            }
+            if core.oldest(key) == Some(oldest) {
+                return false;
+            }
+        }
+        false
     }
 }
 

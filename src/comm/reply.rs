@@ -6,7 +6,7 @@
 //! answer that never comes (the exchange was dropped, say by a panic) is
 //! answered by [`Reply`]'s `Drop`: the protocol's 500 and a close.
 
-use super::conn::{Arrival, Conn, Done, SendError, SendState, StreamSpec, Writable};
+use super::conn::{Arrival, Conn, Done, Quiet, SendError, SendState, StreamSpec, Writable};
 use super::flow::FlowControl;
 use super::server::ServerShared;
 use super::service::Service;
@@ -163,9 +163,13 @@ impl<P: Protocol, S: Service<P>> Reply<P, S> {
         };
         let arrival = self.take_arrival();
         self.answered = true;
+        let quiet = Quiet {
+            received: self.received,
+            window: self.server.quiet_window(),
+        };
         let _ = self
             .conn
-            .reply(&buf.head, &mut buf.chunks, done, close, arrival);
+            .reply(&buf.head, &mut buf.chunks, done, close, arrival, quiet);
         buf.head.clear();
         buf.chunks.clear();
         if buf.head.capacity() <= REPLY_BUF_KEEP {

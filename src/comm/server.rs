@@ -40,6 +40,13 @@ const UNRECORDED_MAX: u32 = 1 << 30;
 /// the answer before the peer reads it.
 const LINGER: Duration = Duration::from_secs(1);
 
+/// An answer from another thread that is written whole within this share
+/// of the keep-alive timeout after its request arrived does not wake the
+/// poller (`Wait::Answer`): the keep-alive deadline, armed at the dispatch,
+/// may then close the connection up to this share early (1/64: under a
+/// second of the default 60 s).
+const QUIET_SHARE: u32 = 64;
+
 static NEXT_GROUP: AtomicU32 = AtomicU32::new(1);
 
 /// A server's limits, as its builder collected them.
@@ -93,6 +100,8 @@ pub(crate) struct ServerShared<P: Protocol, S: Service<P>> {
     log_requests: bool,
     /// The request rate limit, if there is one.
     rate: Option<Arc<RateLimit>>,
+    /// How soon after its request an answer must be out to be quiet.
+    quiet_window: Duration,
 }
 
 /// Starts serving `proto` on `addr` with one listener per poller; requests go
@@ -111,6 +120,7 @@ pub(crate) fn serve<P: Protocol, S: Service<P>>(
     });
     let group = NEXT_GROUP.fetch_add(1, Ordering::Relaxed);
     let key = |dur, kind| QueueKey { dur, group, kind };
+    let quiet_window = spec.config.keep_alive_timeout / QUIET_SHARE;
     let shared = Arc::new(ServerShared {
         group,
         keys: Keys {
@@ -130,6 +140,7 @@ pub(crate) fn serve<P: Protocol, S: Service<P>>(
         log_requests: spec.log.wants_requests(),
         log: spec.log,
         rate,
+        quiet_window,
     });
     // The pollers' listeners share the port with SO_REUSEPORT, which would
     // let a second server join them unnoticed: unless the user allows it,
@@ -165,6 +176,12 @@ pub(crate) fn serve<P: Protocol, S: Service<P>>(
 impl<P: Protocol, S: Service<P>> ServerShared<P, S> {
     pub(super) fn proto(&self) -> &P {
         &self.proto
+    }
+
+    /// How soon after its request an answer must be written whole to leave
+    /// the poller unwoken (see `QUIET_SHARE`).
+    pub(super) fn quiet_window(&self) -> Duration {
+        self.quiet_window
     }
 
     fn run_state(&self) -> RunState {
@@ -239,6 +256,7 @@ impl<P: Protocol, S: Service<P>> Acceptor for ServerShared<P, S> {
                 served: false,
                 queued: 0,
                 unrecorded_in: 0,
+                wake_asked: true,
             }))
         });
         match res {
@@ -314,6 +332,10 @@ enum Wait {
     None,
     Receive,
     KeepAlive,
+    /// A request is with another thread, whose answer will not wake us if
+    /// it goes out whole and promptly: the keep-alive deadline, from the
+    /// dispatch, is when we look whether it came.
+    Answer,
     Send,
     Linger,
 }
@@ -362,6 +384,9 @@ struct ServerConn<P: Protocol, S: Service<P>> {
     queued: u32,
     /// Bytes read but not yet added to the stats (at most a few reads' worth).
     unrecorded_in: u32,
+    /// The last look at the shared state asked for a wake-up when the answer
+    /// in flight is complete (see `sync_shared`).
+    wake_asked: bool,
 }
 
 impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
@@ -388,10 +413,20 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
     }
 
     /// Picks up what writers left in the shared state: a broken connection,
-    /// a finished answer, the bytes still queued.
-    fn sync_shared(&mut self) -> Result<(), CloseReason> {
+    /// a finished answer, the bytes still queued. Tells an answer still to
+    /// come whether it must wake us: when input is held back (`held_input`,
+    /// leftover bytes, unread ones) or the server is shutting down; else we
+    /// find the answer at our next event or deadline, which saves the answering
+    /// thread a wake-up and us a turn. Returns whether an answer was found
+    /// that did not wake us.
+    fn sync_shared(&mut self, held_input: bool) -> Result<bool, CloseReason> {
         let unrecorded = std::mem::take(&mut self.unrecorded_in) as usize;
-        let synced = self.conn.sync(unrecorded)?;
+        let wake = held_input
+            || self.read != ReadState::Drained
+            || self.server.run_state() != RunState::Running
+            || matches!(self.phase, Phase::Dispatched { leftover: Some(_) });
+        self.wake_asked = wake;
+        let synced = self.conn.sync(unrecorded, wake)?;
         self.queued = synced.queued.min(u32::MAX as usize) as u32;
         if let Some(f) = synced.writable {
             self.server.service.defer(f);
@@ -399,7 +434,7 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
         if let Some(close) = synced.answered {
             self.answered(close);
         }
-        Ok(())
+        Ok(synced.answered_quietly)
     }
 
     /// The answer to the dispatched request is complete (written or queued).
@@ -442,7 +477,7 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
         let mut stale = stale;
         loop {
             if std::mem::take(&mut stale) {
-                if let Err(reason) = self.sync_shared() {
+                if let Err(reason) = self.sync_shared(false) {
                     return self.close(core, reason);
                 }
             }
@@ -592,7 +627,7 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                         stale |= self.dispatch(exchange, now, poller);
                         // A reply from another thread may be there already: look,
                         // so pipelined requests in this buffer need no copy.
-                        if stale && off < data.len() && self.sync_shared().is_ok() {
+                        if stale && off < data.len() && self.sync_shared(true).is_ok() {
                             stale = false;
                         }
                     }
@@ -726,6 +761,7 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
         let want = match &self.phase {
             Phase::Lingering(_) => Wait::Linger,
             _ if self.queued > 0 => Wait::Send,
+            Phase::Dispatched { .. } if !self.wake_asked => Wait::Answer,
             Phase::Dispatched { .. } | Phase::Closed => Wait::None,
             Phase::Reading { partial: Some(_) } => Wait::Receive,
             _ if !self.seen_request => Wait::Receive,
@@ -733,7 +769,10 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                 Wait::KeepAlive
             }
         };
-        let restart = std::mem::take(&mut self.served) && want == Wait::KeepAlive;
+        // Each answer restarts the idle clock, and each dispatch the wait for
+        // a quiet answer.
+        let restart =
+            std::mem::take(&mut self.served) && matches!(want, Wait::KeepAlive | Wait::Answer);
         if want == self.wait && !restart {
             return;
         }
@@ -742,10 +781,32 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
         match want {
             Wait::None => core.disarm(token),
             Wait::Receive => core.arm(token, keys.receive),
-            Wait::KeepAlive => core.arm(token, keys.keep_alive),
+            Wait::KeepAlive | Wait::Answer => core.arm(token, keys.keep_alive),
             Wait::Send => core.arm(token, keys.send),
             Wait::Linger => core.arm(token, keys.linger),
         }
+    }
+}
+
+impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
+    /// The keep-alive deadline armed at a dispatch passed (`Wait::Answer`).
+    /// An answer that came quietly came within `QUIET_SHARE` of it, and
+    /// nothing has arrived since: the connection has been idle for its
+    /// keep-alive timeout, give or take that share. With no answer yet, the
+    /// answer will wake us from now on.
+    #[cold]
+    #[inline(never)]
+    fn answer_deadline(&mut self, token: usize, core: &mut Core) -> Flow {
+        match self.sync_shared(true) {
+            Err(reason) => return self.close(core, reason),
+            // An answer that woke us (its wake-up is still on the way) came
+            // late: the connection has been idle only since then.
+            Ok(true) if matches!(self.phase, Phase::Paused { leftover: None, .. }) => {
+                return self.close(core, CloseReason::KeepAliveTimeout);
+            }
+            Ok(_) => {}
+        }
+        self.pump(token, core, false)
     }
 }
 
@@ -754,6 +815,8 @@ impl<P: Protocol, S: Service<P>> Handler for ServerConn<P, S> {
         // Edge-triggered events carry `writable` whenever the socket is; only a
         // connection with output queued (as last seen) needs a flush.
         let flushing = ready.writable && self.queued > 0;
+        // A quiet answer may have come since we last looked.
+        let stale = flushing || matches!(self.phase, Phase::Dispatched { .. });
         if flushing {
             let flushed = self.conn.flush();
             if flushed.progressed && flushed.queued > 0 {
@@ -779,12 +842,13 @@ impl<P: Protocol, S: Service<P>> Handler for ServerConn<P, S> {
             };
             return self.close(core, reason);
         }
-        self.pump(token, core, flushing)
+        self.pump(token, core, stale)
     }
 
-    fn timeout(&mut self, _token: usize, core: &mut Core) -> Flow {
+    fn timeout(&mut self, token: usize, core: &mut Core) -> Flow {
         let reason = match (self.wait, &self.phase) {
             (Wait::None, _) => return Flow::Keep,
+            (Wait::Answer, _) => return self.answer_deadline(token, core),
             (Wait::Receive, _) => CloseReason::ReceiveTimeout,
             (Wait::KeepAlive, _) => CloseReason::KeepAliveTimeout,
             (Wait::Send, _) => CloseReason::SendTimeout,
@@ -798,8 +862,23 @@ impl<P: Protocol, S: Service<P>> Handler for ServerConn<P, S> {
         self.pump(token, core, true)
     }
 
-    /// Evicted to make room: only an idle keep-alive connection goes.
-    fn cancel(&mut self, _token: usize, core: &mut Core) -> Flow {
+    /// Evicted to make room: only an idle keep-alive connection goes. One
+    /// whose answer may have gone out quietly is looked at first; if it is
+    /// still being answered, it leaves the keep-alive queue (its answer will
+    /// wake us).
+    fn cancel(&mut self, token: usize, core: &mut Core) -> Flow {
+        if self.wait == Wait::Answer {
+            match self.sync_shared(true) {
+                Err(reason) => return self.close(core, reason),
+                Ok(_)
+                    if self.queued == 0
+                        && matches!(self.phase, Phase::Paused { leftover: None, .. }) =>
+                {
+                    return self.close(core, CloseReason::Evicted);
+                }
+                Ok(_) => return self.pump(token, core, false),
+            }
+        }
         if self.wait == Wait::KeepAlive && matches!(self.phase, Phase::Reading { partial: None }) {
             return self.close(core, CloseReason::Evicted);
         }

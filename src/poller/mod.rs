@@ -133,6 +133,18 @@ thread_local! {
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
+/// Run by every poller at the end of each turn, before it sleeps: the layer
+/// above's chance to finish what the turn's handlers began (the handler pool
+/// wakes one thread for all the jobs a turn handed over). Returns the
+/// longest the poller may sleep. Set once; one atomic load a turn when unset.
+static TURN_END: OnceLock<fn(Instant) -> Option<Duration>> = OnceLock::new();
+
+/// Sets the function every poller runs at the end of each turn (once; later
+/// calls are ignored).
+pub(crate) fn set_turn_end(f: fn(Instant) -> Option<Duration>) {
+    let _ = TURN_END.set(f);
+}
+
 /// A process-unique id for connections and registrations.
 pub(crate) fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed) as u64
@@ -301,6 +313,11 @@ fn run(mut poll: Poll, mut core: Core, shared: &Shared) {
         // when `poll` returned. A timeout computed from it can only be late by
         // the time the turn took, never early.
         let mut timeout = core.deadlines.next_timeout(core.now);
+        if let Some(turn_end) = TURN_END.get() {
+            if let Some(wait) = contain("the turn's end", || turn_end(core.now)).flatten() {
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+            }
+        }
         shared.polling.store(true, Ordering::SeqCst);
         if !shared.queue.is_empty() {
             timeout = Some(Duration::ZERO);

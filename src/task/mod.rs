@@ -19,6 +19,7 @@
 mod client;
 mod counter;
 mod go;
+mod handlers;
 mod parallel;
 mod pool;
 mod series;

@@ -1,9 +1,10 @@
-//! The handler and compute thread pools.
+//! Where callbacks and go tasks run.
 //!
 //! Handler threads run callbacks and server `process` so a slow callback never
-//! stalls a poller; compute threads run go tasks so long computations never stall
-//! callbacks. Both are fixed-size pools fed by an unbounded channel (the work in
-//! them is bounded by the connections and tasks that produced it).
+//! stalls a poller (`super::handlers`, built for cheap hand-offs); compute
+//! threads run go tasks so long computations never stall callbacks: a
+//! fixed-size pool fed by an unbounded channel (the work in it is bounded by
+//! the tasks that produced it).
 
 use crate::settings::Settings;
 use crossbeam_channel::{unbounded, Sender};
@@ -45,25 +46,17 @@ impl Pool {
     }
 }
 
-static HANDLERS: OnceLock<Option<Pool>> = OnceLock::new();
 static COMPUTE: OnceLock<Pool> = OnceLock::new();
-
-fn handlers() -> &'static Option<Pool> {
-    HANDLERS.get_or_init(|| {
-        let n = Settings::current().handler_threads;
-        (n > 0).then(|| Pool::start("handler", n))
-    })
-}
 
 /// Whether callbacks run inline on the poller (`handler_threads == 0`).
 pub(crate) fn handlers_inline() -> bool {
-    handlers().is_none()
+    Settings::current().handler_threads == 0
 }
 
 /// Runs `job` on a handler thread (or here, in inline mode).
 pub(crate) fn spawn_handler(job: impl FnOnce() + Send + 'static) {
-    match handlers() {
-        Some(pool) => pool.spawn(Box::new(job)),
+    match super::handlers::pool() {
+        Some(pool) => pool.push(Box::new(job)),
         None => job(),
     }
 }

@@ -1,0 +1,281 @@
+//! The handler pool: where callbacks and server `process` run when
+//! `handler_threads > 0`.
+//!
+//! Handler threads exist so that a callback that blocks cannot stall a
+//! poller; what they must not do is make every request pay for that. A
+//! hand-off costs the thread it wakes a futex call and, on a shared core, two
+//! context switches, so the pool is built to wake as few threads as it can:
+//!
+//! - **One wake-up per poller turn.** A job pushed from a poller thread is on
+//!   the queue at once, where any awake handler takes it, but the wake-up, if
+//!   one is needed, waits for the end of the turn ([`turn_end`]), so the
+//!   requests of one turn go over as one batch.
+//! - **A wake-up only when no handler is searching**: a thread that is awake
+//!   and not running a job will take the next job without being told.
+//! - **No spinning.** A handler with nothing to do parks at once: on a core it
+//!   shares with its poller, spinning only takes time from the thread that
+//!   would give it work.
+//! - **Blocked threads are replaced, not waited for.** With the wake-ups so
+//!   few, a batch can sit behind one callback that blocks. The pollers watch
+//!   at each turn's end: when jobs have waited for [`STALL`] and no handler
+//!   took one meanwhile, a parked handler is woken or, when all are busy, an
+//!   extra thread starts (up to `Settings::max_handler_threads`). Extra
+//!   threads leave after [`IDLE_EXIT`] without work. So a callback that
+//!   sleeps delays other connections by about a millisecond, not by its sleep.
+
+use crate::settings::Settings;
+use crossbeam_queue::SegQueue;
+use std::cell::Cell;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, Once, OnceLock};
+use std::time::{Duration, Instant};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// How long queued jobs may wait with no handler taking one before the pool
+/// adds a thread (or wakes a parked one).
+pub(crate) const STALL: Duration = Duration::from_millis(1);
+
+/// How long an extra handler thread waits for work before it leaves.
+pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
+
+/// The handler pool (see the module docs).
+pub(crate) struct Handlers {
+    queue: SegQueue<Job>,
+    /// Threads awake and not running a job: one of them takes the next job
+    /// without a wake-up. A waker counts the thread it wakes here at once, so
+    /// one job never wakes two.
+    searching: AtomicUsize,
+    /// Jobs taken so far: the watchdog's measure of progress.
+    taken: AtomicU64,
+    /// Threads alive, the core ones included.
+    threads: AtomicUsize,
+    core: usize,
+    max: usize,
+    sleep: Mutex<Sleep>,
+    wake: Condvar,
+    /// A job from a thread that is not a poller found no handler to wake: a
+    /// poller must run the watchdog soon, whatever its own events.
+    watch_needed: AtomicBool,
+    /// A poller found the queue empty since the watchdog last looked: a
+    /// wait it sees now began at most then.
+    queue_seen_empty: AtomicBool,
+    watch: Mutex<Watch>,
+}
+
+/// The parked threads, under the pool's lock.
+#[derive(Default)]
+struct Sleep {
+    parked: usize,
+    /// Wake-ups given and not yet taken by a parked thread.
+    notified: usize,
+}
+
+/// What the watchdog saw last.
+struct Watch {
+    taken: u64,
+    since: Instant,
+}
+
+thread_local! {
+    /// This poller thread pushed jobs in its current turn and has not yet
+    /// made sure a handler is on its way.
+    static TURN_PUSHED: Cell<bool> = const { Cell::new(false) };
+}
+
+static POOL: OnceLock<Handlers> = OnceLock::new();
+static STARTED: Once = Once::new();
+
+/// The pool, started with the settings in force on first use; `None` when
+/// callbacks run inline (`handler_threads == 0`).
+pub(crate) fn pool() -> Option<&'static Handlers> {
+    let settings = Settings::current();
+    if settings.handler_threads == 0 {
+        return None;
+    }
+    let pool = POOL.get_or_init(|| {
+        let core = settings.handler_threads;
+        Handlers::new(core, settings.max_handler_threads.max(core))
+    });
+    STARTED.call_once(|| {
+        for _ in 0..pool.core {
+            pool.start_thread();
+        }
+        crate::poller::set_turn_end(turn_end);
+    });
+    Some(pool)
+}
+
+impl Handlers {
+    fn new(core: usize, max: usize) -> Handlers {
+        Handlers {
+            queue: SegQueue::new(),
+            searching: AtomicUsize::new(0),
+            taken: AtomicU64::new(0),
+            threads: AtomicUsize::new(0),
+            core,
+            max,
+            sleep: Mutex::new(Sleep::default()),
+            wake: Condvar::new(),
+            watch_needed: AtomicBool::new(false),
+            queue_seen_empty: AtomicBool::new(true),
+            watch: Mutex::new(Watch {
+                taken: 0,
+                since: Instant::now(),
+            }),
+        }
+    }
+
+    /// Queues `job`. From a poller thread the wake-up waits for the end of
+    /// the turn; from any other thread a parked handler is woken now if no
+    /// handler is searching.
+    pub(crate) fn push(&self, job: Job) {
+        self.queue.push(job);
+        if crate::poller::current().is_some() {
+            TURN_PUSHED.with(|p| p.set(true));
+            return;
+        }
+        // Pairs with the fence in `park`: either that thread sees this job,
+        // or this one sees it no longer searching.
+        fence(Ordering::SeqCst);
+        if self.searching.load(Ordering::SeqCst) == 0 && !self.wake_one() {
+            // Every handler is busy: have a poller's watchdog look soon.
+            if !self.watch_needed.swap(true, Ordering::SeqCst) {
+                crate::poller::run_on(0, |_| {});
+            }
+        }
+    }
+
+    /// Wakes one parked handler, counting it as searching. False when none
+    /// is parked.
+    fn wake_one(&self) -> bool {
+        let mut sleep = self.lock_sleep();
+        if sleep.parked <= sleep.notified {
+            return false;
+        }
+        sleep.notified += 1;
+        self.searching.fetch_add(1, Ordering::SeqCst);
+        drop(sleep);
+        self.wake.notify_one();
+        true
+    }
+
+    fn lock_sleep(&self) -> std::sync::MutexGuard<'_, Sleep> {
+        // The lock guards counters only: a panic cannot leave them torn.
+        self.sleep.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a handler thread, counted as searching until it parks.
+    fn start_thread(&'static self) {
+        let index = self.threads.fetch_add(1, Ordering::SeqCst);
+        self.searching.fetch_add(1, Ordering::SeqCst);
+        let extra = index >= self.core;
+        let spawned = std::thread::Builder::new()
+            .name(format!("tw-handler-{index}"))
+            .spawn(move || self.run(extra));
+        if let Err(e) = spawned {
+            self.threads.fetch_sub(1, Ordering::SeqCst);
+            self.searching.fetch_sub(1, Ordering::SeqCst);
+            log::error!("taskweave: cannot start a handler thread: {e}");
+        }
+    }
+
+    /// A handler thread's life: run jobs while there are any, park when
+    /// there are none; an extra thread leaves after `IDLE_EXIT` parked.
+    fn run(&self, extra: bool) {
+        loop {
+            while let Some(job) = self.queue.pop() {
+                self.searching.fetch_sub(1, Ordering::SeqCst);
+                self.taken.fetch_add(1, Ordering::Relaxed);
+                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                if res.is_err() {
+                    log::error!("taskweave: a callback panicked; its series is lost");
+                }
+                self.searching.fetch_add(1, Ordering::SeqCst);
+            }
+            if !self.park(extra) {
+                return;
+            }
+        }
+    }
+
+    /// Parks until woken (as searching). Returns false when an extra thread
+    /// has waited `IDLE_EXIT` for nothing and left the pool.
+    fn park(&self, extra: bool) -> bool {
+        let mut sleep = self.lock_sleep();
+        self.searching.fetch_sub(1, Ordering::SeqCst);
+        // Pairs with the fence in `push`.
+        fence(Ordering::SeqCst);
+        if !self.queue.is_empty() {
+            self.searching.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        sleep.parked += 1;
+        while sleep.notified == 0 {
+            if !extra {
+                sleep = self.wake.wait(sleep).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            let (s, waited) = self
+                .wake
+                .wait_timeout(sleep, IDLE_EXIT)
+                .unwrap_or_else(|e| e.into_inner());
+            sleep = s;
+            if waited.timed_out() && sleep.notified == 0 {
+                sleep.parked -= 1;
+                self.threads.fetch_sub(1, Ordering::SeqCst);
+                return false;
+            }
+        }
+        // The waker counted us as searching.
+        sleep.notified -= 1;
+        sleep.parked -= 1;
+        true
+    }
+
+    /// The watchdog, run by pollers at the end of their turns: adds a
+    /// handler when jobs have waited `STALL` and none was taken meanwhile.
+    /// Returns how soon it must look again, while jobs wait.
+    fn watchdog(&'static self, now: Instant) -> Option<Duration> {
+        if self.queue.is_empty() {
+            if !self.queue_seen_empty.load(Ordering::Relaxed) {
+                self.queue_seen_empty.store(true, Ordering::Relaxed);
+            }
+            if self.watch_needed.load(Ordering::Relaxed) {
+                self.watch_needed.store(false, Ordering::Relaxed);
+            }
+            return None;
+        }
+        // Another poller is looking.
+        let Ok(mut watch) = self.watch.try_lock() else {
+            return Some(STALL);
+        };
+        let taken = self.taken.load(Ordering::Relaxed);
+        let fresh = self.queue_seen_empty.swap(false, Ordering::Relaxed);
+        if fresh || taken != watch.taken || self.searching.load(Ordering::SeqCst) > 0 {
+            watch.taken = taken;
+            watch.since = now;
+        } else if now.saturating_duration_since(watch.since) >= STALL {
+            watch.since = now;
+            if !self.wake_one() && self.threads.load(Ordering::SeqCst) < self.max {
+                self.start_thread();
+            }
+        }
+        Some(STALL)
+    }
+}
+
+/// Run by each poller at the end of each turn (registered with
+/// `poller::set_turn_end`): one wake-up for the jobs the turn handed over,
+/// then the watchdog. Returns the longest the poller may sleep.
+fn turn_end(now: Instant) -> Option<Duration> {
+    let pool = POOL.get()?;
+    if TURN_PUSHED.with(|p| p.replace(false)) {
+        // Pairs with the fence in `park`.
+        fence(Ordering::SeqCst);
+        if pool.searching.load(Ordering::SeqCst) == 0 {
+            pool.wake_one();
+        }
+    }
+    pool.watchdog(now)
+}
