@@ -279,3 +279,54 @@ fn turn_end(now: Instant) -> Option<Duration> {
     }
     pool.watchdog(now)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A private pool (not the process's), its core threads started and
+    /// parked.
+    fn parked_pool(core: usize) -> &'static Handlers {
+        let pool: &'static Handlers = Box::leak(Box::new(Handlers::new(core, core)));
+        for _ in 0..core {
+            pool.start_thread();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.lock_sleep().parked < core {
+            assert!(Instant::now() < deadline, "the handlers did not park");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pool
+    }
+
+    /// A panic payload whose drop panics too.
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("the payload's drop panicked");
+        }
+    }
+
+    /// A job whose panic payload panics when dropped kills its handler
+    /// thread after the thread counted itself as searching again: the
+    /// count stays at 1 for ever, so no push wakes a parked handler and the
+    /// watchdog (which takes `searching > 0` for progress) never adds one.
+    #[test]
+    fn a_payload_that_panics_on_drop_does_not_stop_the_pool() {
+        let pool = parked_pool(2);
+        pool.push(Box::new(|| std::panic::panic_any(Bomb)));
+        // Let the first job end its thread, and the other park again.
+        std::thread::sleep(Duration::from_millis(200));
+        let (ran, has_run) = mpsc::channel();
+        pool.push(Box::new(move || {
+            let _ = ran.send(());
+        }));
+        assert!(
+            has_run.recv_timeout(Duration::from_secs(2)).is_ok(),
+            "a job waits with a handler parked (searching = {}, threads = {})",
+            pool.searching.load(Ordering::SeqCst),
+            pool.threads.load(Ordering::SeqCst),
+        );
+    }
+}
