@@ -138,11 +138,14 @@ impl Handlers {
         // Pairs with the fence in `park`: either that thread sees this job,
         // or this one sees it no longer searching.
         fence(Ordering::SeqCst);
-        if self.searching.load(Ordering::SeqCst) == 0 && !self.wake_one() {
-            // Every handler is busy: have a poller's watchdog look soon.
-            if !self.watch_needed.swap(true, Ordering::SeqCst) {
-                crate::poller::run_on(0, |_| {});
-            }
+        if self.searching.load(Ordering::SeqCst) == 0 && self.wake_one() {
+            return;
+        }
+        // No thread was woken for this job: every handler is busy, or the
+        // one searching (say, woken for the job before this one) may take
+        // another job and block. Have a poller's watchdog look soon.
+        if !self.watch_needed.swap(true, Ordering::SeqCst) {
+            crate::poller::run_on(0, |_| {});
         }
     }
 
@@ -188,8 +191,15 @@ impl Handlers {
                 self.searching.fetch_sub(1, Ordering::SeqCst);
                 self.taken.fetch_add(1, Ordering::Relaxed);
                 let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                if res.is_err() {
+                if let Err(payload) = res {
                     log::error!("taskweave: a callback panicked; its series is lost");
+                    // A payload whose drop panics must not end this thread
+                    // once it counts as searching (nobody would be woken).
+                    let dropped =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload)));
+                    if let Err(again) = dropped {
+                        std::mem::forget(again);
+                    }
                 }
                 self.searching.fetch_add(1, Ordering::SeqCst);
             }
@@ -241,10 +251,14 @@ impl Handlers {
             if !self.queue_seen_empty.load(Ordering::Relaxed) {
                 self.queue_seen_empty.store(true, Ordering::Relaxed);
             }
-            if self.watch_needed.load(Ordering::Relaxed) {
-                self.watch_needed.store(false, Ordering::Relaxed);
+            // Cleared, then the queue looked at again: a push that found
+            // the flag still set (and so nudged no poller) is seen here.
+            if !(self.watch_needed.load(Ordering::Relaxed)
+                && self.watch_needed.swap(false, Ordering::SeqCst)
+                && !self.queue.is_empty())
+            {
+                return None;
             }
-            return None;
         }
         // Another poller is looking.
         let Ok(mut watch) = self.watch.try_lock() else {
