@@ -11,8 +11,8 @@ use std::time::Duration;
 /// no spare descriptor could be freed.
 const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
 
-/// How many of the oldest keep-alive connections an accept at the limit
-/// asks to close before it refuses.
+/// How many connections an accept at the limit may close to make room before
+/// it refuses.
 const EVICTION_TRIES: usize = 4;
 
 /// What a listener needs from the server it accepts for.
@@ -100,12 +100,19 @@ impl Listener {
 
     /// Makes room by closing the oldest idle keep-alive connection here and
     /// admits. A connection in that queue that turns out not to be idle (its
-    /// answer is still being written) leaves the queue when asked, so the next
-    /// oldest is tried, a few at most.
+    /// answer is still being written) leaves the queue when asked, or goes to
+    /// its back (its answer has just come), so the next oldest is tried.
+    /// Requests in flight on handler threads wait in that queue too
+    /// (`Wait::Answer`), ahead of idle connections answered after them: each
+    /// leaves it when asked (so the loop ends, and it is not asked again
+    /// before its next request), and is not counted; at most
+    /// `EVICTION_TRIES` connections are closed (another poller may take the
+    /// slots they free).
     #[cold]
     fn make_room(&mut self, core: &mut Core) -> bool {
         let key = self.acceptor.idle_key();
-        for _ in 0..EVICTION_TRIES {
+        let mut evicted = 0;
+        loop {
             let Some(oldest) = core.oldest(key) else {
                 return false;
             };
@@ -113,11 +120,15 @@ impl Listener {
             if self.acceptor.try_admit() {
                 return true;
             }
-            if core.oldest(key) == Some(oldest) {
+            if core.id_of(oldest).is_none() {
+                evicted += 1;
+                if evicted == EVICTION_TRIES {
+                    return false;
+                }
+            } else if core.oldest(key) == Some(oldest) {
                 return false;
             }
         }
-        false
     }
 }
 

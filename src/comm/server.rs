@@ -865,12 +865,13 @@ impl<P: Protocol, S: Service<P>> Handler for ServerConn<P, S> {
     /// Evicted to make room: only an idle keep-alive connection goes. One
     /// whose answer may have gone out quietly is looked at first; if it is
     /// still being answered, it leaves the keep-alive queue (its answer will
-    /// wake us).
+    /// wake us); if its answer woke us (its wake-up still on the way), it
+    /// has been idle only since then, and its keep-alive restarts.
     fn cancel(&mut self, token: usize, core: &mut Core) -> Flow {
         if self.wait == Wait::Answer {
             match self.sync_shared(true) {
                 Err(reason) => return self.close(core, reason),
-                Ok(_)
+                Ok(true)
                     if self.queued == 0
                         && matches!(self.phase, Phase::Paused { leftover: None, .. }) =>
                 {
