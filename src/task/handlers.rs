@@ -53,7 +53,11 @@ pub(crate) struct Handlers {
     core: usize,
     max: usize,
     sleep: Mutex<Sleep>,
-    wake: Condvar,
+    /// Where parked threads wait: core threads at `[CORE]`, extra ones at
+    /// `[EXTRA]`, so that a wake-up goes to a core thread first and an
+    /// extra thread not needed stays parked long enough to leave (a
+    /// condition variable wakes the thread that has waited longest).
+    wake: [Condvar; 2],
     /// A job from a thread that is not a poller found no handler to wake: a
     /// poller must run the watchdog soon, whatever its own events.
     watch_needed: AtomicBool,
@@ -63,13 +67,17 @@ pub(crate) struct Handlers {
     watch: Mutex<Watch>,
 }
 
-/// The parked threads, under the pool's lock.
+/// The parked threads, under the pool's lock, core ones at `[CORE]`, extra
+/// ones at `[EXTRA]`.
 #[derive(Default)]
 struct Sleep {
-    parked: usize,
+    parked: [usize; 2],
     /// Wake-ups given and not yet taken by a parked thread.
-    notified: usize,
+    notified: [usize; 2],
 }
+
+const CORE: usize = 0;
+const EXTRA: usize = 1;
 
 /// What the watchdog saw last.
 struct Watch {
@@ -116,7 +124,7 @@ impl Handlers {
             core,
             max,
             sleep: Mutex::new(Sleep::default()),
-            wake: Condvar::new(),
+            wake: [Condvar::new(), Condvar::new()],
             watch_needed: AtomicBool::new(false),
             queue_seen_empty: AtomicBool::new(true),
             watch: Mutex::new(Watch {
@@ -153,13 +161,16 @@ impl Handlers {
     /// is parked.
     fn wake_one(&self) -> bool {
         let mut sleep = self.lock_sleep();
-        if sleep.parked <= sleep.notified {
+        let Some(class) = [CORE, EXTRA]
+            .into_iter()
+            .find(|&c| sleep.parked[c] > sleep.notified[c])
+        else {
             return false;
-        }
-        sleep.notified += 1;
+        };
+        sleep.notified[class] += 1;
         self.searching.fetch_add(1, Ordering::SeqCst);
         drop(sleep);
-        self.wake.notify_one();
+        self.wake[class].notify_one();
         true
     }
 
@@ -220,26 +231,28 @@ impl Handlers {
             self.searching.fetch_add(1, Ordering::SeqCst);
             return true;
         }
-        sleep.parked += 1;
-        while sleep.notified == 0 {
+        let class = if extra { EXTRA } else { CORE };
+        sleep.parked[class] += 1;
+        while sleep.notified[class] == 0 {
             if !extra {
-                sleep = self.wake.wait(sleep).unwrap_or_else(|e| e.into_inner());
+                sleep = self.wake[CORE]
+                    .wait(sleep)
+                    .unwrap_or_else(|e| e.into_inner());
                 continue;
             }
-            let (s, waited) = self
-                .wake
+            let (s, waited) = self.wake[EXTRA]
                 .wait_timeout(sleep, IDLE_EXIT)
                 .unwrap_or_else(|e| e.into_inner());
             sleep = s;
-            if waited.timed_out() && sleep.notified == 0 {
-                sleep.parked -= 1;
+            if waited.timed_out() && sleep.notified[EXTRA] == 0 {
+                sleep.parked[EXTRA] -= 1;
                 self.threads.fetch_sub(1, Ordering::SeqCst);
                 return false;
             }
         }
         // The waker counted us as searching.
-        sleep.notified -= 1;
-        sleep.parked -= 1;
+        sleep.notified[class] -= 1;
+        sleep.parked[class] -= 1;
         true
     }
 
@@ -307,7 +320,7 @@ mod tests {
             pool.start_thread();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while pool.lock_sleep().parked < core {
+        while pool.lock_sleep().parked[CORE] < core {
             assert!(Instant::now() < deadline, "the handlers did not park");
             std::thread::sleep(Duration::from_millis(1));
         }
