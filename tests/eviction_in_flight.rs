@@ -45,12 +45,15 @@ fn settings() {
 fn start(builder: ServerBuilder, sleep: Duration) -> SocketAddr {
     settings();
     let handle = builder
-        .serve("127.0.0.1:0", move |task: &mut ServerTask, _: &mut Series| {
-            if task.request().path() == "/sleep" {
-                std::thread::sleep(sleep);
-            }
-            task.response().set_body("done\n");
-        })
+        .serve(
+            "127.0.0.1:0",
+            move |task: &mut ServerTask, _: &mut Series| {
+                if task.request().path() == "/sleep" {
+                    std::thread::sleep(sleep);
+                }
+                task.response().set_body("done\n");
+            },
+        )
         .expect("serve");
     let addr = handle.local_addr();
     std::mem::forget(handle);
@@ -87,9 +90,7 @@ fn an_idle_connection_behind_four_requests_in_flight_is_evicted() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let log = MemoryLog::new();
     let addr = start(
-        Server::builder()
-            .max_connections(5)
-            .access_log(log.clone()),
+        Server::builder().max_connections(5).access_log(log.clone()),
         Duration::from_millis(1500),
     );
     // Four requests that take 1.5 s, dispatched first: their keep-alive
@@ -145,7 +146,10 @@ impl AccessLog for Holding {
             let mut released = lock.lock().unwrap();
             let mut waited = Duration::ZERO;
             while !*released && waited < Duration::from_secs(5) {
-                released = cv.wait_timeout(released, Duration::from_millis(50)).unwrap().0;
+                released = cv
+                    .wait_timeout(released, Duration::from_millis(50))
+                    .unwrap()
+                    .0;
                 waited += Duration::from_millis(50);
             }
         }

@@ -67,12 +67,15 @@ fn a_burst_of_short_callbacks_is_spread_over_the_core_threads() {
             hold_at: BURST + 1,
             gate: gate.clone(),
         })
-        .serve("127.0.0.1:0", move |task: &mut ServerTask, _: &mut Series| {
-            std::thread::sleep(Duration::from_micros(500));
-            let name = std::thread::current().name().unwrap_or("?").to_owned();
-            seen.lock().unwrap().push(name);
-            task.response().set_body("done\n");
-        })
+        .serve(
+            "127.0.0.1:0",
+            move |task: &mut ServerTask, _: &mut Series| {
+                std::thread::sleep(Duration::from_micros(500));
+                let name = std::thread::current().name().unwrap_or("?").to_owned();
+                seen.lock().unwrap().push(name);
+                task.response().set_body("done\n");
+            },
+        )
         .expect("serve");
     let addr = handle.local_addr();
     let mut clients: Vec<TcpStream> = (0..BURST)

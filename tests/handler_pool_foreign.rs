@@ -33,11 +33,14 @@ fn a_second_foreign_job_does_not_wait_behind_a_blocking_one() {
     let (give, streams) = mpsc::channel::<Stream>();
     let give = Mutex::new(give);
     let handle = Server::builder()
-        .serve("127.0.0.1:0", move |task: &mut ServerTask, _: &mut Series| {
-            if let Ok(stream) = task.stream() {
-                let _ = give.lock().unwrap().send(stream);
-            }
-        })
+        .serve(
+            "127.0.0.1:0",
+            move |task: &mut ServerTask, _: &mut Series| {
+                if let Ok(stream) = task.stream() {
+                    let _ = give.lock().unwrap().send(stream);
+                }
+            },
+        )
         .expect("serve");
     let mut client = TcpStream::connect(handle.local_addr()).expect("connect");
     client
