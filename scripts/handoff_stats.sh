@@ -10,6 +10,7 @@
 #   MODES="inline:0 handlers1:1 default:" scripts/handoff_stats.sh
 #     (label:handler-threads; empty = the default settings)
 #   BIN=/path/to/http_server scripts/handoff_stats.sh   (another build)
+#   POLLERS=2 CORES=0,1 scripts/handoff_stats.sh   (more pollers, on more cores)
 # prints: label,conns,requests,us_cpu,us_user,us_sys,cs_vol,cs_invol,futex,sched_yield,epoll_wait,write,sendto,recvfrom
 # (every figure after `requests` per request)
 set -euo pipefail
@@ -32,9 +33,9 @@ switches() { # pid -> "voluntary involuntary", summed over threads
 echo "label,conns,requests,us_cpu,us_user,us_sys,cs_vol,cs_invol,futex,sched_yield,epoll_wait,write,sendto,recvfrom"
 for m in $modes; do
   label=${m%%:*} threads=${m#*:}
-  args=(--port "$port" --pollers 1 --access-log none --max-connections 20000)
+  args=(--port "$port" --pollers "${POLLERS:-1}" --access-log none --max-connections 20000)
   [[ -n "$threads" ]] && args+=(--handler-threads "$threads")
-  taskset -c 0 "$bin" "${args[@]}" >/dev/null 2>&1 &
+  taskset -c "${CORES:-0}" "$bin" "${args[@]}" >/dev/null 2>&1 &
   pid=$!
   sleep 1
   taskset -c 1 wrk -t1 -c"$conns" -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1 # warm-up

@@ -11,7 +11,9 @@
 //!   one is needed, waits for the end of the turn ([`turn_end`]), so the
 //!   requests of one turn go over as one batch.
 //! - **A wake-up only when no handler is searching**: a thread that is awake
-//!   and not running a job will take the next job without being told.
+//!   and not running a job will take the next job without being told. A
+//!   handler that takes a job while more wait and none is searching wakes
+//!   one more, so a burst spreads over the pool (as tokio's workers do).
 //! - **No spinning.** A handler with nothing to do parks at once: on a core it
 //!   shares with its poller, spinning only takes time from the thread that
 //!   would give it work.
@@ -20,8 +22,11 @@
 //!   at each turn's end: when jobs have waited for [`STALL`] and no handler
 //!   took one meanwhile, a parked handler is woken or, when all are busy, an
 //!   extra thread starts (up to `Settings::max_handler_threads`). Extra
-//!   threads leave after [`IDLE_EXIT`] without work. So a callback that
-//!   sleeps delays other connections by about a millisecond, not by its sleep.
+//!   threads leave after [`IDLE_EXIT`] without work, and are woken after the
+//!   core ones so that those not needed do leave. So a callback that sleeps
+//!   delays other connections by about a millisecond, not by its sleep. The
+//!   pollers sleep at most `STALL` only while jobs wait with no thread on its
+//!   way to them: a quiet server is not woken every millisecond.
 
 use crate::settings::Settings;
 use crossbeam_queue::SegQueue;
@@ -42,10 +47,13 @@ pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
 /// The handler pool (see the module docs).
 pub(crate) struct Handlers {
     queue: SegQueue<Job>,
-    /// Threads awake and not running a job: one of them takes the next job
-    /// without a wake-up. A waker counts the thread it wakes here at once, so
-    /// one job never wakes two.
+    /// Threads awake and about to take a job (not running one, not parked):
+    /// each takes a queued job without a wake-up. A waker counts the thread
+    /// it wakes here at once, so one job never wakes two.
     searching: AtomicUsize,
+    /// Threads parked, as last written under `sleep`'s lock: a hint that
+    /// lets a handler skip the lock when there is nobody to wake.
+    parked: AtomicUsize,
     /// Jobs taken so far: the watchdog's measure of progress.
     taken: AtomicU64,
     /// Threads alive, the core ones included.
@@ -61,9 +69,10 @@ pub(crate) struct Handlers {
     /// A job from a thread that is not a poller found no handler to wake: a
     /// poller must run the watchdog soon, whatever its own events.
     watch_needed: AtomicBool,
-    /// A poller found the queue empty since the watchdog last looked: a
-    /// wait it sees now began at most then.
-    queue_seen_empty: AtomicBool,
+    /// A poller found no job waiting without a thread on its way to it,
+    /// since the watchdog last timed a wait: a wait it sees now began at
+    /// most then.
+    no_wait_seen: AtomicBool,
     watch: Mutex<Watch>,
 }
 
@@ -119,6 +128,7 @@ impl Handlers {
         Handlers {
             queue: SegQueue::new(),
             searching: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
             taken: AtomicU64::new(0),
             threads: AtomicUsize::new(0),
             core,
@@ -126,7 +136,7 @@ impl Handlers {
             sleep: Mutex::new(Sleep::default()),
             wake: [Condvar::new(), Condvar::new()],
             watch_needed: AtomicBool::new(false),
-            queue_seen_empty: AtomicBool::new(true),
+            no_wait_seen: AtomicBool::new(true),
             watch: Mutex::new(Watch {
                 taken: 0,
                 since: Instant::now(),
@@ -168,6 +178,7 @@ impl Handlers {
             return false;
         };
         sleep.notified[class] += 1;
+        self.parked.fetch_sub(1, Ordering::Relaxed);
         self.searching.fetch_add(1, Ordering::SeqCst);
         drop(sleep);
         self.wake[class].notify_one();
@@ -195,11 +206,28 @@ impl Handlers {
     }
 
     /// A handler thread's life: run jobs while there are any, park when
-    /// there are none; an extra thread leaves after `IDLE_EXIT` parked.
+    /// there are none; an extra thread leaves after `IDLE_EXIT` parked. It
+    /// stops counting as searching before it looks for a job, so a thread
+    /// counted as searching always has a job still to take.
     fn run(&self, extra: bool) {
         loop {
-            while let Some(job) = self.queue.pop() {
-                self.searching.fetch_sub(1, Ordering::SeqCst);
+            self.searching.fetch_sub(1, Ordering::SeqCst);
+            let Some(job) = self.queue.pop() else {
+                if !self.park(extra) {
+                    return;
+                }
+                continue;
+            };
+            {
+                // More jobs wait and nobody else will take them: wake one
+                // more thread (a burst of short callbacks runs on as many
+                // threads as the pool has, not one after the other).
+                if self.searching.load(Ordering::SeqCst) == 0
+                    && self.parked.load(Ordering::Relaxed) > 0
+                    && !self.queue.is_empty()
+                {
+                    self.wake_one();
+                }
                 self.taken.fetch_add(1, Ordering::Relaxed);
                 let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 if let Err(payload) = res {
@@ -214,17 +242,16 @@ impl Handlers {
                 }
                 self.searching.fetch_add(1, Ordering::SeqCst);
             }
-            if !self.park(extra) {
-                return;
-            }
         }
     }
 
-    /// Parks until woken (as searching). Returns false when an extra thread
-    /// has waited `IDLE_EXIT` for nothing and left the pool.
+    /// Parks (entered not searching) until woken, and returns counted as
+    /// searching; or returns false when an extra thread has waited
+    /// `IDLE_EXIT` for nothing and left the pool. A push that finds no
+    /// thread searching wakes under the same lock, so it sees this thread
+    /// parked, or this thread sees its job.
     fn park(&self, extra: bool) -> bool {
         let mut sleep = self.lock_sleep();
-        self.searching.fetch_sub(1, Ordering::SeqCst);
         // Pairs with the fence in `push`.
         fence(Ordering::SeqCst);
         if !self.queue.is_empty() {
@@ -233,6 +260,7 @@ impl Handlers {
         }
         let class = if extra { EXTRA } else { CORE };
         sleep.parked[class] += 1;
+        self.parked.fetch_add(1, Ordering::Relaxed);
         while sleep.notified[class] == 0 {
             if !extra {
                 sleep = self.wake[CORE]
@@ -246,6 +274,7 @@ impl Handlers {
             sleep = s;
             if waited.timed_out() && sleep.notified[EXTRA] == 0 {
                 sleep.parked[EXTRA] -= 1;
+                self.parked.fetch_sub(1, Ordering::Relaxed);
                 self.threads.fetch_sub(1, Ordering::SeqCst);
                 return false;
             }
@@ -258,27 +287,28 @@ impl Handlers {
 
     /// The watchdog, run by pollers at the end of their turns: adds a
     /// handler when jobs have waited `STALL` and none was taken meanwhile.
-    /// Returns how soon it must look again, while jobs wait.
+    /// Returns how soon it must look again, while jobs wait with no thread
+    /// on its way to them.
     fn watchdog(&'static self, now: Instant) -> Option<Duration> {
-        if self.queue.is_empty() {
-            if !self.queue_seen_empty.load(Ordering::Relaxed) {
-                self.queue_seen_empty.store(true, Ordering::Relaxed);
+        // Cleared before the queue is looked at: a push that found the flag
+        // still set (and so nudged no poller) is seen below.
+        if self.watch_needed.load(Ordering::Relaxed) {
+            self.watch_needed.store(false, Ordering::SeqCst);
+        }
+        fence(Ordering::SeqCst);
+        if self.queue.len() <= self.searching.load(Ordering::SeqCst) {
+            // Every queued job has a thread on its way to it.
+            if !self.no_wait_seen.load(Ordering::Relaxed) {
+                self.no_wait_seen.store(true, Ordering::Relaxed);
             }
-            // Cleared, then the queue looked at again: a push that found
-            // the flag still set (and so nudged no poller) is seen here.
-            if !(self.watch_needed.load(Ordering::Relaxed)
-                && self.watch_needed.swap(false, Ordering::SeqCst)
-                && !self.queue.is_empty())
-            {
-                return None;
-            }
+            return None;
         }
         // Another poller is looking.
         let Ok(mut watch) = self.watch.try_lock() else {
             return Some(STALL);
         };
         let taken = self.taken.load(Ordering::Relaxed);
-        let fresh = self.queue_seen_empty.swap(false, Ordering::Relaxed);
+        let fresh = self.no_wait_seen.swap(false, Ordering::Relaxed);
         if fresh || taken != watch.taken || self.searching.load(Ordering::SeqCst) > 0 {
             watch.taken = taken;
             watch.since = now;
