@@ -23,7 +23,7 @@ command -v perf >/dev/null || { echo "perf is needed" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"
 bin=${BIN:-target/release/examples/http_server}
 [[ -n "${BIN:-}" ]] || cargo build --release --example http_server >/dev/null 2>&1
-port=8197
+port=${PORT:-8197}
 
 switches() { # pid -> "voluntary involuntary", summed over threads
   cat /proc/"$1"/task/*/status 2>/dev/null |
