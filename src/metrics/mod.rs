@@ -27,6 +27,7 @@
 mod aggregate;
 mod clock;
 mod histogram;
+mod inplace;
 mod intern;
 mod jsonl;
 mod lines;
