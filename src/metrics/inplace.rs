@@ -13,6 +13,9 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 
+/// Longest text copied byte by byte rather than scanned and copied whole.
+const SHORT: usize = 16;
+
 /// Bytes a window copy may write past what it keeps: room a writer leaves
 /// after its bound.
 pub(super) const SLACK: usize = 64;
@@ -98,6 +101,28 @@ const fn octets() -> [[u8; 4]; 256] {
     t
 }
 
+/// The decimal digits of `v` (below 10^8) as 8 bytes, leading zeros
+/// dropped, and how many there are. The digits are split in halves, pairs
+/// and single digits in lanes of one `u64` (a multiply and a shift stand in
+/// for each division by 100 or 10), so each byte ends up holding one digit,
+/// the most significant first in memory.
+#[inline]
+fn eight_digits(v: u32) -> ([u8; 8], usize) {
+    let v = u64::from(v);
+    // Two 4-digit halves in 32-bit lanes.
+    let y = (v / 10_000) | ((v % 10_000) << 32);
+    // Each below 10^4: `* 10486 >> 20` is `/ 100` there.
+    let hundreds = ((y * 10_486) >> 20) & 0x0000_007f_0000_007f;
+    let y = hundreds | ((y - hundreds * 100) << 16);
+    // Each below 100: `* 103 >> 10` is `/ 10` there.
+    let tens = ((y * 103) >> 10) & 0x000f_000f_000f_000f;
+    let digits = tens | ((y - tens * 10) << 8);
+    // Leading zeros are the low bytes that are 0; `0` keeps one digit.
+    let zeros = (digits.trailing_zeros() / 8).min(7);
+    let ascii = (digits | 0x3030_3030_3030_3030) >> (8 * zeros);
+    (ascii.to_le_bytes(), 8 - zeros as usize)
+}
+
 impl<'a> Cursor<'a> {
     /// A cursor at the start of `buf`.
     pub(super) fn new(buf: &'a mut [u8]) -> Self {
@@ -136,10 +161,25 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// `v` in decimal: digit pairs written backwards into a scratch array,
-    /// then copied to the line as a fixed-size window.
+    /// `v` in decimal. Below 10^8 (sizes, times, ids: nearly every number
+    /// of a line), its eight digits are computed side by side in one `u64`
+    /// and copied as an 8-byte window.
     #[inline]
     pub(super) fn put_u64(&mut self, v: u64) {
+        match u32::try_from(v) {
+            Ok(v) if v < 100_000_000 => {
+                let (bytes, len) = eight_digits(v);
+                self.put_window(&bytes, len);
+            }
+            _ => self.put_long(v),
+        }
+    }
+
+    /// `v` in decimal, digit pairs written backwards into a scratch array
+    /// and copied as a window.
+    #[cold]
+    #[inline(never)]
+    fn put_long(&mut self, v: u64) {
         // Digits end at `END`; a window of `END` bytes from where they begin
         // stays inside the array.
         const END: usize = 20;
@@ -225,12 +265,33 @@ impl<'a> Cursor<'a> {
     /// backslashes and control characters escaped.
     pub(super) fn put_json_utf8(&mut self, bytes: &[u8]) {
         self.put(b"\"");
-        if !needs_escape(bytes) {
-            self.put_slice(bytes);
-        } else {
-            self.put_escaped(bytes);
+        if !(bytes.len() <= SHORT && self.put_short_clean(bytes)) {
+            if !needs_escape(bytes) {
+                self.put_slice(bytes);
+            } else {
+                self.put_escaped(bytes);
+            }
         }
         self.put(b"\"");
+    }
+
+    /// Copies `bytes` (at most [`SHORT`]) byte by byte while checking that
+    /// none needs an escape: for a name such as a protocol's, cheaper than a
+    /// scan and a call to `memcpy`. Returns whether it did (else nothing is
+    /// kept).
+    #[inline]
+    fn put_short_clean(&mut self, bytes: &[u8]) -> bool {
+        let Some(dst) = self.buf.get_mut(self.n..self.n + SHORT) else {
+            return false;
+        };
+        for (d, &b) in dst.iter_mut().zip(bytes) {
+            if b < 0x20 || b == b'"' || b == b'\\' {
+                return false;
+            }
+            *d = b;
+        }
+        self.n += bytes.len();
+        true
     }
 
     #[cold]
@@ -310,6 +371,13 @@ mod tests {
         }
         for n in cases {
             assert_eq!(written(|c| c.put_u64(n)), n.to_string());
+        }
+        for n in (0..100_000u32)
+            .chain((0..100_000_000).step_by(9_973))
+            .chain([99_999_999])
+        {
+            let (bytes, len) = eight_digits(n);
+            assert_eq!(&bytes[..len], n.to_string().as_bytes());
         }
         assert_eq!(written(|c| c.put_opt_u64(None)), "null");
         for n in [0, 7, 42, 123_456, 999_999, 5_000_000] {

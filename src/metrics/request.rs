@@ -318,13 +318,19 @@ impl RequestRecord {
         c.put_opt_u64(self.first_byte_us);
         c.put(b",\"total_us\":");
         c.put_u64(self.total_us);
+        let client = (&self.upstream, self.reused, self.dns_us, self.connect_us);
+        let server = matches!(client, (None, None, None, None));
+        if server && !self.streamed && self.error.is_none() {
+            // The common end of a server's line, in one piece.
+            c.put(b",\"streamed\":false,\"upstream\":null,\"reused\":null,\"dns_us\":null,\"connect_us\":null,\"error\":null}");
+            return;
+        }
         if self.streamed {
             c.put(b",\"streamed\":true,\"upstream\":");
         } else {
             c.put(b",\"streamed\":false,\"upstream\":");
         }
-        let client = (&self.upstream, self.reused, self.dns_us, self.connect_us);
-        if let (None, None, None, None) = client {
+        if server {
             // A server's record: the client's fields in one piece.
             c.put(b"null,\"reused\":null,\"dns_us\":null,\"connect_us\":null");
         } else {
