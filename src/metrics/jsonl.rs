@@ -273,7 +273,7 @@ impl AccessLog for JsonLines {
             return;
         };
         let lines = &self.shared.lines;
-        match lines.append(|w| record.write_line(w.buf, w.wall, w.time)) {
+        match lines.append(|w| record.write_line(w.buf, w.wall, w.time, w.addrs)) {
             None => {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             }

@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::addrs::AddrCache;
 use super::clock::WallClock;
 use super::inplace::LineBuf;
 use super::record::TimeFormat;
@@ -28,6 +29,8 @@ pub(super) struct ThreadLines {
     wall: Option<WallClock>,
     /// Dates the lines, formatting each second once.
     time: TimeFormat,
+    /// Recent peers' addresses, formatted.
+    addrs: AddrCache,
 }
 
 /// What a thread's line is formatted with: the buffer, and the clocks and
@@ -39,6 +42,8 @@ pub(super) struct LineWriter<'a> {
     pub wall: &'a WallClock,
     /// The date cache.
     pub time: &'a mut TimeFormat,
+    /// The address cache.
+    pub addrs: &'a mut AddrCache,
 }
 
 type Slot = Arc<Mutex<ThreadLines>>;
@@ -99,6 +104,7 @@ impl LineBuffers {
                     buf: &mut t.buf,
                     wall: &wall,
                     time: &mut t.time,
+                    addrs: &mut t.addrs,
                 });
             }
             t.lines += 1;

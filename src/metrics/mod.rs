@@ -24,6 +24,7 @@
 //!
 //! `docs/access-log.md` defines every field, unit and null.
 
+mod addrs;
 mod aggregate;
 mod clock;
 mod histogram;

@@ -18,6 +18,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
+use super::addrs::AddrCache;
 use super::clock;
 use super::inplace::{json_str_bound, needs_escape, Cursor, LineBuf, SLACK};
 use super::record::TimeFormat;
@@ -246,23 +247,25 @@ impl RequestRecord {
         out.resize(start + self.json_bound(), 0);
         let n = {
             let mut c = Cursor::new(out.get_mut(start..).unwrap_or_default());
-            self.put_json(&mut c, &clock::WallClock::now(), &mut TimeFormat::default());
+            let mut time = TimeFormat::default();
+            self.put_json(&mut c, &clock::WallClock::now(), &mut time, None);
             c.len()
         };
         out.truncate(start + n);
     }
 
     /// Appends this record as one line (with its `\n`) to `buf`, with the
-    /// clocks already read and the time's date part formatted (once for a
-    /// batch of records).
+    /// clocks already read, the time's date part formatted (once for a
+    /// batch of records) and recent peers' addresses at hand.
     pub(super) fn write_line(
         &self,
         buf: &mut LineBuf,
         wall: &clock::WallClock,
         time: &mut TimeFormat,
+        addrs: &mut AddrCache,
     ) {
         let mut c = Cursor::new(buf.spare(self.json_bound() + 1));
-        self.put_json(&mut c, wall, time);
+        self.put_json(&mut c, wall, time, Some(addrs));
         c.put(b"\n");
         let n = c.len();
         buf.commit(n);
@@ -281,7 +284,13 @@ impl RequestRecord {
     }
 
     /// Writes the JSON object; `c` has room for [`json_bound`](Self::json_bound).
-    fn put_json(&self, c: &mut Cursor<'_>, wall: &clock::WallClock, time: &mut TimeFormat) {
+    fn put_json(
+        &self,
+        c: &mut Cursor<'_>,
+        wall: &clock::WallClock,
+        time: &mut TimeFormat,
+        addrs: Option<&mut AddrCache>,
+    ) {
         c.put(b"{\"kind\":\"request\",\"conn_id\":");
         c.put_opt_u64(self.conn_id);
         c.put(b",\"index\":");
@@ -294,7 +303,10 @@ impl RequestRecord {
         match self.peer {
             Some(a) => {
                 c.put(b",\"peer\":\"");
-                c.put_addr(a);
+                match addrs {
+                    Some(cache) => cache.put(a, c),
+                    None => c.put_addr(a),
+                }
                 c.put(b"\",\"start\":\"");
             }
             None => c.put(b",\"peer\":null,\"start\":\""),
@@ -461,7 +473,7 @@ mod tests {
                 r.error = Some("timeout");
             }
             let mut buf = LineBuf::default();
-            r.write_line(&mut buf, &wall, &mut time);
+            r.write_line(&mut buf, &wall, &mut time, &mut AddrCache::default());
             let line = std::str::from_utf8(buf.as_bytes()).unwrap();
             assert!(line.ends_with("}\n") && line.matches('\n').count() == 1);
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -529,13 +541,14 @@ mod cost {
         let wall = clock::WallClock::now();
         let mut time = TimeFormat::default();
         let mut buf = LineBuf::default();
+        let mut addrs = AddrCache::default();
         let n = 1_000_000;
         let t = Instant::now();
         for _ in 0..n {
             if buf.as_bytes().len() > (1 << 19) {
                 buf.clear();
             }
-            r.write_line(&mut buf, &wall, &mut time);
+            r.write_line(&mut buf, &wall, &mut time, &mut addrs);
         }
         println!("write_line: {:?} per record", t.elapsed() / n);
     }
