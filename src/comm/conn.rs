@@ -146,8 +146,11 @@ fn emit(
     let rec = &mut open.rec;
     let start = rec.start;
     let micros = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
-    rec.first_byte_us = open.first_byte.map(micros);
     rec.total_us = micros(now);
+    // An answer written whole had its first byte at its end: one subtraction.
+    rec.first_byte_us = open
+        .first_byte
+        .map(|t| if t == now { rec.total_us } else { micros(t) });
     rec.error = error;
     let rec = &*rec;
     crate::poller::contain("an access log's request", || sink.request(rec));
