@@ -135,6 +135,35 @@ impl OpenExchange {
     }
 }
 
+thread_local! {
+    /// The record box of the last exchange finished on this thread, for the
+    /// next one opened here: no allocation, free and 430-byte copy per
+    /// request with request records on.
+    static SPARE_EXCHANGE: Cell<Option<Box<OpenExchange>>> = const { Cell::new(None) };
+}
+
+/// A box for a new exchange's record starting at `start`: this thread's
+/// spare, reset, or a new one.
+fn exchange_box(start: Instant) -> Box<OpenExchange> {
+    match SPARE_EXCHANGE.try_with(Cell::take).ok().flatten() {
+        Some(mut open) => {
+            open.rec.reset_at(Side::Server, "", start);
+            open.first_byte = None;
+            open
+        }
+        None => Box::new(OpenExchange {
+            rec: RequestRecord::starting_at(Side::Server, "", start),
+            first_byte: None,
+        }),
+    }
+}
+
+/// Keeps a finished exchange's box as this thread's spare.
+fn recycle(open: Box<OpenExchange>) {
+    // A thread whose thread-locals are gone frees it.
+    let _ = SPARE_EXCHANGE.try_with(|s| s.set(Some(open)));
+}
+
 /// Finishes `open` at `now`, with `error` when it did not complete, and
 /// hands its record to `sink`.
 fn emit(
@@ -1161,7 +1190,8 @@ impl Conn {
         line: Option<(&str, &str)>,
         (head, body): (u64, u64),
     ) {
-        let mut rec = RequestRecord::starting_at(Side::Server, "", start);
+        let mut open = exchange_box(start);
+        let rec = &mut open.rec;
         if let Some((method, path)) = line {
             rec.method = Text::new(method);
             rec.path = Text::new(path);
@@ -1179,10 +1209,7 @@ impl Conn {
                 open: None,
             })
         });
-        log.open = Some(Box::new(OpenExchange {
-            rec,
-            first_byte: None,
-        }));
+        log.open = Some(open);
     }
 
     /// Records a request's arrival now (its series went asynchronous), unless
@@ -1311,6 +1338,7 @@ impl Conn {
             let queued = queued_answers.into_iter().flatten().filter_map(|p| p.rec);
             for mut open in queued.chain(e.open.take()) {
                 emit(&e.sink, &mut open, now, Some(reason.as_str()));
+                recycle(open);
             }
         }
         let local = self.io.local_addr();
@@ -1450,6 +1478,7 @@ fn complete(st: &mut State, p: Pending, now: Instant) {
                 rec.first_byte.get_or_insert(now);
                 rec.answer(status, head, body);
                 emit(&log.sink, &mut rec, now, None);
+                recycle(rec);
             }
         }
         Done::Request { head, body } => st.stats.request_complete(now, head, body),

@@ -210,6 +210,42 @@ impl RequestRecord {
         }
     }
 
+    /// Makes this record what [`starting_at`](Self::starting_at) makes, in
+    /// place (for a record box reused from one exchange to the next). Every
+    /// field is named, so a new one cannot keep a previous exchange's value.
+    pub(crate) fn reset_at(&mut self, side: Side, proto: &'static str, start: Instant) {
+        let RequestRecord {
+            conn_id,
+            index,
+            side: s,
+            proto: p,
+            peer,
+            start: t,
+            method,
+            path,
+            status,
+            req_header_bytes,
+            req_body_bytes,
+            resp_header_bytes,
+            resp_body_bytes,
+            first_byte_us,
+            total_us,
+            streamed,
+            upstream,
+            reused,
+            dns_us,
+            connect_us,
+            error,
+        } = self;
+        (*conn_id, *index, *s, *p, *peer, *t) = (None, 0, side, proto, None, start);
+        *method = Text::default();
+        *path = Text::default();
+        (*status, *req_header_bytes, *req_body_bytes) = (None, None, None);
+        (*resp_header_bytes, *resp_body_bytes) = (None, None);
+        (*first_byte_us, *total_us, *streamed) = (None, 0, false);
+        (*upstream, *reused, *dns_us, *connect_us, *error) = (None, None, None, None, None);
+    }
+
     /// Wall-clock time of [`start`](Self::start).
     pub fn start_time(&self) -> SystemTime {
         clock::wall_time_of(self.start)
@@ -506,6 +542,20 @@ mod tests {
             assert_eq!(w["path"], v["path"]);
             assert_eq!(w.as_object().unwrap().len(), RequestRecord::JSON_KEYS.len());
         }
+    }
+
+    #[test]
+    fn a_reset_record_is_a_new_one() {
+        let start = Instant::now();
+        let mut r = RequestRecord::new(Side::Client, "redis");
+        r.conn_id = Some(3);
+        r.method = "x".repeat(100).as_str().into();
+        r.upstream = Some("a:1".into());
+        r.error = Some("e");
+        r.streamed = true;
+        r.total_us = 9;
+        r.reset_at(Side::Server, "http", start);
+        assert_eq!(r, RequestRecord::starting_at(Side::Server, "http", start));
     }
 
     #[test]
