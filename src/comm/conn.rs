@@ -135,6 +135,35 @@ impl OpenExchange {
     }
 }
 
+thread_local! {
+    /// The record box of the last exchange finished on this thread, for the
+    /// next one opened here: no allocation, free and 430-byte copy per
+    /// request with request records on.
+    static SPARE_EXCHANGE: Cell<Option<Box<OpenExchange>>> = const { Cell::new(None) };
+}
+
+/// A box for a new exchange's record starting at `start`: this thread's
+/// spare, reset, or a new one.
+fn exchange_box(start: Instant) -> Box<OpenExchange> {
+    match SPARE_EXCHANGE.try_with(Cell::take).ok().flatten() {
+        Some(mut open) => {
+            open.rec.reset_at(Side::Server, "", start);
+            open.first_byte = None;
+            open
+        }
+        None => Box::new(OpenExchange {
+            rec: RequestRecord::starting_at(Side::Server, "", start),
+            first_byte: None,
+        }),
+    }
+}
+
+/// Keeps a finished exchange's box as this thread's spare.
+fn recycle(open: Box<OpenExchange>) {
+    // A thread whose thread-locals are gone frees it.
+    let _ = SPARE_EXCHANGE.try_with(|s| s.set(Some(open)));
+}
+
 /// Finishes `open` at `now`, with `error` when it did not complete, and
 /// hands its record to `sink`.
 fn emit(
@@ -146,8 +175,11 @@ fn emit(
     let rec = &mut open.rec;
     let start = rec.start;
     let micros = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
-    rec.first_byte_us = open.first_byte.map(micros);
     rec.total_us = micros(now);
+    // An answer written whole had its first byte at its end: one subtraction.
+    rec.first_byte_us = open
+        .first_byte
+        .map(|t| if t == now { rec.total_us } else { micros(t) });
     rec.error = error;
     let rec = &*rec;
     crate::poller::contain("an access log's request", || sink.request(rec));
@@ -1205,7 +1237,8 @@ impl Conn {
         line: Option<(&str, &str)>,
         (head, body): (u64, u64),
     ) {
-        let mut rec = RequestRecord::starting_at(Side::Server, "", start);
+        let mut open = exchange_box(start);
+        let rec = &mut open.rec;
         if let Some((method, path)) = line {
             rec.method = Text::new(method);
             rec.path = Text::new(path);
@@ -1223,10 +1256,7 @@ impl Conn {
                 open: None,
             })
         });
-        log.open = Some(Box::new(OpenExchange {
-            rec,
-            first_byte: None,
-        }));
+        log.open = Some(open);
     }
 
     /// Records a request's arrival now (its series went asynchronous), unless
@@ -1355,6 +1385,7 @@ impl Conn {
             let queued = queued_answers.into_iter().flatten().filter_map(|p| p.rec);
             for mut open in queued.chain(e.open.take()) {
                 emit(&e.sink, &mut open, now, Some(reason.as_str()));
+                recycle(open);
             }
         }
         let local = self.io.local_addr();
@@ -1494,6 +1525,7 @@ fn complete(st: &mut State, p: Pending, now: Instant) {
                 rec.first_byte.get_or_insert(now);
                 rec.answer(status, head, body);
                 emit(&log.sink, &mut rec, now, None);
+                recycle(rec);
             }
         }
         Done::Request { head, body } => st.stats.request_complete(now, head, body),

@@ -6,7 +6,7 @@
 //! still read once per event and no precision that the log shows is lost.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 static ANCHOR: OnceLock<Instant> = OnceLock::new();
 
@@ -51,14 +51,40 @@ pub(crate) fn from_nanos(ns: u64) -> Instant {
 pub(crate) struct WallClock {
     wall: SystemTime,
     mono: Instant,
+    /// `wall` as seconds since the epoch (rounded down) and nanoseconds.
+    secs: i64,
+    nanos: u32,
 }
+
+/// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z, in seconds since the
+/// epoch: the times a log line can show.
+const MIN_SECS: i64 = -62_167_219_200;
+const MAX_SECS: i64 = 253_402_300_799;
+const NANOS: i64 = 1_000_000_000;
 
 impl WallClock {
     /// Both clocks, now.
     pub(crate) fn now() -> WallClock {
+        let wall = SystemTime::now();
+        let (secs, nanos) = match wall.duration_since(UNIX_EPOCH) {
+            Ok(d) => (
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                d.subsec_nanos(),
+            ),
+            Err(e) => {
+                let d = e.duration();
+                let secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                match d.subsec_nanos() {
+                    0 => (secs, 0),
+                    n => (secs - 1, NANOS as u32 - n),
+                }
+            }
+        };
         WallClock {
-            wall: SystemTime::now(),
+            wall,
             mono: Instant::now(),
+            secs,
+            nanos,
         }
     }
 
@@ -70,6 +96,34 @@ impl WallClock {
         } else {
             let ahead = t.duration_since(self.mono);
             self.wall.checked_add(ahead).unwrap_or(self.wall)
+        }
+    }
+
+    /// [`time_of`](Self::time_of) as whole seconds since the epoch and the
+    /// microseconds past them (rounded down), clamped to years 0000–9999:
+    /// one subtraction of instants and integer steps, for a log line.
+    #[inline]
+    pub(crate) fn unix_of(&self, t: Instant) -> (i64, u32) {
+        let (d, sign) = match self.mono.checked_duration_since(t) {
+            Some(back) => (back, -1),
+            None => (t.saturating_duration_since(self.mono), 1),
+        };
+        let ds = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let mut secs = self.secs.saturating_add(sign * ds);
+        let mut nanos = i64::from(self.nanos) + sign * i64::from(d.subsec_nanos());
+        if nanos < 0 {
+            nanos += NANOS;
+            secs = secs.saturating_sub(1);
+        } else if nanos >= NANOS {
+            nanos -= NANOS;
+            secs = secs.saturating_add(1);
+        }
+        if secs < MIN_SECS {
+            (MIN_SECS, 0)
+        } else if secs > MAX_SECS {
+            (MAX_SECS, 999_999)
+        } else {
+            (secs, (nanos / 1_000) as u32)
         }
     }
 }
@@ -132,6 +186,23 @@ mod tests {
             gap >= Duration::from_millis(9_900) && gap <= Duration::from_millis(10_100),
             "{gap:?}"
         );
+    }
+
+    #[test]
+    fn unix_of_matches_time_of() {
+        let w = WallClock::now();
+        let base = Instant::now();
+        for us in [0u64, 1, 999, 1_000_001, 86_400_000_000, 3_600_000_123] {
+            for t in [
+                base.checked_sub(Duration::from_micros(us)),
+                base.checked_add(Duration::from_nanos(us * 997)),
+            ] {
+                let Some(t) = t else { continue };
+                let d = w.time_of(t).duration_since(UNIX_EPOCH).unwrap();
+                let want = (d.as_secs() as i64, d.subsec_micros());
+                assert_eq!(w.unix_of(t), want, "{us}");
+            }
+        }
     }
 
     #[test]

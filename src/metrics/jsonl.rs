@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
+use super::inplace::LineBuf;
 use super::lines::LineBuffers;
 use super::record::{write_rfc3339, Record};
 use super::{AccessLog, ConnStats, RequestRecord};
@@ -171,7 +172,7 @@ impl JsonLinesBuilder {
             error: None,
             reported: 0,
             last_report: None,
-            spare: Vec::new(),
+            spare: LineBuf::default(),
         };
         let handle = thread::Builder::new()
             .name("taskweave-access-log".into())
@@ -272,7 +273,7 @@ impl AccessLog for JsonLines {
             return;
         };
         let lines = &self.shared.lines;
-        match lines.append(|w| record.write_json_at(w.buf, w.wall, w.time)) {
+        match lines.append(|w| record.write_line(w.buf, w.wall, w.time, w.addrs)) {
             None => {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -362,7 +363,7 @@ struct Worker {
     reported: u64,
     last_report: Option<Instant>,
     /// The empty buffer swapped for a thread's request lines.
-    spare: Vec<u8>,
+    spare: LineBuf,
 }
 
 impl Worker {
@@ -454,16 +455,29 @@ impl Worker {
     /// Takes the request lines the threads formatted; whether there were any.
     fn take_lines(&mut self) -> bool {
         self.check_reopen();
-        let n = self.shared.lines.take(&mut self.buf, &mut self.spare);
-        if n == 0 {
-            return false;
+        let shared = self.shared.clone();
+        let mut spare = std::mem::take(&mut self.spare);
+        let n = shared
+            .lines
+            .take(&mut spare, |bytes, lines| self.add_lines(bytes, lines));
+        self.spare = spare;
+        n > 0
+    }
+
+    /// One thread's request lines: a small batch joins the buffer; a large
+    /// one is written as it is, after what the buffer holds (no copy).
+    fn add_lines(&mut self, bytes: &[u8], lines: u64) {
+        if bytes.len() < BUF_LIMIT {
+            self.buf.extend_from_slice(bytes);
+            self.in_buf += lines;
+            self.dirty_since.get_or_insert_with(Instant::now);
+            if self.buf.len() >= BUF_LIMIT {
+                self.write_out();
+            }
+            return;
         }
-        self.in_buf += n;
-        self.dirty_since.get_or_insert_with(Instant::now);
-        if self.buf.len() >= BUF_LIMIT {
-            self.write_out();
-        }
-        true
+        self.write_out();
+        self.write_counted(bytes, lines);
     }
 
     /// Formats one record's line with `write` into the buffer.
@@ -496,26 +510,26 @@ impl Worker {
         if self.buf.is_empty() {
             return;
         }
-        match self.out.write_all(&self.buf) {
-            Ok(()) => {
-                self.shared
-                    .written
-                    .fetch_add(self.in_buf, Ordering::Relaxed);
-            }
-            Err(e) => {
-                self.shared
-                    .dropped
-                    .fetch_add(self.in_buf, Ordering::Relaxed);
-                log::error!(
-                    "access log: write failed, {} records lost: {e}",
-                    self.in_buf
-                );
-                self.error.get_or_insert(e);
-            }
-        }
+        let buf = std::mem::take(&mut self.buf);
+        self.write_counted(&buf, self.in_buf);
+        self.buf = buf;
         self.buf.clear();
         self.in_buf = 0;
         self.dirty_since = None;
+    }
+
+    /// Writes `bytes`, holding `lines` records, counting them written or lost.
+    fn write_counted(&mut self, bytes: &[u8], lines: u64) {
+        match self.out.write_all(bytes) {
+            Ok(()) => {
+                self.shared.written.fetch_add(lines, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.shared.dropped.fetch_add(lines, Ordering::Relaxed);
+                log::error!("access log: write failed, {lines} records lost: {e}");
+                self.error.get_or_insert(e);
+            }
+        }
     }
 
     /// Adds a `{"dropped":N,"dropped_total":M,"time":"..."}` line for drops not yet

@@ -13,31 +13,37 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::addrs::AddrCache;
 use super::clock::WallClock;
+use super::inplace::LineBuf;
 use super::record::TimeFormat;
 
 /// One thread's lines not yet taken.
 #[derive(Default)]
 pub(super) struct ThreadLines {
     /// Formatted lines, each ending in `\n`.
-    pub buf: Vec<u8>,
+    pub buf: LineBuf,
     /// Lines in `buf`.
     pub lines: u64,
     /// The clocks, read when the buffer was empty: once per batch.
     wall: Option<WallClock>,
     /// Dates the lines, formatting each second once.
     time: TimeFormat,
+    /// Recent peers' addresses, formatted.
+    addrs: AddrCache,
 }
 
 /// What a thread's line is formatted with: the buffer, and the clocks and
 /// date cache to date it.
 pub(super) struct LineWriter<'a> {
-    /// Where the line goes (without its `\n`).
-    pub buf: &'a mut Vec<u8>,
+    /// Where the line goes, with its `\n`.
+    pub buf: &'a mut LineBuf,
     /// The clocks.
     pub wall: &'a WallClock,
     /// The date cache.
     pub time: &'a mut TimeFormat,
+    /// The address cache.
+    pub addrs: &'a mut AddrCache,
 }
 
 type Slot = Arc<Mutex<ThreadLines>>;
@@ -98,9 +104,9 @@ impl LineBuffers {
                     buf: &mut t.buf,
                     wall: &wall,
                     time: &mut t.time,
+                    addrs: &mut t.addrs,
                 });
             }
-            t.buf.push(b'\n');
             t.lines += 1;
             Some(was_empty)
         };
@@ -131,10 +137,11 @@ impl LineBuffers {
         slot
     }
 
-    /// Takes every thread's lines, appending them to `out` (`spare` is the
-    /// empty buffer handed to the next thread, and comes back as the one
-    /// taken, emptied). Returns how many lines were taken.
-    pub(super) fn take(&self, out: &mut Vec<u8>, spare: &mut Vec<u8>) -> u64 {
+    /// Takes every thread's lines, handing each thread's bytes and count to
+    /// `each` (`spare` is the empty buffer handed to the next thread, and
+    /// comes back as the one taken, emptied). Returns how many lines were
+    /// taken.
+    pub(super) fn take(&self, spare: &mut LineBuf, mut each: impl FnMut(&[u8], u64)) -> u64 {
         let slots: Vec<Slot> = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             // Threads that are gone, their lines taken, are forgotten.
@@ -152,7 +159,7 @@ impl LineBuffers {
                 std::mem::swap(&mut t.buf, spare);
                 std::mem::take(&mut t.lines)
             };
-            out.extend_from_slice(spare);
+            each(spare.as_bytes(), lines);
             taken += lines;
         }
         spare.clear();
@@ -165,7 +172,18 @@ mod tests {
     use super::*;
 
     fn line(b: &LineBuffers, text: &str) -> Option<bool> {
-        b.append(|w| w.buf.extend_from_slice(text.as_bytes()))
+        b.append(|w| {
+            let line = format!("{text}\n");
+            let spare = w.buf.spare(line.len());
+            spare[..line.len()].copy_from_slice(line.as_bytes());
+            w.buf.commit(line.len());
+        })
+    }
+
+    fn take(b: &LineBuffers, spare: &mut LineBuf) -> (u64, Vec<u8>) {
+        let mut out = Vec::new();
+        let n = b.take(spare, |bytes, _| out.extend_from_slice(bytes));
+        (n, out)
     }
 
     #[test]
@@ -181,13 +199,12 @@ mod tests {
         })
         .join()
         .unwrap();
-        let (mut out, mut spare) = (Vec::new(), Vec::new());
-        assert_eq!(b.take(&mut out, &mut spare), 5);
+        let mut spare = LineBuf::default();
+        let (n, out) = take(&b, &mut spare);
+        assert_eq!(n, 5);
         assert_eq!(String::from_utf8(out).unwrap(), "a\nb\nx\ny\nz\n");
         assert_eq!(line(&b, "c"), Some(true));
-        let mut out = Vec::new();
-        assert_eq!(b.take(&mut out, &mut spare), 1);
-        assert_eq!(out, b"c\n");
+        assert_eq!(take(&b, &mut spare), (1, b"c\n".to_vec()));
         // The exited thread's buffer, emptied, is forgotten.
         assert_eq!(b.slots.lock().unwrap().len(), 1);
     }
@@ -197,8 +214,7 @@ mod tests {
         let b = LineBuffers::new(1);
         assert_eq!(line(&b, "1"), Some(true));
         assert_eq!(line(&b, "2"), None);
-        let (mut out, mut spare) = (Vec::new(), Vec::new());
-        assert_eq!(b.take(&mut out, &mut spare), 1);
+        assert_eq!(take(&b, &mut LineBuf::default()).0, 1);
         assert_eq!(line(&b, "3"), Some(true));
     }
 }

@@ -24,9 +24,11 @@
 //!
 //! `docs/access-log.md` defines every field, unit and null.
 
+mod addrs;
 mod aggregate;
 mod clock;
 mod histogram;
+mod inplace;
 mod intern;
 mod jsonl;
 mod lines;

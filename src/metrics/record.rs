@@ -10,6 +10,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::inplace::Cursor;
 use super::{CloseReason, ConnStats, Side};
 
 /// A snapshot of one connection's stats, field for field what the JSON record
@@ -310,26 +311,6 @@ pub(super) fn write_addr(a: SocketAddr, out: &mut Vec<u8>) {
     }
 }
 
-/// Appends `v` in decimal, digit by digit: for the short numbers of a log
-/// line, cheaper than formatting into a buffer and copying it with a call to
-/// `memcpy` (or than `Vec::resize`).
-pub(super) fn push_decimal(out: &mut Vec<u8>, v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = v;
-    while i > 0 {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(d);
-    }
-}
-
 /// Writes `t` as RFC 3339 in UTC with microseconds: `2024-05-01T12:34:56.123456Z`.
 /// Times outside years 0000–9999 are clamped to the nearest representable one.
 pub(super) fn write_rfc3339(t: SystemTime, out: &mut Vec<u8>) {
@@ -398,20 +379,32 @@ fn write_micros(micros: u32, out: &mut Vec<u8>) {
 pub(super) struct TimeFormat {
     /// The second `prefix` shows, if any yet.
     secs: Option<i64>,
-    prefix: Vec<u8>,
+    /// `YYYY-MM-DDTHH:MM:SS.` of that second.
+    prefix: [u8; 20],
 }
 
 impl TimeFormat {
-    /// Appends `t` to `out`.
-    pub(super) fn write(&mut self, t: SystemTime, out: &mut Vec<u8>) {
-        let (secs, micros) = split_micros(t);
+    /// Writes the time `secs` since the epoch and `micros` past them (as
+    /// [`WallClock::unix_of`](super::clock::WallClock::unix_of) gives it).
+    #[inline]
+    pub(super) fn put(&mut self, (secs, micros): (i64, u32), c: &mut Cursor<'_>) {
         if self.secs != Some(secs) {
-            self.prefix.clear();
-            write_until_second(secs, &mut self.prefix);
-            self.secs = Some(secs);
+            self.new_second(secs);
         }
-        out.extend_from_slice(&self.prefix);
-        write_micros(micros, out);
+        c.put(&self.prefix);
+        c.put_6_digits(micros);
+        c.put(b"Z");
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn new_second(&mut self, secs: i64) {
+        let mut v = Vec::with_capacity(self.prefix.len());
+        write_until_second(secs, &mut v);
+        if let Some(p) = v.get(..self.prefix.len()) {
+            self.prefix.copy_from_slice(p);
+        }
+        self.secs = Some(secs);
     }
 }
 
@@ -448,16 +441,21 @@ mod tests {
     #[test]
     fn time_format_matches_write_rfc3339_across_seconds() {
         let mut cached = TimeFormat::default();
+        let mut put = |t: SystemTime| {
+            let mut buf = [0u8; 64];
+            let mut c = Cursor::new(&mut buf);
+            cached.put(split_micros(t), &mut c);
+            let n = c.len();
+            buf[..n].to_vec()
+        };
         let base = UNIX_EPOCH + std::time::Duration::from_micros(1_764_480_000_999_990);
         for step in 0..40u64 {
             let t = base + std::time::Duration::from_micros(step * 3);
-            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut a = Vec::new();
             write_rfc3339(t, &mut a);
-            cached.write(t, &mut b);
-            assert_eq!(a, b);
+            assert_eq!(a, put(t));
         }
-        let mut one = Vec::new();
-        cached.write(UNIX_EPOCH + std::time::Duration::from_micros(7), &mut one);
+        let one = put(UNIX_EPOCH + std::time::Duration::from_micros(7));
         assert_eq!(one, b"1970-01-01T00:00:00.000007Z");
     }
     use std::time::{Duration, Instant};

@@ -9,16 +9,19 @@
 //! JSON of each carries a `"kind"` key (`"request"` / `"conn"`), so one file
 //! holds both.
 //!
-//! Like `Record`, it is plain data taken on the thread that finished the
-//! exchange, formatted later by a writer thread; short text stays inline, so
-//! the common record costs no allocation.
+//! It is plain data, built on the thread that finished the exchange; short
+//! text stays inline, so the common record costs no allocation. A
+//! [`JsonLines`](super::JsonLines) sink formats it on that same thread, in
+//! place (`inplace.rs`), into a buffer its writer thread takes.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
+use super::addrs::AddrCache;
 use super::clock;
-use super::record::{push_decimal, write_addr, write_json_str, write_json_utf8, TimeFormat};
+use super::inplace::{json_str_bound, needs_escape, Cursor, LineBuf, SLACK};
+use super::record::TimeFormat;
 use super::Side;
 
 /// Bytes of text a [`Text`] keeps without allocating.
@@ -74,6 +77,15 @@ impl Text {
     /// Whether the text is empty.
     pub fn is_empty(&self) -> bool {
         self.as_str().is_empty()
+    }
+
+    /// Inline text as its whole buffer and its length: copied whole when
+    /// formatted, with no call to `memcpy`.
+    fn window(&self) -> Option<(&[u8; INLINE], usize)> {
+        match &self.0 {
+            Repr::Inline { len, buf } => Some((buf, usize::from(*len))),
+            Repr::Heap(_) => None,
+        }
     }
 }
 
@@ -198,6 +210,42 @@ impl RequestRecord {
         }
     }
 
+    /// Makes this record what [`starting_at`](Self::starting_at) makes, in
+    /// place (for a record box reused from one exchange to the next). Every
+    /// field is named, so a new one cannot keep a previous exchange's value.
+    pub(crate) fn reset_at(&mut self, side: Side, proto: &'static str, start: Instant) {
+        let RequestRecord {
+            conn_id,
+            index,
+            side: s,
+            proto: p,
+            peer,
+            start: t,
+            method,
+            path,
+            status,
+            req_header_bytes,
+            req_body_bytes,
+            resp_header_bytes,
+            resp_body_bytes,
+            first_byte_us,
+            total_us,
+            streamed,
+            upstream,
+            reused,
+            dns_us,
+            connect_us,
+            error,
+        } = self;
+        (*conn_id, *index, *s, *p, *peer, *t) = (None, 0, side, proto, None, start);
+        *method = Text::default();
+        *path = Text::default();
+        (*status, *req_header_bytes, *req_body_bytes) = (None, None, None);
+        (*resp_header_bytes, *resp_body_bytes) = (None, None);
+        (*first_byte_us, *total_us, *streamed) = (None, 0, false);
+        (*upstream, *reused, *dns_us, *connect_us, *error) = (None, None, None, None, None);
+    }
+
     /// Wall-clock time of [`start`](Self::start).
     pub fn start_time(&self) -> SystemTime {
         clock::wall_time_of(self.start)
@@ -231,72 +279,128 @@ impl RequestRecord {
 
     /// Appends this record as one JSON object (no trailing newline) to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        self.write_json_at(out, &clock::WallClock::now(), &mut TimeFormat::default());
+        let start = out.len();
+        out.resize(start + self.json_bound(), 0);
+        let n = {
+            let mut c = Cursor::new(out.get_mut(start..).unwrap_or_default());
+            let mut time = TimeFormat::default();
+            self.put_json(&mut c, &clock::WallClock::now(), &mut time, None);
+            c.len()
+        };
+        out.truncate(start + n);
     }
 
-    /// [`write_json`](Self::write_json), with the clocks already read and
-    /// the time's date part formatted (once for a batch of records).
-    pub(super) fn write_json_at(
+    /// Appends this record as one line (with its `\n`) to `buf`, with the
+    /// clocks already read, the time's date part formatted (once for a
+    /// batch of records) and recent peers' addresses at hand.
+    pub(super) fn write_line(
         &self,
-        out: &mut Vec<u8>,
+        buf: &mut LineBuf,
         wall: &clock::WallClock,
         time: &mut TimeFormat,
+        addrs: &mut AddrCache,
     ) {
-        out.reserve(400);
-        json_u64(out, b"{\"kind\":\"request\",\"conn_id\":", self.conn_id);
-        json_u64(out, b",\"index\":", Some(u64::from(self.index)));
-        out.extend_from_slice(b",\"side\":\"");
-        out.extend_from_slice(self.side.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"proto\":");
-        write_json_str(self.proto, out);
-        out.extend_from_slice(b",\"peer\":");
+        let mut c = Cursor::new(buf.spare(self.json_bound() + 1));
+        self.put_json(&mut c, wall, time, Some(addrs));
+        c.put(b"\n");
+        let n = c.len();
+        buf.commit(n);
+    }
+
+    /// Room [`put_json`](Self::put_json) needs: at most 700 bytes of keys,
+    /// numbers, an address and a time, what the text may take escaped, and
+    /// room for window copies.
+    fn json_bound(&self) -> usize {
+        let text = self.proto.len()
+            + self.method.as_bytes().len()
+            + self.path.as_bytes().len()
+            + self.upstream.as_ref().map_or(0, |u| u.as_bytes().len())
+            + self.error.map_or(0, str::len);
+        700 + json_str_bound(text) + SLACK
+    }
+
+    /// Writes the JSON object; `c` has room for [`json_bound`](Self::json_bound).
+    fn put_json(
+        &self,
+        c: &mut Cursor<'_>,
+        wall: &clock::WallClock,
+        time: &mut TimeFormat,
+        addrs: Option<&mut AddrCache>,
+    ) {
+        c.put(b"{\"kind\":\"request\",\"conn_id\":");
+        c.put_opt_u64(self.conn_id);
+        c.put(b",\"index\":");
+        c.put_u64(u64::from(self.index));
+        c.put(match self.side {
+            Side::Server => b",\"side\":\"server\",\"proto\":",
+            Side::Client => b",\"side\":\"client\",\"proto\":",
+        });
+        c.put_json_utf8(self.proto.as_bytes());
         match self.peer {
             Some(a) => {
-                out.push(b'"');
-                write_addr(a, out);
-                out.push(b'"');
+                c.put(b",\"peer\":\"");
+                match addrs {
+                    Some(cache) => cache.put(a, c),
+                    None => c.put_addr(a),
+                }
+                c.put(b"\",\"start\":\"");
             }
-            None => out.extend_from_slice(b"null"),
+            None => c.put(b",\"peer\":null,\"start\":\""),
         }
-        out.extend_from_slice(b",\"start\":\"");
-        time.write(wall.time_of(self.start), out);
-        out.push(b'"');
-        json_text(out, b",\"method\":", Some(&self.method));
-        json_text(out, b",\"path\":", Some(&self.path));
-        json_u64(out, b",\"status\":", self.status.map(u64::from));
-        json_u64(out, b",\"req_header_bytes\":", self.req_header_bytes);
-        json_u64(out, b",\"req_body_bytes\":", self.req_body_bytes);
-        json_u64(out, b",\"resp_header_bytes\":", self.resp_header_bytes);
-        json_u64(out, b",\"resp_body_bytes\":", self.resp_body_bytes);
-        json_u64(out, b",\"first_byte_us\":", self.first_byte_us);
-        json_u64(out, b",\"total_us\":", Some(self.total_us));
-        out.extend_from_slice(if self.streamed {
-            b",\"streamed\":true"
-        } else {
-            b",\"streamed\":false"
-        });
+        time.put(wall.unix_of(self.start), c);
+        c.put(b"\",\"method\":");
+        put_text(c, Some(&self.method));
+        c.put(b",\"path\":");
+        put_text(c, Some(&self.path));
+        c.put(b",\"status\":");
+        c.put_opt_u64(self.status.map(u64::from));
+        c.put(b",\"req_header_bytes\":");
+        c.put_opt_u64(self.req_header_bytes);
+        c.put(b",\"req_body_bytes\":");
+        c.put_opt_u64(self.req_body_bytes);
+        c.put(b",\"resp_header_bytes\":");
+        c.put_opt_u64(self.resp_header_bytes);
+        c.put(b",\"resp_body_bytes\":");
+        c.put_opt_u64(self.resp_body_bytes);
+        c.put(b",\"first_byte_us\":");
+        c.put_opt_u64(self.first_byte_us);
+        c.put(b",\"total_us\":");
+        c.put_u64(self.total_us);
         let client = (&self.upstream, self.reused, self.dns_us, self.connect_us);
-        if let (None, None, None, None) = client {
-            // A server's record: the client's fields in one piece.
-            out.extend_from_slice(
-                b",\"upstream\":null,\"reused\":null,\"dns_us\":null,\"connect_us\":null",
-            );
+        let server = matches!(client, (None, None, None, None));
+        if server && !self.streamed && self.error.is_none() {
+            // The common end of a server's line, in one piece.
+            c.put(b",\"streamed\":false,\"upstream\":null,\"reused\":null,\"dns_us\":null,\"connect_us\":null,\"error\":null}");
+            return;
+        }
+        if self.streamed {
+            c.put(b",\"streamed\":true,\"upstream\":");
         } else {
-            json_text(out, b",\"upstream\":", self.upstream.as_ref());
-            out.extend_from_slice(match self.reused {
-                Some(true) => b",\"reused\":true",
-                Some(false) => b",\"reused\":false",
-                None => b",\"reused\":null",
-            });
-            json_u64(out, b",\"dns_us\":", self.dns_us);
-            json_u64(out, b",\"connect_us\":", self.connect_us);
+            c.put(b",\"streamed\":false,\"upstream\":");
         }
-        out.extend_from_slice(b",\"error\":");
+        if server {
+            // A server's record: the client's fields in one piece.
+            c.put(b"null,\"reused\":null,\"dns_us\":null,\"connect_us\":null");
+        } else {
+            put_text(c, self.upstream.as_ref());
+            match self.reused {
+                Some(true) => c.put(b",\"reused\":true"),
+                Some(false) => c.put(b",\"reused\":false"),
+                None => c.put(b",\"reused\":null"),
+            }
+            c.put(b",\"dns_us\":");
+            c.put_opt_u64(self.dns_us);
+            c.put(b",\"connect_us\":");
+            c.put_opt_u64(self.connect_us);
+        }
         match self.error {
-            Some(e) => write_json_str(e, out),
-            None => out.extend_from_slice(b"null"),
+            Some(e) => {
+                c.put(b",\"error\":");
+                c.put_json_utf8(e.as_bytes());
+                c.put(b"}");
+            }
+            None => c.put(b",\"error\":null}"),
         }
-        out.push(b'}');
     }
 
     /// This record as a JSON object in a new `String`.
@@ -308,24 +412,21 @@ impl RequestRecord {
     }
 }
 
-/// `key` and `v`, or `null`. Inlined, so the key's copy has a known length
-/// (a few moves, not a call to `memcpy`).
+/// The text as a JSON string, or `null` when there is none (or it is
+/// empty). Inline text that needs no escape is copied as a window.
 #[inline(always)]
-fn json_u64(out: &mut Vec<u8>, key: &[u8], v: Option<u64>) {
-    out.extend_from_slice(key);
-    match v {
-        Some(v) => push_decimal(out, v),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// `key` and the text as a JSON string, or `null` when there is none.
-#[inline(always)]
-fn json_text(out: &mut Vec<u8>, key: &[u8], v: Option<&Text>) {
-    out.extend_from_slice(key);
-    match v.map(Text::as_bytes) {
-        Some(b) if !b.is_empty() => write_json_utf8(b, out),
-        _ => out.extend_from_slice(b"null"),
+fn put_text(c: &mut Cursor<'_>, v: Option<&Text>) {
+    let Some(t) = v.filter(|t| !t.as_bytes().is_empty()) else {
+        c.put(b"null");
+        return;
+    };
+    match t.window() {
+        Some((buf, len)) if !needs_escape(buf.get(..len).unwrap_or_default()) => {
+            c.put(b"\"");
+            c.put_window(buf, len);
+            c.put(b"\"");
+        }
+        _ => c.put_json_utf8(t.as_bytes()),
     }
 }
 
@@ -376,6 +477,88 @@ mod tests {
     }
 
     #[test]
+    fn lines_hold_every_field_whatever_the_text_and_address() {
+        let wall = clock::WallClock::now();
+        let mut time = TimeFormat::default();
+        let long = format!("/{}?q=\"x\"", "é".repeat(40));
+        let cases: [(&str, &str, Option<SocketAddr>); 4] = [
+            ("GET", "/", Some("127.0.0.1:47352".parse().unwrap())),
+            ("POST", "/a\tb\\c", Some("[fe80::1%2]:443".parse().unwrap())),
+            ("GET", &long, None),
+            ("M\u{1}", "/x/y?z=1", Some("255.0.10.9:1".parse().unwrap())),
+        ];
+        for (i, (method, path, peer)) in cases.into_iter().enumerate() {
+            let start = Instant::now() - std::time::Duration::from_millis(1500 * i as u64);
+            let mut r = RequestRecord::starting_at(Side::Server, "http", start);
+            r.conn_id = Some(u64::MAX - i as u64);
+            r.index = u32::MAX;
+            r.peer = peer;
+            r.method = method.into();
+            r.path = path.into();
+            r.status = Some(200 + i as u16);
+            r.req_header_bytes = Some(10u64.pow(i as u32 * 3));
+            r.resp_body_bytes = Some(0);
+            r.first_byte_us = Some(99);
+            r.total_us = 1_000_000;
+            r.streamed = i % 2 == 1;
+            if i == 3 {
+                r.side = Side::Client;
+                r.upstream = Some("a.test:80".into());
+                r.reused = Some(false);
+                r.dns_us = Some(12);
+                r.error = Some("timeout");
+            }
+            let mut buf = LineBuf::default();
+            r.write_line(&mut buf, &wall, &mut time, &mut AddrCache::default());
+            let line = std::str::from_utf8(buf.as_bytes()).unwrap();
+            assert!(line.ends_with("}\n") && line.matches('\n').count() == 1);
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["conn_id"], r.conn_id.unwrap());
+            assert_eq!(v["index"], r.index);
+            assert_eq!(v["side"], r.side.as_str());
+            assert_eq!(v["peer"].as_str(), peer.map(|p| p.to_string()).as_deref());
+            let mut want = Vec::new();
+            super::super::record::write_rfc3339(wall.time_of(start), &mut want);
+            assert_eq!(v["start"].as_str().unwrap().as_bytes(), want);
+            assert_eq!(v["method"], method);
+            assert_eq!(v["path"], path);
+            assert_eq!(v["status"], 200 + i);
+            assert_eq!(v["req_header_bytes"], 10u64.pow(i as u32 * 3));
+            assert_eq!(v["req_body_bytes"], serde_json::Value::Null);
+            assert_eq!(v["resp_body_bytes"], 0);
+            assert_eq!(v["first_byte_us"], 99);
+            assert_eq!(v["total_us"], 1_000_000);
+            assert_eq!(v["streamed"], i % 2 == 1);
+            let client = i == 3;
+            assert_eq!(v["upstream"].as_str(), client.then_some("a.test:80"));
+            assert_eq!(v["reused"].as_bool(), client.then_some(false));
+            assert_eq!(v["dns_us"].as_u64(), client.then_some(12));
+            assert_eq!(v["connect_us"], serde_json::Value::Null);
+            assert_eq!(v["error"].as_str(), client.then_some("timeout"));
+            // The same object as `write_json` writes.
+            let mut whole = Vec::new();
+            r.write_json(&mut whole);
+            let w: serde_json::Value = serde_json::from_slice(&whole).unwrap();
+            assert_eq!(w["path"], v["path"]);
+            assert_eq!(w.as_object().unwrap().len(), RequestRecord::JSON_KEYS.len());
+        }
+    }
+
+    #[test]
+    fn a_reset_record_is_a_new_one() {
+        let start = Instant::now();
+        let mut r = RequestRecord::new(Side::Client, "redis");
+        r.conn_id = Some(3);
+        r.method = "x".repeat(100).as_str().into();
+        r.upstream = Some("a:1".into());
+        r.error = Some("e");
+        r.streamed = true;
+        r.total_us = 9;
+        r.reset_at(Side::Server, "http", start);
+        assert_eq!(r, RequestRecord::starting_at(Side::Server, "http", start));
+    }
+
+    #[test]
     fn unknown_text_is_null() {
         let r = RequestRecord::new(Side::Server, "echo");
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
@@ -407,27 +590,16 @@ mod cost {
         r.total_us = 79245;
         let wall = clock::WallClock::now();
         let mut time = TimeFormat::default();
-        let mut buf = Vec::with_capacity(1 << 20);
+        let mut buf = LineBuf::default();
+        let mut addrs = AddrCache::default();
         let n = 1_000_000;
         let t = Instant::now();
         for _ in 0..n {
-            if buf.len() > (1 << 19) {
+            if buf.as_bytes().len() > (1 << 19) {
                 buf.clear();
             }
-            r.write_json_at(&mut buf, &wall, &mut time);
+            r.write_line(&mut buf, &wall, &mut time, &mut addrs);
         }
-        println!("write_json_at: {:?} per record", t.elapsed() / n);
-        let t = Instant::now();
-        for _ in 0..n {
-            buf.clear();
-            time.write(wall.time_of(r.start), &mut buf);
-        }
-        println!("time: {:?} per record", t.elapsed() / n);
-        let t = Instant::now();
-        for _ in 0..n {
-            buf.clear();
-            super::super::record::write_addr(r.peer.unwrap(), &mut buf);
-        }
-        println!("addr: {:?} per record", t.elapsed() / n);
+        println!("write_line: {:?} per record", t.elapsed() / n);
     }
 }

@@ -79,22 +79,33 @@ impl AccessLog for MemoryLog {
 #[derive(Clone, Default)]
 pub struct Tee {
     sinks: Vec<Arc<dyn AccessLog>>,
+    /// The sinks that want request records, asked once, when added (as the
+    /// engine asks a sink once): a request goes straight to them.
+    wanting: Vec<Arc<dyn AccessLog>>,
 }
 
 impl Tee {
     /// A tee over `sinks`.
     pub fn new(sinks: Vec<Arc<dyn AccessLog>>) -> Self {
-        Tee { sinks }
+        let wanting = sinks
+            .iter()
+            .filter(|s| s.wants_requests())
+            .cloned()
+            .collect();
+        Tee { sinks, wanting }
     }
 
     /// Adds one more sink.
     pub fn with(mut self, sink: impl AccessLog) -> Self {
-        self.sinks.push(Arc::new(sink));
+        self.push(Arc::new(sink));
         self
     }
 
     /// Adds one more shared sink.
     pub fn push(&mut self, sink: Arc<dyn AccessLog>) {
+        if sink.wants_requests() {
+            self.wanting.push(sink.clone());
+        }
         self.sinks.push(sink);
     }
 
@@ -129,17 +140,17 @@ impl AccessLog for Tee {
         }
     }
     fn wants_requests(&self) -> bool {
-        self.sinks.iter().any(|s| s.wants_requests())
+        !self.wanting.is_empty()
     }
     fn request(&self, record: &RequestRecord) {
-        for s in self.sinks.iter().filter(|s| s.wants_requests()) {
+        for s in &self.wanting {
             s.request(record);
         }
     }
     fn stream_started(&self) {
         // Only where the stream's record will come too (a gauge of open
         // streams would never come down otherwise).
-        for s in self.sinks.iter().filter(|s| s.wants_requests()) {
+        for s in &self.wanting {
             s.stream_started();
         }
     }
