@@ -22,6 +22,10 @@ pub struct ConnConfig {
     pub receive_timeout: Duration,
     /// How long an idle keep-alive connection stays open. Default 60 s.
     pub keep_alive_timeout: Duration,
+    /// How long a TLS handshake may take, from accept (server) or from the
+    /// TCP connect (client); past it the connection closes with
+    /// `tls_error`. Default 10 s.
+    pub handshake_timeout: Duration,
     /// Queued bytes above which the connection stops reading and producers are
     /// told to slow down. Default 256 KiB.
     pub high_watermark: usize,
@@ -43,6 +47,7 @@ impl Default for ConnConfig {
             send_timeout: Duration::from_secs(30),
             receive_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
             high_watermark: 256 * 1024,
             low_watermark: 64 * 1024,
             max_queued: 16 * 1024 * 1024,

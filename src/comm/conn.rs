@@ -11,6 +11,7 @@
 //! take the lock once.
 
 use super::flow::{FlowControl, Held, Pacer, Released};
+use super::tls_config::Agreed;
 use super::transport::Transport;
 use super::ConnConfig;
 use crate::metrics::{AccessLog, CloseReason, ConnStats, RequestRecord, Side, Text};
@@ -513,6 +514,22 @@ impl Conn {
     /// Reads into `buf` (poller side).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.io.recv(buf)
+    }
+
+    /// Writes what the transport itself holds to send (a TLS handshake
+    /// flight), apart from the queue.
+    pub fn flush_transport(&self) -> io::Result<()> {
+        self.io.flush()
+    }
+
+    /// Records a finished TLS handshake in the stats (`now`: its end), and
+    /// returns what it agreed on; `None` while it is under way.
+    pub fn note_handshake(&self, now: Instant) -> Option<Agreed> {
+        let agreed = self.io.agreed()?;
+        self.lock()
+            .stats
+            .tls_done(now, agreed.version, agreed.cipher);
+        Some(agreed)
     }
 
     /// Runs `f` on the connection's stats.

@@ -30,6 +30,10 @@ impl Protocol for ClientProto {
         "http"
     }
 
+    fn alpn(&self) -> &'static [&'static [u8]] {
+        &[b"http/1.1"]
+    }
+
     fn new_request(&self) -> Request {
         Request::parser_with(self.limits)
     }
