@@ -522,6 +522,11 @@ impl Conn {
         self.io.flush()
     }
 
+    /// Whether a TLS handshake is under way.
+    pub fn handshaking(&self) -> bool {
+        self.io.handshaking()
+    }
+
     /// Records a finished TLS handshake in the stats (`now`: its end), and
     /// returns what it agreed on; `None` while it is under way.
     pub fn note_handshake(&self, now: Instant) -> Option<Agreed> {

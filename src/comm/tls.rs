@@ -57,7 +57,7 @@ struct TlsFailure(rustls::Error);
 
 impl std::fmt::Display for TlsFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TLS: {}", self.0)
+        write!(f, "{}", self.0)
     }
 }
 
@@ -104,6 +104,17 @@ impl TlsStream {
     /// The server side of a TLS session over an accepted socket.
     pub fn server(sock: TcpStream, config: &Arc<rustls::ServerConfig>) -> io::Result<TlsStream> {
         let conn = rustls::ServerConnection::new(config.clone()).map_err(failure)?;
+        Ok(TlsStream::new(sock, conn.into()))
+    }
+
+    /// The client side of a TLS session to `name`, over a socket that is
+    /// connecting: the handshake starts once it is connected.
+    pub fn client(
+        sock: TcpStream,
+        config: &Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<TlsStream> {
+        let conn = rustls::ClientConnection::new(config.clone(), name).map_err(failure)?;
         Ok(TlsStream::new(sock, conn.into()))
     }
 

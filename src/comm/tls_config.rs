@@ -51,6 +51,10 @@ mod on {
     /// A server's TLS settings, shared by its connections.
     pub(crate) type ServerTls = Arc<rustls::ServerConfig>;
 
+    /// A client config's TLS settings, shared by its connections: sessions
+    /// resume across them through rustls' session cache, which lives here.
+    pub(crate) type ClientTls = Arc<rustls::ClientConfig>;
+
     fn provider() -> Arc<CryptoProvider> {
         Arc::new(rustls::crypto::ring::default_provider())
     }
@@ -134,6 +138,31 @@ mod on {
             .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
         Ok(Some(Arc::new(config)))
     }
+
+    /// A client's TLS settings: the Mozilla roots (webpki-roots), plus the
+    /// CA certificates in `extra_roots` (PEM files), offering `alpn`.
+    pub(crate) fn client_tls(
+        extra_roots: &[std::path::PathBuf],
+        alpn: &[&[u8]],
+    ) -> io::Result<ClientTls> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for path in extra_roots {
+            for cert in read_chain(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| invalid(path, "not a CA certificate", e))?;
+            }
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| io::Error::other(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
 }
 
 #[cfg(not(feature = "tls"))]
@@ -144,14 +173,29 @@ mod off {
     /// Without the `tls` feature there are no TLS settings.
     pub(crate) type ServerTls = std::convert::Infallible;
 
+    /// Without the `tls` feature there are no TLS settings.
+    pub(crate) type ClientTls = std::convert::Infallible;
+
+    /// Without the `tls` feature a client has no TLS settings to build.
+    pub(crate) fn client_tls(
+        _extra_roots: &[std::path::PathBuf],
+        _alpn: &[&[u8]],
+    ) -> io::Result<ClientTls> {
+        Err(unsupported())
+    }
+
+    fn unsupported() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "TLS: taskweave was built without its `tls` feature",
+        )
+    }
+
     /// Without the `tls` feature a server given certificates refuses to start.
     pub(crate) fn server_tls(pairs: &[PemPair], _alpn: &[&[u8]]) -> io::Result<Option<ServerTls>> {
         if pairs.is_empty() {
             return Ok(None);
         }
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "TLS: taskweave was built without its `tls` feature",
-        ))
+        Err(unsupported())
     }
 }

@@ -30,6 +30,26 @@ impl Transport {
         Transport::Tcp(TcpStream::from(stream))
     }
 
+    /// A connecting client socket: TLS to `target` (its name for SNI and the
+    /// certificate check) when given TLS settings.
+    pub fn connecting(
+        stream: TcpStream,
+        tls: Option<(&super::tls_config::ClientTls, &super::Target)>,
+    ) -> io::Result<Transport> {
+        match tls {
+            None => Ok(Transport::Tcp(stream)),
+            #[cfg(feature = "tls")]
+            Some((config, target)) => {
+                let name = rustls::pki_types::ServerName::try_from(target.host().into_owned())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let tls = super::tls::TlsStream::client(stream, config, name)?;
+                Ok(Transport::Tls(Box::new(tls)))
+            }
+            #[cfg(not(feature = "tls"))]
+            Some((never, _)) => match *never {},
+        }
+    }
+
     /// An accepted connection: TLS when the server has `tls` settings.
     pub fn accepted(
         stream: mio::net::TcpStream,
