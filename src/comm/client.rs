@@ -843,7 +843,8 @@ impl<P: Protocol> ClientConn<P> {
             match self.conn.recv(scratch) {
                 Ok(0) => return self.end_of_stream(core),
                 Ok(n) => {
-                    self.read.after_read(n, scratch.len());
+                    self.read
+                        .after_read(n, scratch.len(), self.conn.short_read_drains());
                     self.conn.with_stats(|s| s.add_in(n));
                     if let Some(flow) = self.feed(core, &scratch[..n]) {
                         return flow;
@@ -891,7 +892,8 @@ impl<P: Protocol> ClientConn<P> {
         if let Ok(n) = read {
             // Bytes that came with the handshake's end (a server that speaks
             // first).
-            self.read.after_read(n, scratch.len());
+            self.read
+                .after_read(n, scratch.len(), self.conn.short_read_drains());
             self.conn.with_stats(|s| s.add_in(n));
             return self.feed(core, &scratch[..n]);
         }

@@ -325,9 +325,13 @@ impl ReadState {
         }
     }
 
-    /// Takes a read of `n` bytes into a buffer of `cap` into account.
-    pub(super) fn after_read(&mut self, n: usize, cap: usize) {
-        if n < cap && *self == ReadState::Ready {
+    /// Takes a read of `n` bytes into a buffer of `cap` into account;
+    /// `drains`: a short read means the socket is drained (plain TCP). A
+    /// TLS session's short read may leave its end of input (a
+    /// `close_notify` that came with the last record) unseen, with no edge
+    /// to come: such a connection reads on until `WouldBlock` or the end.
+    pub(super) fn after_read(&mut self, n: usize, cap: usize, drains: bool) {
+        if drains && n < cap && *self == ReadState::Ready {
             *self = ReadState::Drained;
         }
     }
@@ -556,7 +560,8 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                         }
                         Ok(0) => return self.close(core, CloseReason::PeerClosed),
                         Ok(n) => {
-                            self.read.after_read(n, scratch.len());
+                            self.read
+                                .after_read(n, scratch.len(), self.conn.short_read_drains());
                             // Counted under the next lock taken anyway (the next
                             // request's arrival), or, before the count grows
                             // large, in a look at the shared state.
@@ -600,7 +605,8 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
         let Ok(n) = read else {
             return Ok(false);
         };
-        self.read.after_read(n, scratch.len());
+        self.read
+            .after_read(n, scratch.len(), self.conn.short_read_drains());
         self.unrecorded_in += n as u32;
         Ok(self.feed(&scratch[..n], core.now(), core.index()))
     }

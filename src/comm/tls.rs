@@ -25,10 +25,12 @@
 //!   connection's queued bytes, its watermarks and its pauses see TLS output
 //!   exactly as they see plain output, and the session holds at most one
 //!   batch of records (rustls' buffer limit, 64 KiB) besides.
-//! - **Receives.** A receive that returns less than the caller's buffer has
-//!   drained both the socket and the session: the engines stop reading at a
-//!   short read until the next readiness edge, and plaintext left in the
-//!   session would never raise one.
+//! - **Receives.** A receive fills the caller's buffer before it returns
+//!   while plaintext is there to take, so none is left in the session when it
+//!   returns less. Even then the session may hold the peer's end of input
+//!   (a `close_notify` read with the last record), which no readiness edge
+//!   will announce: the engines read a TLS connection until `WouldBlock` or
+//!   the end, not just until a short read (`Transport::short_read_drains`).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;

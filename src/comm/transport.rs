@@ -70,6 +70,7 @@ impl Transport {
 
 impl Transport {
     /// Reads what is there into `buf` (non-blocking).
+    #[inline]
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp(s) => crate::sys::socket::recv(s.as_fd(), buf),
@@ -79,6 +80,7 @@ impl Transport {
     }
 
     /// Writes from `buf` what the socket takes (non-blocking).
+    #[inline]
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp(s) => crate::sys::socket::send(s.as_fd(), buf),
@@ -88,6 +90,7 @@ impl Transport {
     }
 
     /// Writes from `bufs`, in order, what the socket takes (non-blocking).
+    #[inline]
     pub fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Tcp(s) => crate::sys::socket::send_vectored(s.as_fd(), bufs),
@@ -154,6 +157,18 @@ impl Transport {
             Transport::Tcp(_) => Ok(()),
             #[cfg(feature = "tls")]
             Transport::Tls(t) => t.flush(),
+        }
+    }
+
+    /// Whether a read shorter than its buffer means the socket is drained.
+    /// Not over TLS: the session may hold the peer's end of input, read
+    /// with the last record, and no readiness edge would come for it.
+    #[inline]
+    pub fn short_read_drains(&self) -> bool {
+        match self {
+            Transport::Tcp(_) => true,
+            #[cfg(feature = "tls")]
+            Transport::Tls(_) => false,
         }
     }
 

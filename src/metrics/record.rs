@@ -40,6 +40,8 @@ pub struct Record {
     pub tls_version: Option<&'static str>,
     /// The TLS cipher suite's IANA name (`TLS13_AES_128_GCM_SHA256`).
     pub tls_cipher: Option<&'static str>,
+    /// The TLS handshake resumed an earlier session.
+    pub tls_resumed: Option<bool>,
     /// First exchange: request complete → first response byte.
     pub first_byte_us: Option<u64>,
     /// First exchange: request complete → response complete (or close).
@@ -96,6 +98,7 @@ impl From<&ConnStats> for Record {
             tls_us: s.tls_us(),
             tls_version: s.tls_version(),
             tls_cipher: s.tls_cipher(),
+            tls_resumed: s.tls_resumed(),
             first_byte_us: s.first_byte_us(),
             processing_us: s.processing_us(),
             transfer_us: s.transfer_us(),
@@ -123,7 +126,7 @@ impl From<&ConnStats> for Record {
 impl Record {
     /// The keys of [`write_json`](Self::write_json)'s object, in the order
     /// written (a header row for tools that want columns).
-    pub const JSON_KEYS: [&'static str; 32] = [
+    pub const JSON_KEYS: [&'static str; 33] = [
         "kind",
         "conn_id",
         "side",
@@ -136,6 +139,7 @@ impl Record {
         "tls_us",
         "tls_version",
         "tls_cipher",
+        "tls_resumed",
         "first_byte_us",
         "processing_us",
         "transfer_us",
@@ -200,6 +204,11 @@ impl Record {
         };
         text(out, b",\"tls_version\":", self.tls_version);
         text(out, b",\"tls_cipher\":", self.tls_cipher);
+        out.extend_from_slice(match self.tls_resumed {
+            Some(true) => b",\"tls_resumed\":true",
+            Some(false) => b",\"tls_resumed\":false",
+            None => b",\"tls_resumed\":null",
+        });
         opt(out, b",\"first_byte_us\":", self.first_byte_us);
         opt(out, b",\"processing_us\":", self.processing_us);
         opt(out, b",\"transfer_us\":", self.transfer_us);
@@ -522,6 +531,7 @@ mod tests {
             t0 + Duration::from_micros(1200),
             "TLSv1.3",
             "TLS13_AES_128_GCM_SHA256",
+            true,
         );
         s.request_complete(t0 + Duration::from_micros(900), 120, 33);
         s.first_byte(t0 + Duration::from_micros(4900));
@@ -583,6 +593,7 @@ mod tests {
         assert_eq!(j["close_reason"].as_str(), Some("local"));
         assert_eq!(j["tls_version"].as_str(), Some("TLSv1.3"));
         assert_eq!(j["tls_cipher"].as_str(), Some("TLS13_AES_128_GCM_SHA256"));
+        assert_eq!(j["tls_resumed"].as_bool(), Some(true));
     }
 
     #[test]
@@ -596,6 +607,7 @@ mod tests {
             "tls_us",
             "tls_version",
             "tls_cipher",
+            "tls_resumed",
             "first_byte_us",
             "processing_us",
             "transfer_us",

@@ -235,9 +235,10 @@ struct Rare {
     write_pauses: u32,
     flowinfo: u32,
     scope_id: u32,
-    /// A TLS handshake's time (µs), protocol version and cipher suite
-    /// (boxed: most connections that need `Rare` are not TLS).
-    tls: Option<Box<(u64, &'static str, &'static str)>>,
+    /// A TLS handshake: its time (µs), protocol version, cipher suite and
+    /// whether it resumed a session (boxed: most connections that need
+    /// `Rare` are not TLS).
+    tls: Option<Box<(u64, &'static str, &'static str, bool)>>,
 }
 
 impl ConnStats {
@@ -358,6 +359,11 @@ impl ConnStats {
     /// `None` without TLS and until the handshake is done.
     pub fn tls_cipher(&self) -> Option<&'static str> {
         self.rare.as_ref()?.tls.as_ref().map(|t| t.2)
+    }
+    /// Whether the TLS handshake resumed an earlier session (no certificate
+    /// exchanged); `None` without TLS and until the handshake is done.
+    pub fn tls_resumed(&self) -> Option<bool> {
+        self.rare.as_ref()?.tls.as_ref().map(|t| t.3)
     }
     /// First exchange: request complete → first response byte (server: last
     /// request byte read → first response byte written; client: last request byte
@@ -543,12 +549,18 @@ impl ConnStats {
     /// The connection was established at `now` (client: the non-blocking connect
     /// completed). Only the first call counts.
     /// A TLS handshake finished at `now`, agreeing on `version` and
-    /// `cipher`. Server: timed from the start (accept); client: from
-    /// `connected`.
-    pub(crate) fn tls_done(&mut self, now: Instant, version: &'static str, cipher: &'static str) {
+    /// `cipher`, `resumed` or not. Server: timed from the start (accept);
+    /// client: from `connected`.
+    pub(crate) fn tls_done(
+        &mut self,
+        now: Instant,
+        version: &'static str,
+        cipher: &'static str,
+        resumed: bool,
+    ) {
         let from = self.connect_us().unwrap_or(0);
         let us = self.offset_us(now).saturating_sub(from);
-        self.rare_mut().tls = Some(Box::new((us, version, cipher)));
+        self.rare_mut().tls = Some(Box::new((us, version, cipher, resumed)));
     }
     pub(crate) fn connected(&mut self, now: Instant) {
         if self.flags & F_CONNECT == 0 {
