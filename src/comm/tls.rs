@@ -193,7 +193,12 @@ impl TlsStream {
         let mut s = self.lock();
         s.flush(fd)?;
         if s.in_flight > 0 {
-            return Ok(std::mem::take(&mut s.in_flight));
+            // The caller presents those bytes again, first: they are out now.
+            // (Never report more than it gave, should it give fewer.)
+            let given: usize = bufs.iter().map(|b| b.len()).sum();
+            let done = s.in_flight.min(given);
+            s.in_flight -= done;
+            return Ok(done);
         }
         if s.conn.is_handshaking() {
             return Err(io::ErrorKind::WouldBlock.into());
