@@ -590,10 +590,7 @@ fn a_stalled_handshake_closes_at_the_handshake_timeout() {
     let log = MemoryLog::new();
     let server = Server::builder()
         .access_log(log.clone())
-        .conn_config(taskweave::comm::ConnConfig {
-            handshake_timeout: Duration::from_millis(300),
-            ..Default::default()
-        })
+        .handshake_timeout(Duration::from_millis(300))
         .tls(certs.path("localhost.pem"), certs.path("localhost.key"))
         .serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
             task.response().set_body("x");

@@ -216,6 +216,12 @@ impl ServerBuilder {
         self.inner = self.inner.receive_timeout(d);
         self
     }
+    /// How long a TLS handshake may take, from accept (default 10 s); see
+    /// [`task::ServerBuilder::handshake_timeout`].
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.inner = self.inner.handshake_timeout(d);
+        self
+    }
     /// How long queued response bytes may wait without progress (default 30 s).
     pub fn send_timeout(mut self, d: Duration) -> Self {
         self.inner = self.inner.send_timeout(d);

@@ -124,6 +124,13 @@ impl ServerBuilder {
         self.config.receive_timeout = d;
         self
     }
+    /// How long a TLS handshake may take, from accept; past it the
+    /// connection closes with `tls_error`. Only with [`tls`](Self::tls).
+    /// Default 10 s.
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.config.handshake_timeout = d;
+        self
+    }
     /// How long queued output may wait without progress; a peer that stops
     /// reading is closed with `send_timeout`. Default 30 s.
     pub fn send_timeout(mut self, d: Duration) -> Self {
