@@ -451,7 +451,8 @@ fn a_large_stream_arrives_intact_through_backpressure() {
 }
 
 /// A name the server has no certificate for (curl sends it as SNI): refused
-/// with `tls_error`, and the server goes on serving the names it has.
+/// with `tls_error`, and the server goes on serving the names it has, over
+/// TLS 1.3 and 1.2.
 #[test]
 fn a_wrong_sni_closes_with_tls_error_and_the_server_goes_on() {
     let Some(certs) = certs() else { return };
@@ -476,6 +477,40 @@ fn a_wrong_sni_closes_with_tls_error_and_the_server_goes_on() {
     assert!(!wrong.status.success(), "{wrong:?}");
     let r = closed_with(&log, CloseReason::TlsError);
     assert_eq!(r.tls_version(), None);
+    // TLS 1.2 too (the `tls12` feature of rustls), with an ECDHE-ECDSA suite.
+    let old = curl(&[
+        "-sS",
+        "--max-time",
+        "5",
+        "--cacert",
+        ca,
+        "--tls-max",
+        "1.2",
+        "--resolve",
+        &resolve("localhost"),
+        &format!("https://localhost:{port}/"),
+    ])
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&old.stdout),
+        "hello over TLS",
+        "{old:?}"
+    );
+    let mut tls12 = None;
+    wait_until(Duration::from_secs(5), || {
+        tls12 = log
+            .records()
+            .into_iter()
+            .find(|r| r.tls_version() == Some("TLSv1.2"));
+        tls12.is_some()
+    });
+    let tls12 = tls12.expect("a TLSv1.2 record");
+    assert!(
+        tls12
+            .tls_cipher()
+            .is_some_and(|c| c.starts_with("TLS_ECDHE_ECDSA_")),
+        "{tls12:?}"
+    );
     // Both certificates are served, each for its own name.
     for name in ["localhost", "other.test"] {
         let ok = curl(&[
