@@ -576,8 +576,9 @@ fn plain_http_to_the_tls_port_closes_with_tls_error() {
 }
 
 /// A TLS client that asks for 64 MiB and never reads: the server's queue
-/// stays within its bound (the TLS records waiting count in it), and the
-/// send timeout closes the connection.
+/// stays within its bound (the TLS records waiting count in it), its memory
+/// does not grow with the response, and the send timeout closes the
+/// connection.
 #[test]
 fn a_tls_client_that_never_reads_keeps_the_queue_bounded() {
     let Some(certs) = certs() else { return };
@@ -598,6 +599,8 @@ fn a_tls_client_that_never_reads_keeps_the_queue_bounded() {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let sock = support::connect(server.local_addr());
+    let before = support::rss_kib();
+    let watch = support::RssWatch::start();
     let mut tls = rustls::StreamOwned::new(conn, sock);
     tls.write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
@@ -606,7 +609,14 @@ fn a_tls_client_that_never_reads_keeps_the_queue_bounded() {
     // Never read: the server's socket fills, its queue rises to the high
     // watermark, and the send timeout (1 s) ends it.
     let r = closed_with(&log, CloseReason::SendTimeout);
-    eprintln!("closed after {:?}: {r:?}", start.elapsed());
+    let growth = watch.peak().saturating_sub(before);
+    eprintln!(
+        "closed after {:?}, RSS +{growth} KiB: {r:?}",
+        start.elapsed()
+    );
+    // The queue's bound and what the allocator keeps around it, not the
+    // 64 MiB asked for (the producer sends only below the high watermark).
+    assert!(growth < 16 * 1024, "the server's RSS grew by {growth} KiB");
     assert!(
         r.peak_queued_bytes() <= 256 * 1024 + 2 * 64 * 1024,
         "peak queued {} bytes",
