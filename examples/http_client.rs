@@ -6,18 +6,24 @@
 //! `--redirects N` follows up to N of them (301, 302, 303, 307, 308), like
 //! curl's `-L --max-redirs N`, and prints the final response.
 //!
-//! `cargo run --example http_client -- http://127.0.0.1:8080/ [--redirects N] [--body]`
+//! `https://` URLs are checked against the Mozilla root store; `--cacert FILE`
+//! trusts the CA certificates in FILE (PEM) as well, like curl's `--cacert`.
+//!
+//! `cargo run --example http_client -- http://127.0.0.1:8080/ [--redirects N] [--body]
+//!  [--cacert FILE]`
 
 #[path = "common/args.rs"]
 mod args;
 
+use std::sync::Arc;
+use taskweave::comm::ClientConfig;
 use taskweave::http;
 use taskweave::{Series, WaitGroup};
 
 /// The command line this example accepts.
 const SPEC: args::Spec = args::Spec {
-    usage: "usage: http_client URL [--redirects 0] [--body]",
-    options: &["redirects"],
+    usage: "usage: http_client URL [--redirects 0] [--body] [--cacert FILE]",
+    options: &["redirects", "cacert"],
     switches: &["body"],
 };
 
@@ -59,15 +65,21 @@ fn main() {
         };
         println!("dns:        {}", ms(timings.dns));
         println!("connect:    {}", ms(timings.connect));
+        println!("tls:        {}", ms(timings.tls));
         println!("first byte: {}", ms(timings.first_byte));
         println!("total:      {}", ms(Some(timings.total)));
         println!("reused:     {}   redirects: {}", t.reused(), t.redirects());
         if let Some(url) = t.url().filter(|_| t.redirects() > 0) {
-            println!("final URL:  http://{}{}", url.authority(), url.target());
+            let (scheme, authority) = (url.scheme(), url.authority());
+            println!("final URL:  {scheme}://{authority}{}", url.target());
         }
     })
     // 0, the library's default, unless --redirects says otherwise.
     .redirect_max(args.get("redirects", 0));
+    let task = match args.raw("cacert") {
+        Some(ca) => task.config(Arc::new(ClientConfig::default().tls_root_pem(ca))),
+        None => task,
+    };
     Series::new(task).on_done(move |_| done.done()).start();
     wg.wait();
     if !ok.load(std::sync::atomic::Ordering::SeqCst) {

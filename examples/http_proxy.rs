@@ -8,8 +8,11 @@
 //! client sends writes an access-log record when its answer is out, and
 //! every client connection one when it closes.
 //!
+//! The backend may be `https://` (checked against the Mozilla root store;
+//! `--cacert FILE` trusts the CA certificates in FILE as well).
+//!
 //! `cargo run --example http_proxy -- --port 8081 --backend http://127.0.0.1:8080
-//!  [--handler-threads N] [--access-log PATH|-|off] [--conn-log-only]`
+//!  [--handler-threads N] [--access-log PATH|-|off] [--conn-log-only] [--cacert FILE]`
 
 #[path = "common/access_log.rs"]
 mod access_log;
@@ -18,6 +21,7 @@ mod args;
 
 use std::sync::Arc;
 use std::time::Instant;
+use taskweave::comm::ClientConfig;
 use taskweave::http::{self, Framing, Headers, Server, ServerTask, Version};
 use taskweave::metrics::ServerMetrics;
 use taskweave::{Series, Settings};
@@ -69,9 +73,9 @@ fn via(version: Version) -> String {
 
 /// The command line this example accepts.
 const SPEC: args::Spec = args::Spec {
-    usage: "usage: http_proxy [--port 8081] [--backend http://127.0.0.1:8080] [--handler-threads N]\n       \
-[--access-log PATH|-|off] [--conn-log-only]",
-    options: &["port", "backend", "handler-threads", "access-log"],
+    usage: "usage: http_proxy [--port 8081] [--backend http[s]://127.0.0.1:8080] [--handler-threads N]\n       \
+[--access-log PATH|-|off] [--conn-log-only] [--cacert FILE]",
+    options: &["port", "backend", "handler-threads", "access-log", "cacert"],
     switches: &["conn-log-only"],
 };
 
@@ -89,6 +93,13 @@ fn main() -> std::io::Result<()> {
     // No /metrics here (every path goes to the backend): `off` keeps no record.
     let metrics = Arc::new(ServerMetrics::new());
     let access_log::Chosen { log, writer } = access_log::from_args(&args, metrics);
+    // One client config for every forwarded request: one pool per backend,
+    // and TLS sessions to an https:// backend resume across connections.
+    let mut client = ClientConfig::default();
+    if let Some(ca) = args.raw("cacert") {
+        client = client.tls_root_pem(ca);
+    }
+    let client = Arc::new(client);
 
     let server = Server::builder().access_log(log).serve(
         ("127.0.0.1", port),
@@ -134,7 +145,8 @@ fn main() -> std::io::Result<()> {
                         }
                     }
                 })
-                .body(body);
+                .body(body)
+                .config(client.clone());
             for (name, value) in end_to_end(req.headers(), REQUEST_OWN) {
                 forward = forward.header(name, value);
             }

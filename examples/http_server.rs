@@ -16,9 +16,14 @@
 //! `--limit-rate-after SIZE` bytes (nginx's `limit_rate` and
 //! `limit_rate_after`; sizes like `1m`, `500k` or plain bytes; 0: no limit).
 //!
+//! `--tls-cert FILE --tls-key FILE` serves HTTPS with that certificate chain
+//! and key (PEM); both flags may be given several times, in pairs, for
+//! several certificates chosen by SNI.
+//!
 //! `cargo run --release --example http_server -- --port 8080 [--pollers N]
 //!  [--handler-threads N] [--max-connections N] [--reuse-port] [--access-log PATH|-|off]
-//!  [--dir DIR] [--max-rps N] [--limit-rate RATE] [--limit-rate-after SIZE]`
+//!  [--dir DIR] [--max-rps N] [--limit-rate RATE] [--limit-rate-after SIZE]
+//!  [--tls-cert FILE --tls-key FILE]`
 
 #[path = "common/access_log.rs"]
 mod access_log;
@@ -63,7 +68,8 @@ impl Route {
 const SPEC: args::Spec = args::Spec {
     usage: "usage: http_server [--port 8080] [--pollers N] [--handler-threads N]\n       \
 [--max-connections N] [--reuse-port] [--access-log PATH|-|off|none] [--conn-log-only]\n       \
-[--dir DIR] [--max-rps N] [--limit-rate RATE] [--limit-rate-after SIZE]",
+[--dir DIR] [--max-rps N] [--limit-rate RATE] [--limit-rate-after SIZE]\n       \
+[--tls-cert FILE --tls-key FILE]",
     options: &[
         "port",
         "pollers",
@@ -74,6 +80,8 @@ const SPEC: args::Spec = args::Spec {
         "max-rps",
         "limit-rate",
         "limit-rate-after",
+        "tls-cert",
+        "tls-key",
     ],
     switches: &["reuse-port", "conn-log-only"],
 };
@@ -112,11 +120,19 @@ fn main() -> std::io::Result<()> {
             after: size("limit-rate-after"),
         }),
     };
-    let builder = Server::builder()
+    let mut builder = Server::builder()
         .max_connections(args.get("max-connections", 10_000))
         .reuse_port(args.get("reuse-port", false))
         .max_rps(args.get("max-rps", 0))
         .access_log(log);
+    let (certs, keys) = (args.all("tls-cert"), args.all("tls-key"));
+    if certs.len() != keys.len() {
+        eprintln!("--tls-cert and --tls-key go in pairs\n{}", SPEC.usage);
+        std::process::exit(2);
+    }
+    for (cert, key) in certs.iter().zip(&keys) {
+        builder = builder.tls(cert, key);
+    }
     let rate_limited = builder.rate_limited();
     let server = builder.serve(
         ("127.0.0.1", port),
@@ -182,7 +198,11 @@ fn main() -> std::io::Result<()> {
             }
         },
     )?;
-    eprintln!("http_server listening on http://{}", server.local_addr());
+    let scheme = if certs.is_empty() { "http" } else { "https" };
+    eprintln!(
+        "http_server listening on {scheme}://{}",
+        server.local_addr()
+    );
     // Ctrl-C or SIGTERM: answers in flight go out whole, open streams get
     // their end, then the log is flushed, so no record is lost.
     taskweave::os::wait_for_shutdown_signal()?;

@@ -6,7 +6,9 @@
 # with a resolver that never answers (tests/dns.rs also with a hosts file of
 # its own, giving names two loopback addresses); the Redis tests
 # (tests/redis*.rs, tests/sse_redis.rs) start their own redis-server (package
-# redis-server) on free ports.
+# redis-server) on free ports. The TLS tests (tests/tls.rs) make their
+# certificates with the openssl CLI and run `openssl s_server` (package
+# openssl).
 #
 # What cannot be installed (offline, no root) is reported, and every test still
 # runs: those that need the missing program fail with a clear message under
@@ -21,6 +23,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; else sudo=""; fi

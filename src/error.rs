@@ -32,6 +32,11 @@ pub enum Error {
     PeerClosed,
     /// The peer reset the connection, or a socket error occurred.
     Reset,
+    /// TLS failed: the server's certificate was refused (expired, for
+    /// another name, from an unknown CA), the handshake failed or did not
+    /// finish within the handshake timeout, or a record did not decrypt.
+    /// The text says why.
+    Tls(String),
     /// The peer's message could not be parsed.
     Protocol(ProtocolError),
     /// A configured limit was reached (queue full, response too large...).
@@ -65,6 +70,7 @@ impl Error {
             Error::ReceiveTimeout => "receive_timeout",
             Error::PeerClosed => "peer_closed",
             Error::Reset => "reset",
+            Error::Tls(..) => "tls",
             Error::Protocol(..) => "protocol",
             Error::LimitExceeded(..) => "limit_exceeded",
             Error::InvalidRequest(..) => "invalid_request",
@@ -88,6 +94,7 @@ impl fmt::Display for Error {
                 f.write_str("connection closed by peer before the response was complete")
             }
             Error::Reset => f.write_str("connection reset"),
+            Error::Tls(e) => write!(f, "TLS failed: {e}"),
             Error::Protocol(e) => write!(f, "{e}"),
             Error::LimitExceeded(what) => write!(f, "limit exceeded: {what}"),
             Error::InvalidRequest(what) => write!(f, "invalid request: {what}"),

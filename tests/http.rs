@@ -406,7 +406,7 @@ fn client_follows_redirects_only_when_asked() {
 
 #[test]
 fn client_reports_bad_urls_and_refused_connections() {
-    let (res, _, _) = fetch("https://127.0.0.1/", 0);
+    let (res, _, _) = fetch("ftp://127.0.0.1/", 0);
     assert!(matches!(res, Err(Error::InvalidRequest(_))), "{res:?}");
     let closed = TcpListener::bind("127.0.0.1:0")
         .unwrap()

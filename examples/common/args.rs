@@ -19,6 +19,8 @@ pub struct Spec {
 /// The parsed command line.
 pub struct Args {
     values: HashMap<String, String>,
+    /// Every `--name VALUE` in order, repeated ones included.
+    every: Vec<(String, String)>,
     positional: Vec<String>,
     usage: &'static str,
 }
@@ -49,6 +51,7 @@ impl Args {
         use lexopt::ValueExt;
         let mut parser = lexopt::Parser::from_args(args);
         let mut values = HashMap::new();
+        let mut every = Vec::new();
         let mut positional = Vec::new();
         while let Some(arg) = parser.next()? {
             match arg {
@@ -59,6 +62,7 @@ impl Args {
                 Long(name) if spec.options.contains(&name) => {
                     let name = name.to_string();
                     let value = parser.value()?.string()?;
+                    every.push((name.clone(), value.clone()));
                     values.insert(name, value);
                 }
                 Value(v) => positional.push(v.string()?),
@@ -67,6 +71,7 @@ impl Args {
         }
         Ok(Some(Args {
             values,
+            every,
             positional,
             usage: spec.usage,
         }))
@@ -94,6 +99,13 @@ impl Args {
     #[allow(dead_code)]
     pub fn raw(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
+    }
+
+    /// Every value of `--name`, in order (a flag given several times).
+    #[allow(dead_code)]
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        let named = self.every.iter().filter(|(n, _)| n == name);
+        named.map(|(_, v)| v.as_str()).collect()
     }
 
     /// Whether switch `--name` was given.

@@ -15,6 +15,7 @@ use super::dns;
 use super::pool::{self, PoolKey};
 use super::server::ReadState;
 use super::service::{Job, PushHandler};
+use super::tls_config::is_tls_error;
 use super::transport::Transport;
 use super::ClientConfig;
 use crate::error::Error;
@@ -46,6 +47,8 @@ use std::time::{Duration, Instant};
 pub struct Target {
     host: Host,
     port: u16,
+    /// Spoken to over TLS: a pool of its own.
+    tls: bool,
 }
 
 /// A target's host: an address needs no lookup (and no formatting to build).
@@ -64,7 +67,28 @@ impl Target {
             Ok(ip) => Host::Ip(ip),
             Err(_) => Host::Name(bare.into()),
         };
-        Target { host, port }
+        Target {
+            host,
+            port,
+            tls: false,
+        }
+    }
+    /// The same host and port, spoken to over TLS (`https://`). TLS and
+    /// plain targets never share a pool, even on one port.
+    ///
+    /// ```
+    /// use taskweave::comm::Target;
+    /// let t = Target::new("example.com", 443).tls();
+    /// assert!(t.is_tls());
+    /// assert_ne!(t, Target::new("example.com", 443));
+    /// ```
+    pub fn tls(mut self) -> Target {
+        self.tls = true;
+        self
+    }
+    /// Whether the target is spoken to over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
     /// The host: the name, or the address written out.
     pub fn host(&self) -> Cow<'_, str> {
@@ -115,6 +139,7 @@ impl From<SocketAddr> for Target {
         Target {
             host: Host::Ip(addr.ip()),
             port: addr.port(),
+            tls: false,
         }
     }
 }
@@ -152,6 +177,9 @@ pub struct Timings {
     pub dns: Option<Duration>,
     /// The TCP connect itself; `None` on a reused connection.
     pub connect: Option<Duration>,
+    /// The TLS handshake after the connect (curl's `time_appconnect` minus
+    /// its `time_connect`); `None` without TLS and on a reused connection.
+    pub tls: Option<Duration>,
     /// Until the first byte of the reply arrived.
     pub first_byte: Option<Duration>,
     /// Until the reply was complete or the request failed.
@@ -259,6 +287,7 @@ const KIND_CONNECT: u8 = 4;
 const KIND_SEND: u8 = 5;
 const KIND_RECEIVE: u8 = 6;
 const KIND_IDLE: u8 = 7;
+const KIND_HANDSHAKE: u8 = 8;
 
 /// The deadline queue for a client wait: shared by every client connection
 /// with the same timeout, whatever its config or pool.
@@ -268,6 +297,7 @@ fn key(config: &ClientConfig, kind: u8) -> QueueKey {
         KIND_CONNECT => c.connect_timeout,
         KIND_SEND => c.send_timeout,
         KIND_RECEIVE => c.receive_timeout,
+        KIND_HANDSHAKE => c.handshake_timeout,
         _ => c.keep_alive_timeout,
     };
     QueueKey {
@@ -330,6 +360,15 @@ pub(super) fn open<P: Protocol>(
         failed: Vec::new(),
         dns,
     };
+    // TLS settings that cannot be built (a CA file that does not parse)
+    // fail the request before any connect.
+    if target.is_tls() {
+        if let Some(e) = config.tls_config().err() {
+            owner.fail(e);
+            pool::attempt_failed::<P>(core, &key);
+            return;
+        }
+    }
     if let Some(ip) = target.ip() {
         let addrs = Arc::from([SocketAddr::new(ip, target.port())]);
         let attempt = Attempt::first(owner);
@@ -441,8 +480,12 @@ fn start<P: Protocol>(
         stats.dns(d);
     }
     let index = core.index();
+    let tls = match key.target().is_tls() {
+        true => Some(config.tls_config().map_err(io::Error::other)?),
+        false => None,
+    };
     let res = core.insert(id, |token, registry| {
-        let io = Transport::Tcp(stream);
+        let io = Transport::connecting(stream, tls.as_ref().map(|c| (c, key.target())))?;
         let conn = Conn::register(io, registry, (index, token), id, stats, &config.conn)?;
         let Attempt { fifo, push } = attempt.take().ok_or(io::ErrorKind::InvalidInput)?;
         let seat = pool::joined::<P>(key, token, id, fifo.len());
@@ -489,6 +532,9 @@ impl<P: Protocol> Greeting<P> {
 enum Phase {
     /// The TCP connect is in progress.
     Connecting,
+    /// Connected; the TLS handshake is under way (its own deadline,
+    /// `handshake_timeout`). Requests wait.
+    Handshake,
     /// Connected: requests go out, replies come in.
     Open,
     /// Closed and accounted for.
@@ -557,6 +603,7 @@ impl<P: Protocol> ClientConn<P> {
         let kind = match self.phase {
             Phase::Closed => return,
             Phase::Connecting => KIND_CONNECT,
+            Phase::Handshake => KIND_HANDSHAKE,
             Phase::Open if self.conn.queued() > 0 => KIND_SEND,
             Phase::Open if !self.fifo.is_empty() || self.greeting.is_sent() => KIND_RECEIVE,
             Phase::Open => KIND_IDLE,
@@ -784,13 +831,20 @@ impl<P: Protocol> ClientConn<P> {
 
     fn pump_with(&mut self, core: &mut Core, scratch: &mut [u8]) -> Flow {
         loop {
+            if self.phase == Phase::Handshake && self.read != ReadState::Drained {
+                if let Some(flow) = self.handshake(core, scratch) {
+                    return flow;
+                }
+                continue;
+            }
             if self.read == ReadState::Drained || self.phase != Phase::Open {
                 return Flow::Keep;
             }
             match self.conn.recv(scratch) {
                 Ok(0) => return self.end_of_stream(core),
                 Ok(n) => {
-                    self.read.after_read(n, scratch.len());
+                    self.read
+                        .after_read(n, scratch.len(), self.conn.short_read_drains());
                     self.conn.with_stats(|s| s.add_in(n));
                     if let Some(flow) = self.feed(core, &scratch[..n]) {
                         return flow;
@@ -798,9 +852,52 @@ impl<P: Protocol> ClientConn<P> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read = ReadState::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_tls_error(&e) => {
+                    return self.fail_all(core, Error::Tls(e.to_string()), CloseReason::TlsError)
+                }
                 Err(_) => return self.fail_all(core, Error::Reset, CloseReason::Reset),
             }
         }
+    }
+
+    /// Drives the TLS handshake with what the socket holds; once it is done
+    /// the connection is open. `Some` when the connection is done for.
+    #[cold]
+    #[inline(never)]
+    fn handshake(&mut self, core: &mut Core, scratch: &mut [u8]) -> Option<Flow> {
+        let read = self.conn.recv(scratch);
+        match &read {
+            Ok(0) => {
+                let err =
+                    Error::Tls("the server closed the connection during the handshake".into());
+                return Some(self.fail_all(core, err, CloseReason::PeerClosed));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read = ReadState::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_tls_error(e) => {
+                let err = Error::Tls(e.to_string());
+                return Some(self.fail_all(core, err, CloseReason::TlsError));
+            }
+            Err(_) => return Some(self.fail_all(core, Error::Reset, CloseReason::Reset)),
+            Ok(_) => {}
+        }
+        let now = Instant::now();
+        self.conn.note_handshake(now)?;
+        self.phase = Phase::Open;
+        pool::opened::<P>(&self.key, self.seat);
+        let tls = self.conn.with_stats(|s| s.tls_time());
+        for item in self.fifo.iter_mut() {
+            item.info().timings.tls = tls;
+        }
+        if let Ok(n) = read {
+            // Bytes that came with the handshake's end (a server that speaks
+            // first).
+            self.read
+                .after_read(n, scratch.len(), self.conn.short_read_drains());
+            self.conn.with_stats(|s| s.add_in(n));
+            return self.feed(core, &scratch[..n]);
+        }
+        None
     }
 
     /// The peer closed: a reply that runs to the close is complete; anything
@@ -911,12 +1008,23 @@ impl<P: Protocol> ClientConn<P> {
         }
         match self.conn.peer_addr() {
             Ok(_) => {
-                self.phase = Phase::Open;
                 self.route = None;
                 if let Some(req) = self.proto.greeting() {
                     self.greeting = Greeting::Unsent(req);
                 }
-                pool::opened::<P>(&self.key, self.seat);
+                if self.conn.handshaking() {
+                    // The client's first flight, then the server's answer.
+                    self.phase = Phase::Handshake;
+                    self.read = ReadState::Ready;
+                    if let Err(e) = self.conn.flush_transport() {
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            return Some(self.fail_all(core, Error::Reset, CloseReason::Reset));
+                        }
+                    }
+                } else {
+                    self.phase = Phase::Open;
+                    pool::opened::<P>(&self.key, self.seat);
+                }
                 let now = Instant::now();
                 let connect = self.conn.with_stats(|s| {
                     s.connected(now);
@@ -941,6 +1049,14 @@ impl<P: Protocol> Handler for ClientConn<P> {
                 return flow;
             }
         }
+        if ready.writable && self.phase == Phase::Handshake {
+            // A handshake flight the socket did not take whole.
+            if let Err(e) = self.conn.flush_transport() {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    return self.fail_all(core, Error::Reset, CloseReason::Reset);
+                }
+            }
+        }
         if ready.writable && self.phase == Phase::Open {
             let flushed = self.conn.flush();
             if flushed.progressed && flushed.queued > 0 {
@@ -962,6 +1078,11 @@ impl<P: Protocol> Handler for ClientConn<P> {
             KIND_SEND => self.fail_all(core, Error::SendTimeout, CloseReason::SendTimeout),
             KIND_RECEIVE => self.fail_all(core, Error::ReceiveTimeout, CloseReason::ReceiveTimeout),
             KIND_IDLE => self.close(core, CloseReason::KeepAliveTimeout),
+            KIND_HANDSHAKE => {
+                let err =
+                    Error::Tls("the handshake did not finish within the handshake timeout".into());
+                self.fail_all(core, err, CloseReason::TlsError)
+            }
             _ => Flow::Keep,
         }
     }

@@ -1,6 +1,9 @@
 //! Per-connection limits and timeouts, and the settings of client pools.
 
+use super::tls_config::{client_tls, ClientTls};
+use crate::error::Error;
 use crate::metrics::{AccessLog, NullLog};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -22,6 +25,10 @@ pub struct ConnConfig {
     pub receive_timeout: Duration,
     /// How long an idle keep-alive connection stays open. Default 60 s.
     pub keep_alive_timeout: Duration,
+    /// How long a TLS handshake may take, from accept (server) or from the
+    /// TCP connect (client); past it the connection closes with
+    /// `tls_error`. Default 10 s.
+    pub handshake_timeout: Duration,
     /// Queued bytes above which the connection stops reading and producers are
     /// told to slow down. Default 256 KiB.
     pub high_watermark: usize,
@@ -43,6 +50,7 @@ impl Default for ConnConfig {
             send_timeout: Duration::from_secs(30),
             receive_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
             high_watermark: 256 * 1024,
             low_watermark: 64 * 1024,
             max_queued: 16 * 1024 * 1024,
@@ -81,6 +89,11 @@ pub struct ClientConfig {
     pub(crate) log: Arc<dyn AccessLog>,
     /// `log` wants a record per request.
     pub(crate) log_requests: bool,
+    /// CA certificates (PEM files) trusted besides the Mozilla roots.
+    tls_roots: Vec<PathBuf>,
+    /// The TLS settings, built at the first `https://` connection and shared
+    /// by every connection of this config: sessions resume across them.
+    tls: OnceLock<Result<ClientTls, String>>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -92,6 +105,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("wait_timeout", &self.wait_timeout)
             .field("retry_max", &self.retry_max)
             .field("dns_ttl", &self.dns_ttl)
+            .field("tls_roots", &self.tls_roots)
             .finish()
     }
 }
@@ -116,6 +130,8 @@ impl ClientConfig {
             dns_ttl: super::DNS_TTL,
             log: Arc::new(NullLog),
             log_requests: false,
+            tls_roots: Vec::new(),
+            tls: OnceLock::new(),
         }
     }
     /// Most connections open to one target; more requests wait (or are
@@ -162,6 +178,31 @@ impl ClientConfig {
         self.log_requests = log.wants_requests();
         self.log = Arc::new(log);
         self
+    }
+    /// Trusts the CA certificates in this PEM file for `https://`, besides
+    /// the Mozilla root store that is trusted by default (webpki-roots,
+    /// compiled in: the same on every machine, no CA bundle to find). For a
+    /// private CA, or a test's own. A file that cannot be read or parsed
+    /// fails the first `https://` request with [`Error::Tls`].
+    ///
+    /// ```
+    /// use taskweave::comm::ClientConfig;
+    /// let config = ClientConfig::default().tls_root_pem("/etc/my-ca.pem");
+    /// # let _ = config;
+    /// ```
+    pub fn tls_root_pem(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_roots.push(path.into());
+        self
+    }
+    /// The TLS settings of this config's `https://` connections, built once.
+    pub(crate) fn tls_config(&self) -> Result<ClientTls, Error> {
+        let built = self.tls.get_or_init(|| {
+            // HTTP/1.1 is the only protocol with TLS clients here; a config
+            // is not tied to one protocol, so no ALPN is asked for (the
+            // server then speaks its default, HTTP/1.1).
+            client_tls(&self.tls_roots, &[]).map_err(|e| e.to_string())
+        });
+        built.clone().map_err(Error::Tls)
     }
     /// The connection settings.
     pub fn conn(&self) -> &ConnConfig {

@@ -11,6 +11,7 @@
 //! take the lock once.
 
 use super::flow::{FlowControl, Held, Pacer, Released};
+use super::tls_config::Agreed;
 use super::transport::Transport;
 use super::ConnConfig;
 use crate::metrics::{AccessLog, CloseReason, ConnStats, RequestRecord, Side, Text};
@@ -562,8 +563,37 @@ impl Conn {
     }
 
     /// Reads into `buf` (poller side).
+    #[inline]
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.io.recv(buf)
+    }
+
+    /// Whether a read shorter than its buffer means the socket is drained
+    /// (plain TCP), or more may be pending (TLS).
+    #[inline]
+    pub fn short_read_drains(&self) -> bool {
+        self.io.short_read_drains()
+    }
+
+    /// Writes what the transport itself holds to send (a TLS handshake
+    /// flight), apart from the queue.
+    pub fn flush_transport(&self) -> io::Result<()> {
+        self.io.flush()
+    }
+
+    /// Whether a TLS handshake is under way.
+    pub fn handshaking(&self) -> bool {
+        self.io.handshaking()
+    }
+
+    /// Records a finished TLS handshake in the stats (`now`: its end), and
+    /// returns what it agreed on; `None` while it is under way.
+    pub fn note_handshake(&self, now: Instant) -> Option<Agreed> {
+        let agreed = self.io.agreed()?;
+        self.lock()
+            .stats
+            .tls_done(now, agreed.version, agreed.cipher, agreed.resumed);
+        Some(agreed)
     }
 
     /// Runs `f` on the connection's stats.
@@ -1576,7 +1606,9 @@ fn write_chunks(io: &Transport, chunks: &[Bytes]) -> io::Result<usize> {
 }
 
 /// A plain `send` for the common single-chunk message (cheaper than a
-/// vectored write).
+/// vectored write). Inlined: with the `tls` feature's second transport it
+/// would otherwise become a call of its own on every reply.
+#[inline(always)]
 fn write_one(io: &Transport, chunk: &[u8]) -> io::Result<usize> {
     let mut written = 0;
     while written < chunk.len() {

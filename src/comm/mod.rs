@@ -31,6 +31,9 @@ mod ratelimit;
 mod reply;
 mod server;
 mod service;
+#[cfg(feature = "tls")]
+mod tls;
+mod tls_config;
 mod transport;
 
 pub use client::{Target, Timings};
@@ -61,3 +64,4 @@ pub(crate) use pool::submit;
 pub(crate) use reply::Reply;
 pub(crate) use server::{serve, ServerSpec};
 pub(crate) use service::{Exchange, Job, PushHandler, Service};
+pub(crate) use tls_config::{server_tls, PemPair};

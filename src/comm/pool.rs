@@ -42,6 +42,11 @@ pub(super) struct PoolKey {
 }
 
 impl PoolKey {
+    /// The target its connections go to.
+    pub(super) fn target(&self) -> &Target {
+        &self.target
+    }
+
     fn new(proto: TypeId, class: u64, target: Target, config: usize) -> PoolKey {
         // FNV-1a: the few pools of a process need no flood resistance, and
         // this runs once per request.

@@ -17,6 +17,7 @@ use super::listener::{Acceptor, Listener};
 use super::ratelimit::{RateLimit, RateLimited};
 use super::reply::{Reply, StreamHost};
 use super::service::{Exchange, Service};
+use super::tls_config::ServerTls;
 use super::transport::Transport;
 use super::ConnConfig;
 use crate::metrics::{AccessLog, CloseReason, ConnStats, Side};
@@ -61,6 +62,8 @@ pub(crate) struct ServerSpec {
     pub rate_limited: RateLimited,
     /// Whether the port may be shared with other listeners.
     pub reuse_port: bool,
+    /// TLS settings: every connection speaks TLS.
+    pub tls: Option<ServerTls>,
 }
 
 /// Where a server is in its life.
@@ -76,6 +79,7 @@ enum RunState {
 }
 
 struct Keys {
+    handshake: QueueKey,
     keep_alive: QueueKey,
     receive: QueueKey,
     send: QueueKey,
@@ -102,6 +106,8 @@ pub(crate) struct ServerShared<P: Protocol, S: Service<P>> {
     rate: Option<Arc<RateLimit>>,
     /// How soon after its request an answer must be out to be quiet.
     quiet_window: Duration,
+    /// TLS settings, when the server speaks TLS.
+    tls: Option<ServerTls>,
 }
 
 /// Starts serving `proto` on `addr` with one listener per poller; requests go
@@ -124,6 +130,7 @@ pub(crate) fn serve<P: Protocol, S: Service<P>>(
     let shared = Arc::new(ServerShared {
         group,
         keys: Keys {
+            handshake: key(spec.config.handshake_timeout, 4),
             keep_alive: key(spec.config.keep_alive_timeout, 0),
             receive: key(spec.config.receive_timeout, 1),
             send: key(spec.config.send_timeout, 2),
@@ -141,6 +148,7 @@ pub(crate) fn serve<P: Protocol, S: Service<P>>(
         log: spec.log,
         rate,
         quiet_window,
+        tls: spec.tls,
     });
     // The pollers' listeners share the port with SO_REUSEPORT, which would
     // let a second server join them unnoticed: unless the user allows it,
@@ -244,12 +252,16 @@ impl<P: Protocol, S: Service<P>> Acceptor for ServerShared<P, S> {
         let index = core.index();
         let server = self.clone();
         let res = core.insert(id, move |token, registry| {
-            let io = Transport::tcp(stream);
+            let io = Transport::accepted(stream, server.tls.as_ref())?;
+            let phase = match io.handshaking() {
+                true => Phase::Handshake,
+                false => Phase::Reading { partial: None },
+            };
             let conn = Conn::register(io, registry, (index, token), id, stats, &server.config)?;
             Ok(Box::new(ServerConn {
                 conn,
                 server,
-                phase: Phase::Reading { partial: None },
+                phase,
                 read: ReadState::Ready,
                 wait: Wait::None,
                 seen_request: false,
@@ -262,7 +274,11 @@ impl<P: Protocol, S: Service<P>> Acceptor for ServerShared<P, S> {
         match res {
             Ok(token) => {
                 super::log_opened(&*self.log);
-                core.arm(token, self.keys.receive);
+                let first = match self.tls {
+                    Some(_) => self.keys.handshake,
+                    None => self.keys.receive,
+                };
+                core.arm(token, first);
                 core.wake(token);
             }
             Err(e) => {
@@ -288,6 +304,15 @@ impl<P: Protocol, S: Service<P>> Acceptor for ServerShared<P, S> {
 fn owned_line(req: &impl Message) -> Option<(String, String)> {
     req.request_line()
         .map(|(method, path)| (method.to_owned(), path.to_owned()))
+}
+
+/// The close reason for a failed read: the TLS session's own failures are
+/// `tls_error`, the socket's `reset`.
+fn read_error(err: &io::Error) -> CloseReason {
+    match super::tls_config::is_tls_error(err) {
+        true => CloseReason::TlsError,
+        false => CloseReason::Reset,
+    }
 }
 
 /// What a connection knows about unread input.
@@ -318,9 +343,13 @@ impl ReadState {
         }
     }
 
-    /// Takes a read of `n` bytes into a buffer of `cap` into account.
-    pub(super) fn after_read(&mut self, n: usize, cap: usize) {
-        if n < cap && *self == ReadState::Ready {
+    /// Takes a read of `n` bytes into a buffer of `cap` into account;
+    /// `drains`: a short read means the socket is drained (plain TCP). A
+    /// TLS session's short read may leave its end of input (a
+    /// `close_notify` that came with the last record) unseen, with no edge
+    /// to come: such a connection reads on until `WouldBlock` or the end.
+    pub(super) fn after_read(&mut self, n: usize, cap: usize, drains: bool) {
+        if drains && n < cap && *self == ReadState::Ready {
             *self = ReadState::Drained;
         }
     }
@@ -330,6 +359,7 @@ impl ReadState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
     None,
+    Handshake,
     Receive,
     KeepAlive,
     /// A request is with another thread, whose answer will not wake us if
@@ -342,6 +372,9 @@ enum Wait {
 
 /// Where a server connection is between its requests and its close.
 enum Phase<E> {
+    /// The TLS handshake is under way (its own deadline,
+    /// `handshake_timeout`); no request can arrive yet.
+    Handshake,
     /// Reading requests; `partial` holds one partly received.
     Reading { partial: Option<Box<E>> },
     /// Not reading: output went above the high watermark, or bytes read past
@@ -530,6 +563,15 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                         stale = self.feed(&buf, core.now(), core.index());
                     }
                 }
+                Phase::Handshake => {
+                    if self.read == ReadState::Drained {
+                        return Flow::Keep;
+                    }
+                    match self.handshake(core, scratch) {
+                        Ok(more) => stale |= more,
+                        Err(flow) => return flow,
+                    }
+                }
                 Phase::Reading { partial } => {
                     // Above the high watermark stop reading, until below the low one.
                     if queued > self.conn.high_watermark() {
@@ -553,7 +595,8 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                         }
                         Ok(0) => return self.close(core, CloseReason::PeerClosed),
                         Ok(n) => {
-                            self.read.after_read(n, scratch.len());
+                            self.read
+                                .after_read(n, scratch.len(), self.conn.short_read_drains());
                             // Counted under the next lock taken anyway (the next
                             // request's arrival), or, before the count grows
                             // large, in a look at the shared state.
@@ -565,11 +608,42 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                             self.read = ReadState::Drained
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return self.close(core, CloseReason::Reset),
+                        Err(e) => return self.close(core, read_error(&e)),
                     }
                 }
             }
         }
+    }
+
+    /// Drives the TLS handshake with what the socket holds. Once it is
+    /// done the connection reads requests (and feeds what came with the
+    /// handshake's end); returns whether the shared state may have changed.
+    #[cold]
+    #[inline(never)]
+    fn handshake(&mut self, core: &mut Core, scratch: &mut [u8]) -> Result<bool, Flow> {
+        let read = self.conn.recv(scratch);
+        match &read {
+            Ok(0) => return Err(self.close(core, CloseReason::PeerClosed)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read = ReadState::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::debug!("taskweave: TLS handshake failed: {e}");
+                return Err(self.close(core, read_error(e)));
+            }
+            Ok(_) => {}
+        }
+        let Some(agreed) = self.conn.note_handshake(Instant::now()) else {
+            return Ok(false);
+        };
+        log::trace!("taskweave: TLS {} {}", agreed.version, agreed.cipher);
+        self.phase = Phase::Reading { partial: None };
+        let Ok(n) = read else {
+            return Ok(false);
+        };
+        self.read
+            .after_read(n, scratch.len(), self.conn.short_read_drains());
+        self.unrecorded_in += n as u32;
+        Ok(self.feed(&scratch[..n], core.now(), core.index()))
     }
 
     /// Lingering close: read and drop whatever the peer still sends until it
@@ -615,7 +689,9 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                     return stale;
                 }
                 // Closing: whatever else the peer sent is dropped.
-                Phase::Draining(_) | Phase::Lingering(_) | Phase::Closed => return stale,
+                Phase::Handshake | Phase::Draining(_) | Phase::Lingering(_) | Phase::Closed => {
+                    return stale
+                }
             };
             let exchange =
                 partial.get_or_insert_with(|| self.server.service.receive(&self.server.proto));
@@ -759,6 +835,7 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
     /// Arms the one deadline the connection's state calls for.
     fn update_wait(&mut self, token: usize, core: &mut Core) {
         let want = match &self.phase {
+            Phase::Handshake => Wait::Handshake,
             Phase::Lingering(_) => Wait::Linger,
             _ if self.queued > 0 => Wait::Send,
             Phase::Dispatched { .. } if !self.wake_asked => Wait::Answer,
@@ -780,6 +857,7 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
         let keys = &self.server.keys;
         match want {
             Wait::None => core.disarm(token),
+            Wait::Handshake => core.arm(token, keys.handshake),
             Wait::Receive => core.arm(token, keys.receive),
             Wait::KeepAlive | Wait::Answer => core.arm(token, keys.keep_alive),
             Wait::Send => core.arm(token, keys.send),
@@ -827,6 +905,14 @@ impl<P: Protocol, S: Service<P>> Handler for ServerConn<P, S> {
                 self.server.service.defer(f);
             }
         }
+        if ready.writable && matches!(self.phase, Phase::Handshake) {
+            // A handshake flight the socket did not take whole.
+            if let Err(e) = self.conn.flush_transport() {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    return self.close(core, CloseReason::Reset);
+                }
+            }
+        }
         self.read.on_ready(ready);
         if ready.read_closed
             && matches!(self.phase, Phase::Dispatched { .. })
@@ -849,6 +935,10 @@ impl<P: Protocol, S: Service<P>> Handler for ServerConn<P, S> {
         let reason = match (self.wait, &self.phase) {
             (Wait::None, _) => return Flow::Keep,
             (Wait::Answer, _) => return self.answer_deadline(token, core),
+            (Wait::Handshake, _) => {
+                log::debug!("taskweave: TLS handshake timed out");
+                CloseReason::TlsError
+            }
             (Wait::Receive, _) => CloseReason::ReceiveTimeout,
             (Wait::KeepAlive, _) => CloseReason::KeepAliveTimeout,
             (Wait::Send, _) => CloseReason::SendTimeout,
@@ -1086,7 +1176,10 @@ mod tests {
         );
         // Sizes that keep each allocation in a smaller malloc size class.
         // glibc rounds (size + 8) up to 16: 216 B is a 224 B chunk, 56 B a 64 B one.
-        assert!(conn + 16 <= 216, "Arc<Conn> is {} bytes", conn + 16);
+        // The `tls` feature's transport is a pointer wide, not a descriptor:
+        // 16 bytes more, one size class up (docs/architecture.md, "TLS").
+        let limit = if cfg!(feature = "tls") { 232 } else { 216 };
+        assert!(conn + 16 <= limit, "Arc<Conn> is {} bytes", conn + 16);
         assert!(handler <= 56, "ServerConn is {handler} bytes");
     }
 }

@@ -30,6 +30,10 @@ impl Protocol for ClientProto {
         "http"
     }
 
+    fn alpn(&self) -> &'static [&'static [u8]] {
+        &[b"http/1.1"]
+    }
+
     fn new_request(&self) -> Request {
         Request::parser_with(self.limits)
     }
@@ -139,11 +143,11 @@ impl std::fmt::Debug for ClientTask {
 /// use taskweave::{Error, Series};
 ///
 /// let (tx, rx) = mpsc::channel();
-/// let get = http::get("https://example.com/", move |t, _| {
+/// let get = http::get("ftp://example.com/", move |t, _| {
 ///     let _ = tx.send(t.result().err().cloned());
 /// });
 /// Series::new(get).start();
-/// assert!(matches!(rx.recv()?, Some(Error::InvalidRequest(_)))); // no TLS here
+/// assert!(matches!(rx.recv()?, Some(Error::InvalidRequest(_)))); // http and https only
 /// # Ok::<(), std::sync::mpsc::RecvError>(())
 /// ```
 ///
@@ -314,7 +318,10 @@ impl ClientTask {
         };
         let proto = self.proto.clone();
         let config = self.config.clone();
-        let target = Target::new(url.host(), url.port());
+        let mut target = Target::new(url.host(), url.port());
+        if url.is_https() {
+            target = target.tls();
+        }
         let mut outer = Some((self, series));
         let inner = task::ClientTask::new(proto, target, req, move |t, _| {
             if let Some((mut task, series)) = outer.take() {

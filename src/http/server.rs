@@ -13,6 +13,7 @@ use crate::protocol::{Protocol, ProtocolError};
 use crate::task::{self, Series};
 use std::io;
 use std::net::ToSocketAddrs;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// HTTP as the generic server sees it.
@@ -27,6 +28,10 @@ impl Protocol for ServerProto {
 
     fn name(&self) -> &'static str {
         "http"
+    }
+
+    fn alpn(&self) -> &'static [&'static [u8]] {
+        &[b"http/1.1"]
     }
 
     fn new_request(&self) -> Request {
@@ -211,6 +216,12 @@ impl ServerBuilder {
         self.inner = self.inner.receive_timeout(d);
         self
     }
+    /// How long a TLS handshake may take, from accept (default 10 s); see
+    /// [`task::ServerBuilder::handshake_timeout`].
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.inner = self.inner.handshake_timeout(d);
+        self
+    }
     /// How long queued response bytes may wait without progress (default 30 s).
     pub fn send_timeout(mut self, d: Duration) -> Self {
         self.inner = self.inner.send_timeout(d);
@@ -256,6 +267,25 @@ impl ServerBuilder {
     /// [`task::ServerBuilder::reuse_port`]).
     pub fn reuse_port(mut self, on: bool) -> Self {
         self.inner = self.inner.reuse_port(on);
+        self
+    }
+    /// Serves HTTPS: TLS 1.2/1.3 with the certificate chain and key in these
+    /// PEM files, ALPN `http/1.1`; called again, it adds a certificate
+    /// chosen by SNI. See [`task::ServerBuilder::tls`].
+    ///
+    /// ```no_run
+    /// use taskweave::http::{Server, ServerTask};
+    /// use taskweave::Series;
+    ///
+    /// let server = Server::builder()
+    ///     .tls("cert.pem", "key.pem")
+    ///     .serve("0.0.0.0:8443", |task: &mut ServerTask, _: &mut Series| {
+    ///         task.response().set_body("hello over TLS");
+    ///     })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn tls(mut self, cert_chain: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.inner = self.inner.tls(cert_chain, key);
         self
     }
     /// The live count of requests refused over [`max_rps`](Self::max_rps),

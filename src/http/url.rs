@@ -1,32 +1,41 @@
-//! The `http://` URLs a client task accepts.
+//! The `http://` and `https://` URLs a client task accepts.
 
 use crate::error::Error;
 
-/// A parsed `http://host[:port][/path][?query]` URL (fragments are dropped).
+/// A parsed `http[s]://host[:port][/path][?query]` URL (fragments are
+/// dropped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
+    https: bool,
     host: String,
     port: u16,
     target: String,
 }
 
 impl Url {
-    /// Parses `url`. Only `http` is supported (there is no TLS here); userinfo
-    /// is rejected rather than silently sent nowhere.
+    /// Parses `url`: `http` or `https` (TLS; with the `tls` feature, else
+    /// the request fails when it starts). Userinfo is rejected rather than
+    /// silently sent nowhere.
     pub fn parse(url: &str) -> Result<Url, Error> {
         let bad = |why: &str| Error::InvalidRequest(format!("{why}: {url:?}"));
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| bad("not an absolute URL"))?;
-        if !scheme.eq_ignore_ascii_case("http") {
-            return Err(bad("only http:// URLs are supported"));
-        }
+        let https = if scheme.eq_ignore_ascii_case("https") {
+            true
+        } else if scheme.eq_ignore_ascii_case("http") {
+            false
+        } else {
+            return Err(bad("only http:// and https:// URLs are supported"));
+        };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(end);
         if authority.contains('@') {
             return Err(bad("userinfo in URLs is not supported"));
         }
-        let (host, port) = split_host_port(authority).ok_or_else(|| bad("bad host or port"))?;
+        let default_port = if https { 443 } else { 80 };
+        let (host, port) =
+            split_host_port(authority, default_port).ok_or_else(|| bad("bad host or port"))?;
         if host.is_empty()
             || host
                 .bytes()
@@ -47,6 +56,7 @@ impl Url {
             return Err(bad("spaces or control characters in the path"));
         }
         Ok(Url {
+            https,
             host: host.to_ascii_lowercase(),
             port,
             target,
@@ -57,9 +67,21 @@ impl Url {
     pub fn host(&self) -> &str {
         &self.host
     }
-    /// The port (80 when absent).
+    /// The port (80, or 443 for `https`, when absent).
     pub fn port(&self) -> u16 {
         self.port
+    }
+    /// Whether the scheme is `https`.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
     }
     /// The request target: path and query.
     pub fn target(&self) -> &str {
@@ -72,7 +94,7 @@ impl Url {
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == if self.https { 443 } else { 80 } {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -85,7 +107,7 @@ impl Url {
             return Url::parse(location);
         }
         if let Some(rest) = location.strip_prefix("//") {
-            return Url::parse(&format!("http://{rest}"));
+            return Url::parse(&format!("{}://{rest}", self.scheme()));
         }
         let target = if location.starts_with('/') {
             location.to_string()
@@ -94,22 +116,27 @@ impl Url {
             let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
             format!("{dir}{location}")
         };
-        Url::parse(&format!("http://{}{}", self.authority(), target))
+        Url::parse(&format!(
+            "{}://{}{}",
+            self.scheme(),
+            self.authority(),
+            target
+        ))
     }
 }
 
-fn split_host_port(authority: &str) -> Option<(&str, u16)> {
+fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
     if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         return match after.strip_prefix(':') {
             Some(p) => Some((host, p.parse().ok()?)),
-            None if after.is_empty() => Some((host, 80)),
+            None if after.is_empty() => Some((host, default_port)),
             None => None,
         };
     }
     match authority.rsplit_once(':') {
         Some((host, p)) => Some((host, p.parse().ok()?)),
-        None => Some((authority, 80)),
+        None => Some((authority, default_port)),
     }
 }
 
@@ -134,8 +161,14 @@ mod tests {
         assert_eq!(u.join("c").unwrap().target(), "/a/c");
         assert_eq!(u.join("/z").unwrap().target(), "/z");
         assert_eq!(u.join("http://other/").unwrap().host(), "other");
+        let s = Url::parse("HTTPS://Example.com/x").unwrap();
+        assert!(s.is_https());
+        assert_eq!((s.port(), s.authority().as_str()), (443, "example.com"));
+        assert_eq!(s.join("//other/y").unwrap().scheme(), "https");
+        assert_eq!(s.join("/z").unwrap().scheme(), "https");
+        assert_eq!(Url::parse("https://h:8443/").unwrap().authority(), "h:8443");
         for bad in [
-            "https://x/",
+            "ftp://x/",
             "x/y",
             "http://:80/",
             "http://h:99999/",

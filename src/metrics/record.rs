@@ -35,6 +35,14 @@ pub struct Record {
     pub dns_us: Option<u64>,
     /// Start → connection established (client).
     pub connect_us: Option<u64>,
+    /// The TLS handshake: accept (server) or connected (client) → done.
+    pub tls_us: Option<u64>,
+    /// The TLS protocol version (`TLSv1.3`).
+    pub tls_version: Option<&'static str>,
+    /// The TLS cipher suite's IANA name (`TLS13_AES_128_GCM_SHA256`).
+    pub tls_cipher: Option<&'static str>,
+    /// The TLS handshake resumed an earlier session.
+    pub tls_resumed: Option<bool>,
     /// First exchange: request complete → first response byte.
     pub first_byte_us: Option<u64>,
     /// First exchange: request complete → response complete (or close).
@@ -88,6 +96,10 @@ impl From<&ConnStats> for Record {
             start: s.start_time(),
             dns_us: s.dns_us(),
             connect_us: s.connect_us(),
+            tls_us: s.tls_us(),
+            tls_version: s.tls_version(),
+            tls_cipher: s.tls_cipher(),
+            tls_resumed: s.tls_resumed(),
             first_byte_us: s.first_byte_us(),
             processing_us: s.processing_us(),
             transfer_us: s.transfer_us(),
@@ -115,7 +127,7 @@ impl From<&ConnStats> for Record {
 impl Record {
     /// The keys of [`write_json`](Self::write_json)'s object, in the order
     /// written (a header row for tools that want columns).
-    pub const JSON_KEYS: [&'static str; 29] = [
+    pub const JSON_KEYS: [&'static str; 33] = [
         "kind",
         "conn_id",
         "side",
@@ -125,6 +137,10 @@ impl Record {
         "start",
         "dns_us",
         "connect_us",
+        "tls_us",
+        "tls_version",
+        "tls_cipher",
+        "tls_resumed",
         "first_byte_us",
         "processing_us",
         "transfer_us",
@@ -179,6 +195,21 @@ impl Record {
         };
         opt(out, b",\"dns_us\":", self.dns_us);
         opt(out, b",\"connect_us\":", self.connect_us);
+        opt(out, b",\"tls_us\":", self.tls_us);
+        let text = |out: &mut Vec<u8>, key: &[u8], v: Option<&str>| {
+            out.extend_from_slice(key);
+            match v {
+                Some(v) => write_json_str(v, out),
+                None => out.extend_from_slice(b"null"),
+            }
+        };
+        text(out, b",\"tls_version\":", self.tls_version);
+        text(out, b",\"tls_cipher\":", self.tls_cipher);
+        out.extend_from_slice(match self.tls_resumed {
+            Some(true) => b",\"tls_resumed\":true",
+            Some(false) => b",\"tls_resumed\":false",
+            None => b",\"tls_resumed\":null",
+        });
         opt(out, b",\"first_byte_us\":", self.first_byte_us);
         opt(out, b",\"processing_us\":", self.processing_us);
         opt(out, b",\"transfer_us\":", self.transfer_us);
@@ -494,6 +525,12 @@ mod tests {
         let mut s = ConnStats::new_at(u64::MAX, Side::Client, "http", peer, t0);
         s.dns(Duration::from_micros(1500));
         s.connected(t0 + Duration::from_micros(700));
+        s.tls_done(
+            t0 + Duration::from_micros(1200),
+            "TLSv1.3",
+            "TLS13_AES_128_GCM_SHA256",
+            true,
+        );
         s.request_complete(t0 + Duration::from_micros(900), 120, 33);
         s.first_byte(t0 + Duration::from_micros(4900));
         s.response_complete(t0 + Duration::from_micros(5000), 80, 7000, Some(503));
@@ -527,6 +564,7 @@ mod tests {
         let expect = [
             ("dns_us", 1500),
             ("connect_us", 700),
+            ("tls_us", 500),
             ("first_byte_us", 4000),
             ("processing_us", 4100),
             ("transfer_us", 100),
@@ -551,6 +589,9 @@ mod tests {
             assert_eq!(j[k].as_u64(), Some(v), "{k}");
         }
         assert_eq!(j["close_reason"].as_str(), Some("local"));
+        assert_eq!(j["tls_version"].as_str(), Some("TLSv1.3"));
+        assert_eq!(j["tls_cipher"].as_str(), Some("TLS13_AES_128_GCM_SHA256"));
+        assert_eq!(j["tls_resumed"].as_bool(), Some(true));
     }
 
     #[test]
@@ -561,6 +602,10 @@ mod tests {
             "local",
             "dns_us",
             "connect_us",
+            "tls_us",
+            "tls_version",
+            "tls_cipher",
+            "tls_resumed",
             "first_byte_us",
             "processing_us",
             "transfer_us",

@@ -93,11 +93,16 @@ pub enum CloseReason {
     /// A stream's consumer fell behind its flow control's bound, or made no
     /// progress for its stall timeout, under the `Disconnect` overflow policy.
     SlowConsumer,
+    /// TLS failed: a handshake that failed (plain text sent to a TLS port,
+    /// a name the server has no certificate for, a certificate the client
+    /// refused, a protocol violation) or did not finish within the
+    /// handshake timeout, or a record that did not decrypt.
+    TlsError,
 }
 
 impl CloseReason {
     /// Every reason, in declaration order (the order of [`index`](Self::index)).
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::PeerClosed,
         CloseReason::KeepAliveTimeout,
         CloseReason::ReceiveTimeout,
@@ -111,6 +116,7 @@ impl CloseReason {
         CloseReason::Local,
         CloseReason::InternalError,
         CloseReason::SlowConsumer,
+        CloseReason::TlsError,
     ];
 
     /// The snake_case name used in logs and metrics.
@@ -129,6 +135,7 @@ impl CloseReason {
             CloseReason::Local => "local",
             CloseReason::InternalError => "internal_error",
             CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::TlsError => "tls_error",
         }
     }
 
@@ -228,6 +235,10 @@ struct Rare {
     write_pauses: u32,
     flowinfo: u32,
     scope_id: u32,
+    /// A TLS handshake: its time (µs), protocol version, cipher suite and
+    /// whether it resumed a session (boxed: most connections that need
+    /// `Rare` are not TLS).
+    tls: Option<Box<(u64, &'static str, &'static str, bool)>>,
 }
 
 impl ConnStats {
@@ -334,6 +345,26 @@ impl ConnStats {
     pub fn connect_time(&self) -> Option<Duration> {
         self.connect_us().map(Duration::from_micros)
     }
+    /// The TLS handshake: accept → handshake done (server), connected →
+    /// handshake done (client). `None` without TLS and until it is done.
+    pub fn tls_time(&self) -> Option<Duration> {
+        self.tls_us().map(Duration::from_micros)
+    }
+    /// The TLS protocol version (`TLSv1.3`, `TLSv1.2`); `None` without TLS
+    /// and until the handshake is done.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        self.rare.as_ref()?.tls.as_ref().map(|t| t.1)
+    }
+    /// The TLS cipher suite, by its IANA name (`TLS13_AES_128_GCM_SHA256`);
+    /// `None` without TLS and until the handshake is done.
+    pub fn tls_cipher(&self) -> Option<&'static str> {
+        self.rare.as_ref()?.tls.as_ref().map(|t| t.2)
+    }
+    /// Whether the TLS handshake resumed an earlier session (no certificate
+    /// exchanged); `None` without TLS and until the handshake is done.
+    pub fn tls_resumed(&self) -> Option<bool> {
+        self.rare.as_ref()?.tls.as_ref().map(|t| t.3)
+    }
     /// First exchange: request complete → first response byte (server: last
     /// request byte read → first response byte written; client: last request byte
     /// written → first response byte read). `None` until known.
@@ -434,6 +465,9 @@ impl ConnStats {
     pub(super) fn dns_us(&self) -> Option<u64> {
         self.if_flag(F_DNS, DNS)
     }
+    pub(super) fn tls_us(&self) -> Option<u64> {
+        self.rare.as_ref()?.tls.as_ref().map(|t| t.0)
+    }
     pub(super) fn connect_us(&self) -> Option<u64> {
         self.if_flag(F_CONNECT, CONNECT)
     }
@@ -514,6 +548,20 @@ impl ConnStats {
     }
     /// The connection was established at `now` (client: the non-blocking connect
     /// completed). Only the first call counts.
+    /// A TLS handshake finished at `now`, agreeing on `version` and
+    /// `cipher`, `resumed` or not. Server: timed from the start (accept);
+    /// client: from `connected`.
+    pub(crate) fn tls_done(
+        &mut self,
+        now: Instant,
+        version: &'static str,
+        cipher: &'static str,
+        resumed: bool,
+    ) {
+        let from = self.connect_us().unwrap_or(0);
+        let us = self.offset_us(now).saturating_sub(from);
+        self.rare_mut().tls = Some(Box::new((us, version, cipher, resumed)));
+    }
     pub(crate) fn connected(&mut self, now: Instant) {
         if self.flags & F_CONNECT == 0 {
             let at = self.offset_us(now);

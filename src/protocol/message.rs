@@ -236,6 +236,13 @@ pub trait Protocol: Send + Sync + 'static {
     /// Short name for the access log's `proto` field.
     fn name(&self) -> &'static str;
 
+    /// The protocol's names for TLS's ALPN (`http/1.1`), most preferred
+    /// first: a TLS server offers them, a TLS client asks for them. None by
+    /// default.
+    fn alpn(&self) -> &'static [&'static [u8]] {
+        &[]
+    }
+
     /// A fresh request parser (servers) or an empty request (clients).
     fn new_request(&self) -> Self::Request;
 

@@ -18,6 +18,7 @@ use crate::protocol::Protocol;
 use std::any::Any;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,7 @@ pub struct ServerBuilder {
     max_rps: u32,
     rate_limited: RateLimited,
     reuse_port: bool,
+    tls: Vec<comm::PemPair>,
 }
 
 impl Default for ServerBuilder {
@@ -88,6 +90,7 @@ impl Default for ServerBuilder {
             max_rps: 0,
             rate_limited: RateLimited::new(),
             reuse_port: false,
+            tls: Vec::new(),
         }
     }
 }
@@ -119,6 +122,13 @@ impl ServerBuilder {
     /// accept to the first request): the slowloris bound. Default 30 s.
     pub fn receive_timeout(mut self, d: Duration) -> Self {
         self.config.receive_timeout = d;
+        self
+    }
+    /// How long a TLS handshake may take, from accept; past it the
+    /// connection closes with `tls_error`. Only with [`tls`](Self::tls).
+    /// Default 10 s.
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.config.handshake_timeout = d;
         self
     }
     /// How long queued output may wait without progress; a peer that stops
@@ -210,6 +220,36 @@ impl ServerBuilder {
         &self.config
     }
 
+    /// Serves TLS (1.2 and 1.3) with the certificate chain and private key
+    /// in these PEM files (the key as PKCS#8, PKCS#1 or SEC1). Called again,
+    /// it adds a certificate chosen by the name the client asks for (SNI):
+    /// the first whose names cover it. A client that names no host gets the
+    /// first certificate; one that names a host no certificate covers is
+    /// refused (`tls_error`). The files are read when the server starts:
+    /// [`serve`](Self::serve) reports one that is missing or does not parse.
+    /// The protocol's ALPN names ([`Protocol::alpn`]) are offered.
+    ///
+    /// ```no_run
+    /// use taskweave::task::Server;
+    /// # #[path = "../protocol/doc_lines.rs"] mod lines;
+    /// # use lines::{Line, Lines};
+    ///
+    /// let server = Server::builder()
+    ///     .tls("certs/example.com.pem", "certs/example.com.key")
+    ///     .tls("certs/example.org.pem", "certs/example.org.key")
+    ///     .serve("0.0.0.0:8443", Lines, |task, _series| {
+    ///         *task.response() = Line::new("hello over TLS");
+    ///     })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn tls(mut self, cert_chain: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls.push(comm::PemPair {
+            cert_chain: cert_chain.into(),
+            key: key.into(),
+        });
+        self
+    }
+
     /// Starts serving `proto` on `addr` (the first address it resolves to),
     /// one listener per poller. `process` handles each request; the reply is
     /// written when the task's series ends. Port 0 picks a free port: ask
@@ -254,6 +294,7 @@ impl ServerBuilder {
         let addr: SocketAddr = addr.to_socket_addrs()?.next().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")
         })?;
+        let tls = comm::server_tls(&self.tls, proto.alpn())?;
         let spec = comm::ServerSpec {
             config: self.config,
             max_connections: self.max_connections,
@@ -262,6 +303,7 @@ impl ServerBuilder {
             max_rps: self.max_rps,
             rate_limited: self.rate_limited,
             reuse_port: self.reuse_port,
+            tls,
         };
         let app = App::<P> {
             process: Arc::new(Box::new(process)),

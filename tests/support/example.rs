@@ -145,6 +145,7 @@ impl Server {
                 let Ok(line) = line else { break };
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     let addr = addr.trim().trim_start_matches("http://");
+                    let addr = addr.trim_start_matches("https://");
                     let _ = tx.send(addr.trim_end_matches('/').to_string());
                 }
                 let mut t = text.lock().unwrap_or_else(|e| e.into_inner());
