@@ -41,9 +41,10 @@ mod access_log;
 #[path = "common/args.rs"]
 mod args;
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use taskweave::comm::{ConnConfig, FlowControl, Overflow, RateLimited};
 use taskweave::http::sse::{Event, Hub, HubConfig, Numbered};
@@ -322,9 +323,14 @@ enum Publisher {
 /// `<id> <data>` on channel `ARGV[1]`, in one step: Redis runs a script
 /// alone, so the events of a topic are published in the order of their ids
 /// and every subscriber receives them in that order. `ARGV[3]` is the
-/// newest id the publishing instance has seen on the topic: if the counter
+/// newest id the publishing instance has seen on the topic (received, or
+/// returned to a publish of its own): if the counter
 /// is behind it (Redis lost its data), it moves past it, so the new event
 /// is not taken for a duplicate.
+/// Past this many topics with ids of ours on their way, the topics the hub
+/// has caught up on are forgotten.
+const ISSUED_PRUNE_AT: usize = 1024;
+
 const PUBLISH_SCRIPT: &str = "local id = redis.call('INCR', KEYS[1])\n\
 local seen = tonumber(ARGV[3])\n\
 if id <= seen then id = seen + 1; redis.call('SET', KEYS[1], id) end\n\
@@ -339,6 +345,12 @@ struct Bus {
     hub: Hub,
     /// Whether the subscription is up now.
     subscribed: AtomicBool,
+    /// Per topic, the newest id a publish of ours got from the script and
+    /// the hub has not yet received back through the subscription: a publish
+    /// counts it as seen, so that if Redis loses its data before the event
+    /// comes back, its id is still not given out again. Entries go once the
+    /// hub has caught up, so this holds only ids on their way.
+    issued: Mutex<HashMap<String, u64>>,
     /// Messages handed to the hub, duplicates ignored, events missed (a
     /// topic's id jumped), messages that were not ours to read, publishes
     /// that failed.
@@ -370,6 +382,7 @@ impl Bus {
                 .to_string(),
             hub,
             subscribed: AtomicBool::new(false),
+            issued: Mutex::new(HashMap::new()),
             received: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             missed: AtomicU64::new(0),
@@ -388,7 +401,7 @@ impl Bus {
     ) -> redis::RedisTask {
         let key = format!("{}id:{topic}", self.prefix);
         let channel = format!("{}{topic}", self.prefix);
-        let seen = self.hub.last_id(topic).to_string();
+        let seen = self.seen(topic).to_string();
         let args: [&[u8]; 7] = [
             b"EVAL",
             PUBLISH_SCRIPT.as_bytes(),
@@ -399,9 +412,13 @@ impl Bus {
             seen.as_bytes(),
         ];
         let bus = self.clone();
+        let topic = topic.to_string();
         self.client.command(args, move |t, s| {
             let res = match t.value() {
-                Ok(Value::Integer(id)) if *id > 0 => Ok(id.unsigned_abs()),
+                Ok(Value::Integer(id)) if *id > 0 => {
+                    bus.note_issued(&topic, id.unsigned_abs());
+                    Ok(id.unsigned_abs())
+                }
                 Ok(Value::Error(e)) => Err(format!("redis refused the publish: {e}")),
                 Ok(other) => Err(format!("redis answered the publish with {other:?}")),
                 Err(e) => Err(format!("redis unavailable: {e}")),
@@ -411,6 +428,28 @@ impl Bus {
             }
             done(res.map_err(|why| (503, why)), s)
         })
+    }
+
+    /// The newest id of `topic` this instance knows of: received, or given
+    /// to a publish of its own.
+    fn seen(&self, topic: &str) -> u64 {
+        let received = self.hub.last_id(topic);
+        let issued = self.lock_issued().get(topic).copied().unwrap_or(0);
+        received.max(issued)
+    }
+
+    /// A publish of ours got `id` on `topic`.
+    fn note_issued(&self, topic: &str, id: u64) {
+        let mut issued = self.lock_issued();
+        let newest = issued.entry(topic.to_string()).or_insert(0);
+        *newest = (*newest).max(id);
+        if issued.len() > ISSUED_PRUNE_AT {
+            issued.retain(|topic, id| *id > self.hub.last_id(topic));
+        }
+    }
+
+    fn lock_issued(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.issued.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Subscribes to every topic's channel (a pattern on the prefix) and
