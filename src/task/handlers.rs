@@ -35,7 +35,21 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Work for a handler thread. A boxed task that is its own job (a server
+/// task) is handed over without another allocation.
+pub(crate) trait Job: Send + 'static {
+    /// Runs the job.
+    fn run(self: Box<Self>);
+}
+
+/// A closure as a job.
+pub(crate) struct FnJob<F>(pub F);
+
+impl<F: FnOnce() + Send + 'static> Job for FnJob<F> {
+    fn run(self: Box<Self>) {
+        (self.0)()
+    }
+}
 
 /// How long queued jobs may wait with no handler taking one before the pool
 /// adds a thread (or wakes a parked one).
@@ -46,7 +60,7 @@ pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
 
 /// The handler pool (see the module docs).
 pub(crate) struct Handlers {
-    queue: SegQueue<Job>,
+    queue: SegQueue<Box<dyn Job>>,
     /// Threads awake and about to take a job (not running one, not parked):
     /// each takes a queued job without a wake-up. A waker counts the thread
     /// it wakes here at once, so one job never wakes two.
@@ -147,7 +161,7 @@ impl Handlers {
     /// Queues `job`. From a poller thread the wake-up waits for the end of
     /// the turn; from any other thread a parked handler is woken now if no
     /// handler is searching.
-    pub(crate) fn push(&self, job: Job) {
+    pub(crate) fn push(&self, job: Box<dyn Job>) {
         self.queue.push(job);
         if crate::poller::current().is_some() {
             TURN_PUSHED.with(|p| p.set(true));
@@ -229,7 +243,7 @@ impl Handlers {
                     self.wake_one();
                 }
                 self.taken.fetch_add(1, Ordering::Relaxed);
-                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
                 if let Err(payload) = res {
                     log::error!("taskweave: a callback panicked; its series is lost");
                     // A payload whose drop panics must not end this thread
@@ -372,13 +386,13 @@ mod tests {
     #[test]
     fn a_payload_that_panics_on_drop_does_not_stop_the_pool() {
         let pool = parked_pool(2);
-        pool.push(Box::new(|| std::panic::panic_any(Bomb)));
+        pool.push(Box::new(FnJob(|| std::panic::panic_any(Bomb))));
         // Let the first job end its thread, and the other park again.
         std::thread::sleep(Duration::from_millis(200));
         let (ran, has_run) = mpsc::channel();
-        pool.push(Box::new(move || {
+        pool.push(Box::new(FnJob(move || {
             let _ = ran.send(());
-        }));
+        })));
         assert!(
             has_run.recv_timeout(Duration::from_secs(2)).is_ok(),
             "a job waits with a handler parked (searching = {}, threads = {})",

@@ -38,7 +38,7 @@ pub use crate::comm::{ServerHandle, Stream, Timings};
 pub use client::ClientTask;
 pub use server::{ReplyHandle, Server, ServerBuilder, ServerTask};
 
-pub(crate) use pool::{handlers_inline, spawn_compute, spawn_handler};
+pub(crate) use pool::{handlers_inline, spawn_compute, spawn_handler, spawn_handler_job};
 pub(crate) use series::Finisher;
 
 /// Runs the callback `f` on the series (a panic in it ends the series, see

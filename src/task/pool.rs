@@ -56,8 +56,17 @@ pub(crate) fn handlers_inline() -> bool {
 /// Runs `job` on a handler thread (or here, in inline mode).
 pub(crate) fn spawn_handler(job: impl FnOnce() + Send + 'static) {
     match super::handlers::pool() {
-        Some(pool) => pool.push(Box::new(job)),
+        Some(pool) => pool.push(Box::new(super::handlers::FnJob(job))),
         None => job(),
+    }
+}
+
+/// Runs `job` on a handler thread, or here in inline mode: for a boxed task
+/// that is its own job, handed over without another allocation.
+pub(crate) fn spawn_handler_job(job: Box<dyn super::handlers::Job>) {
+    match super::handlers::pool() {
+        Some(pool) => pool.push(job),
+        None => job.run(),
     }
 }
 
