@@ -1299,6 +1299,19 @@ impl Conn {
         }
     }
 
+    /// A request goes to another thread: records its arrival and says
+    /// whether its answer must wake the poller (see `answered`), under one
+    /// lock taken before that thread can answer, so the poller need not look
+    /// again until its next event, deadline or wake-up.
+    pub fn hand_over(&self, arrival: &Arrival, wake_on_answer: bool) {
+        let mut st = self.lock();
+        st.wake_on_answer = wake_on_answer;
+        if st.outcome == Outcome::None && !st.request_recorded {
+            arrival.record(&mut st.stats);
+            st.request_recorded = true;
+        }
+    }
+
     /// Writes queued output (poller side).
     pub fn flush(&self) -> Flushed {
         let mut st = self.lock();

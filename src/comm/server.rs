@@ -700,7 +700,8 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
                 Ok(Progress::Complete(n)) => {
                     off += n.min(rest.len());
                     if let Some(exchange) = partial.take() {
-                        stale |= self.dispatch(exchange, now, poller);
+                        let more = off < data.len();
+                        stale |= self.dispatch(exchange, now, poller, more);
                         // A reply from another thread may be there already: look,
                         // so pipelined requests in this buffer need no copy.
                         if stale && off < data.len() && self.sync_shared(true).is_ok() {
@@ -755,9 +756,16 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
 
     /// Hands a complete request to the layer above: inline, or to run on
     /// another thread; or, over the server's request rate, refuses it here.
-    /// Returns whether the shared state must be looked at (the answer is not
-    /// known yet).
-    fn dispatch(&mut self, mut exchange: Box<S::Exchange>, now: Instant, poller: usize) -> bool {
+    /// Returns whether the shared state must be looked at now: inline, when
+    /// the answer is not known yet; handed to another thread, only when
+    /// `more_input` follows in this read (its answer may be there already).
+    fn dispatch(
+        &mut self,
+        mut exchange: Box<S::Exchange>,
+        now: Instant,
+        poller: usize,
+        more_input: bool,
+    ) -> bool {
         self.phase = Phase::Dispatched { leftover: None };
         self.seen_request = true;
         let sizes = exchange.request_mut().sizes().unwrap_or_default();
@@ -780,9 +788,16 @@ impl<P: Protocol, S: Service<P>> ServerConn<P, S> {
         }
         let (conn, server) = (self.conn.clone(), self.server.clone());
         if !self.server.inline {
-            self.conn.record_arrival(&arrival);
+            // Whether the answer must wake us is settled before the handler
+            // can answer, so there is nothing to look at after the hand-off
+            // unless more input follows (its answer may already be there).
+            let wake = more_input
+                || self.read != ReadState::Drained
+                || self.server.run_state() != RunState::Running;
+            self.wake_asked = wake;
+            self.conn.hand_over(&arrival, wake);
             exchange.run(Reply::new(conn, server, arrival, false));
-            return true;
+            return more_input;
         }
         // Inline: the answer records the arrival under the one lock it takes.
         let reply = Reply::new(conn, server, arrival, true);
