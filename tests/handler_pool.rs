@@ -45,48 +45,26 @@ fn start(builder: ServerBuilder) -> SocketAddr {
     addr
 }
 
-fn send(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s
-}
-
-fn read_all(mut s: TcpStream) -> String {
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    out
-}
-
-/// The names of this process's handler threads.
-fn handler_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|dir| {
-            dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-                .filter(|name| name.starts_with("tw-handler"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn four_sleeping_callbacks_do_not_delay_a_fifth_connection() {
     let addr = start(Server::builder());
     // Warm up, so the pool's core threads exist.
-    assert!(read_all(send(addr, "/")).contains("done"));
+    assert!(support::read_to_end(support::send_get_close(addr, "/")).contains("done"));
     // A thread takes its name as it starts.
     assert!(
-        support::wait_until(Duration::from_secs(5), || handler_threads() == CORE_THREADS),
+        support::wait_until(Duration::from_secs(5), || support::handler_threads()
+            == CORE_THREADS),
         "{} handler threads",
-        handler_threads()
+        support::handler_threads()
     );
 
-    let sleepers: Vec<TcpStream> = (0..SLEEPERS).map(|_| send(addr, "/sleep")).collect();
+    let sleepers: Vec<TcpStream> = (0..SLEEPERS)
+        .map(|_| support::send_get_close(addr, "/sleep"))
+        .collect();
     // Let all four reach their callbacks.
     std::thread::sleep(Duration::from_millis(100));
     let asked = Instant::now();
-    let fast = read_all(send(addr, "/"));
+    let fast = support::read_to_end(support::send_get_close(addr, "/"));
     let waited = asked.elapsed();
     assert!(fast.starts_with("HTTP/1.1 200"), "{fast}");
     eprintln!("the fifth connection's request took {waited:?}");
@@ -98,22 +76,22 @@ fn four_sleeping_callbacks_do_not_delay_a_fifth_connection() {
         "the quick request waited {waited:?} behind the sleeping callbacks"
     );
     assert!(
-        handler_threads() > CORE_THREADS,
+        support::handler_threads() > CORE_THREADS,
         "the pool should have grown: {} handler threads",
-        handler_threads()
+        support::handler_threads()
     );
     for s in sleepers {
-        assert!(read_all(s).starts_with("HTTP/1.1 200"));
+        assert!(support::read_to_end(s).starts_with("HTTP/1.1 200"));
     }
     // Extra threads leave after 10 s without work; the core ones stay.
     assert!(
-        support::wait_until(Duration::from_secs(20), || handler_threads()
+        support::wait_until(Duration::from_secs(20), || support::handler_threads()
             == CORE_THREADS),
         "extra handler threads did not leave: {}",
-        handler_threads()
+        support::handler_threads()
     );
     // And the pool still answers.
-    assert!(read_all(send(addr, "/")).contains("done"));
+    assert!(support::read_to_end(support::send_get_close(addr, "/")).contains("done"));
 }
 
 /// GETs `/` on a keep-alive connection and reads the whole response.

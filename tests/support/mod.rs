@@ -16,6 +16,35 @@ pub mod redis;
 pub mod sse;
 pub mod upstream;
 
+/// This process's handler threads (`tw-handler-N`), counted from `/proc`
+/// (a thread takes its name as it starts).
+pub fn handler_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("tw-handler"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Sends `GET path` with `Connection: close` on a new connection to `addr`,
+/// for the response to be read later with [`read_to_end`].
+pub fn send_get_close(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s
+}
+
+/// Everything `s` receives until the peer closes.
+pub fn read_to_end(mut s: TcpStream) -> String {
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
+}
+
 /// Raises the soft descriptor limit to the hard one (tests open thousands).
 pub fn raise_fd_limit() {
     if let Ok((_, hard)) = taskweave::os::nofile_limit() {
