@@ -1292,11 +1292,7 @@ impl Conn {
     /// Records a request's arrival now (its series went asynchronous), unless
     /// its answer came first and did.
     pub fn record_arrival(&self, arrival: &Arrival) {
-        let mut st = self.lock();
-        if st.outcome == Outcome::None && !st.request_recorded {
-            arrival.record(&mut st.stats);
-            st.request_recorded = true;
-        }
+        record_arrival_locked(&mut self.lock(), arrival);
     }
 
     /// A request goes to another thread: records its arrival and says
@@ -1306,10 +1302,7 @@ impl Conn {
     pub fn hand_over(&self, arrival: &Arrival, wake_on_answer: bool) {
         let mut st = self.lock();
         st.wake_on_answer = wake_on_answer;
-        if st.outcome == Outcome::None && !st.request_recorded {
-            arrival.record(&mut st.stats);
-            st.request_recorded = true;
-        }
+        record_arrival_locked(&mut st, arrival);
     }
 
     /// Writes queued output (poller side).
@@ -1476,6 +1469,14 @@ fn clock(st: &State) -> Instant {
         Instant::now()
     } else {
         st.stats.start_instant()
+    }
+}
+
+/// Records a request's arrival, unless its answer came first and did.
+fn record_arrival_locked(st: &mut State, arrival: &Arrival) {
+    if st.outcome == Outcome::None && !st.request_recorded {
+        arrival.record(&mut st.stats);
+        st.request_recorded = true;
     }
 }
 
