@@ -22,6 +22,14 @@ pub struct Settings {
     pub max_handler_threads: usize,
     /// Compute threads run go tasks. Default: CPUs.
     pub compute_threads: usize,
+    /// On Linux, when handler threads are in use, pollers and handler
+    /// threads run under `SCHED_BATCH`: a thread woken for work does not
+    /// preempt the one running on its CPU (it still starts at once on an
+    /// idle CPU). Where a poller and its handlers share a CPU, each then
+    /// finishes its batch before the other starts: two context switches
+    /// per batch, not per few requests. Turn it off when the server shares
+    /// busy CPUs with work whose wake-up latency matters more. Default: on.
+    pub batch_scheduling: bool,
 }
 
 impl Default for Settings {
@@ -32,6 +40,7 @@ impl Default for Settings {
             handler_threads: cpus,
             max_handler_threads: 256,
             compute_threads: cpus,
+            batch_scheduling: true,
         }
     }
 }

@@ -305,6 +305,16 @@ fn spawn(index: usize) -> io::Result<Arc<Shared>> {
 
 fn run(mut poll: Poll, mut core: Core, shared: &Shared) {
     CURRENT.with(|c| c.set(core.index));
+    let settings = Settings::current();
+    if settings.batch_scheduling && settings.handler_threads > 0 {
+        // Handlers this poller wakes do not preempt it (see `sys::sched`).
+        if let Err(e) = crate::sys::sched::run_as_batch() {
+            log::debug!(
+                "taskweave: poller {} keeps its scheduling policy: {e}",
+                core.index
+            );
+        }
+    }
     let mut events = Events::with_capacity(1024);
     let mut batch: Vec<(usize, Ready)> = Vec::with_capacity(1024);
     let mut expired = Vec::new();

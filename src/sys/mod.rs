@@ -3,12 +3,14 @@
 //! Above this module the crate is `#![forbid(unsafe_code)]`. What is here is
 //! deliberately thin and private to the crate: socket calls on borrowed
 //! descriptors ([`socket`]), process limits and the spare descriptor kept for
-//! EMFILE ([`process`]), and two CPU-level helpers, a cache prefetch hint and
-//! the coarse clock ([`cpu`]). The few things benches and tests need from it
+//! EMFILE ([`process`]), two CPU-level helpers, a cache prefetch hint and
+//! the coarse clock ([`cpu`]), and the scheduler policy of our threads and
+//! their run-queue waits ([`sched`]). The few things benches and tests need from it
 //! are re-exported on purpose by [`crate::os`].
 
 pub(crate) mod cpu;
 pub(crate) mod process;
+pub(crate) mod sched;
 pub(crate) mod socket;
 
 use std::io;

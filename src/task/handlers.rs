@@ -27,12 +27,19 @@
 //!   delays other connections by about a millisecond, not by its sleep. The
 //!   pollers sleep at most `STALL` only while jobs wait with no thread on its
 //!   way to them: a quiet server is not woken every millisecond.
+//! - **A handler waiting for a CPU is not blocked.** Where handlers share a
+//!   busy CPU (with their poller, under `SCHED_BATCH`, which makes each side
+//!   finish its batch first), a handler can go a millisecond without a job
+//!   only because it is not running. Another thread would wait too, and only
+//!   add context switches; so before adding one, the watchdog asks the
+//!   kernel whether the handlers are all runnable and were kept from the CPU
+//!   (Linux; elsewhere it adds the thread).
 
 use crate::settings::Settings;
 use crossbeam_queue::SegQueue;
 use std::cell::Cell;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, Once, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Work for a handler thread. A boxed task that is its own job (a server
@@ -88,6 +95,11 @@ pub(crate) struct Handlers {
     /// most then.
     no_wait_seen: AtomicBool,
     watch: Mutex<Watch>,
+    /// The handler threads' kernel ids, for the watchdog's look at whether
+    /// they are blocked (empty where the kernel does not say).
+    tids: Mutex<Vec<i32>>,
+    /// Handler threads run under `SCHED_BATCH` (`Settings::batch_scheduling`).
+    batch: bool,
 }
 
 /// The parked threads, under the pool's lock, core ones at `[CORE]`, extra
@@ -106,6 +118,9 @@ const EXTRA: usize = 1;
 struct Watch {
     taken: u64,
     since: Instant,
+    /// When the current wait was last suspected of a stall, and the CPU
+    /// time the handler threads had had then.
+    sampled: Option<(Instant, Duration)>,
 }
 
 thread_local! {
@@ -126,7 +141,9 @@ pub(crate) fn pool() -> Option<&'static Handlers> {
     }
     let pool = POOL.get_or_init(|| {
         let core = settings.handler_threads;
-        Handlers::new(core, settings.max_handler_threads.max(core))
+        let mut pool = Handlers::new(core, settings.max_handler_threads.max(core));
+        pool.batch = settings.batch_scheduling;
+        pool
     });
     STARTED.call_once(|| {
         for _ in 0..pool.core {
@@ -154,7 +171,10 @@ impl Handlers {
             watch: Mutex::new(Watch {
                 taken: 0,
                 since: Instant::now(),
+                sampled: None,
             }),
+            tids: Mutex::new(Vec::new()),
+            batch: false,
         }
     }
 
@@ -199,9 +219,8 @@ impl Handlers {
         true
     }
 
-    fn lock_sleep(&self) -> std::sync::MutexGuard<'_, Sleep> {
-        // The lock guards counters only: a panic cannot leave them torn.
-        self.sleep.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_sleep(&self) -> MutexGuard<'_, Sleep> {
+        lock(&self.sleep)
     }
 
     /// Starts a handler thread, counted as searching until it parks.
@@ -224,6 +243,23 @@ impl Handlers {
     /// stops counting as searching before it looks for a job, so a thread
     /// counted as searching always has a job still to take.
     fn run(&self, extra: bool) {
+        if self.batch {
+            if let Err(e) = crate::sys::sched::run_as_batch() {
+                log::debug!("taskweave: a handler thread keeps its scheduling policy: {e}");
+            }
+        }
+        let tid = crate::sys::sched::thread_id();
+        if let Some(tid) = tid {
+            lock(&self.tids).push(tid);
+        }
+        self.serve(extra);
+        if let Some(tid) = tid {
+            lock(&self.tids).retain(|&t| t != tid);
+        }
+    }
+
+    /// Runs jobs until an extra thread has waited `IDLE_EXIT` for one.
+    fn serve(&self, extra: bool) {
         loop {
             self.searching.fetch_sub(1, Ordering::SeqCst);
             let Some(job) = self.queue.pop() else {
@@ -326,14 +362,61 @@ impl Handlers {
         if fresh || taken != watch.taken || self.searching.load(Ordering::SeqCst) > 0 {
             watch.taken = taken;
             watch.since = now;
+            watch.sampled = None;
         } else if now.saturating_duration_since(watch.since) >= STALL {
+            if self.waiting_for_cpu(&mut watch) {
+                // Look again in half a stall.
+                watch.since = now.checked_sub(STALL / 2).unwrap_or(now);
+                return Some(STALL / 2);
+            }
             watch.since = now;
+            watch.sampled = None;
             if !self.wake_one() && self.threads.load(Ordering::SeqCst) < self.max {
                 self.start_thread();
             }
         }
         Some(STALL)
     }
+
+    /// Whether the handlers' lack of progress may be only a wait for a
+    /// CPU: every handler thread is runnable (none is blocked in a callback,
+    /// none parked) and together they ran for less than half the time since
+    /// the last look. When the
+    /// last look is missing or older than two stalls, the decision is put
+    /// off to compare with a fresh one. False where the kernel does not say:
+    /// then a thread is added at once.
+    fn waiting_for_cpu(&self, watch: &mut Watch) -> bool {
+        let mut ran = Duration::ZERO;
+        {
+            let tids = lock(&self.tids);
+            if tids.is_empty() {
+                return false;
+            }
+            for &tid in tids.iter() {
+                match crate::sys::sched::sample_thread(tid) {
+                    Some(sample) if sample.runnable => ran += sample.ran,
+                    _ => {
+                        watch.sampled = None;
+                        return false;
+                    }
+                }
+            }
+        }
+        // Sampled now, not at the turn's start: the turn may have been long.
+        let now = Instant::now();
+        match watch.sampled.replace((now, ran)) {
+            Some((then, before)) if now.saturating_duration_since(then) <= 2 * STALL => {
+                ran.saturating_sub(before) * 2 < now.saturating_duration_since(then)
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Locks a mutex that guards plain counters and lists: a panic cannot leave
+/// them torn.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Run by each poller at the end of each turn (registered with
