@@ -17,6 +17,11 @@
 //! - **No spinning.** A handler with nothing to do parks at once: on a core it
 //!   shares with its poller, spinning only takes time from the thread that
 //!   would give it work.
+//! - **Batches, not trickles, on a shared CPU.** Pollers and handlers run
+//!   under `SCHED_BATCH` (`sys::sched`), so neither preempts the other when
+//!   it wakes it; a poller that has handed over [`YIELD_AT`] jobs the woken
+//!   handler has not started yields its CPU, so a batch is answered while
+//!   its requests are still in cache.
 //! - **Blocked threads are replaced, not waited for.** With the wake-ups so
 //!   few, a batch can sit behind one callback that blocks. The pollers watch
 //!   at each turn's end: when jobs have waited for [`STALL`] and no handler
@@ -61,6 +66,16 @@ impl<F: FnOnce() + Send + 'static> Job for FnJob<F> {
 /// How long queued jobs may wait with no handler taking one before the pool
 /// adds a thread (or wakes a parked one).
 pub(crate) const STALL: Duration = Duration::from_millis(1);
+
+/// How many jobs may wait, at a poller turn's end, for a handler that was
+/// woken but has not run, before the poller yields its CPU. Under
+/// `SCHED_BATCH` a handler that shares its poller's CPU runs only once the
+/// poller blocks, and a poller with a thousand busy connections may read
+/// for milliseconds first: the requests then wait long and go cold in the
+/// cache before they are answered. A yield bounds the batch; where the
+/// handler runs on a CPU of its own, it costs one system call that returns
+/// at once.
+pub(crate) const YIELD_AT: usize = 32;
 
 /// How long an extra handler thread waits for work before it leaves.
 pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
@@ -429,6 +444,11 @@ fn turn_end(now: Instant) -> Option<Duration> {
         fence(Ordering::SeqCst);
         if pool.searching.load(Ordering::SeqCst) == 0 {
             pool.wake_one();
+        }
+        if pool.queue.len() >= YIELD_AT && pool.searching.load(Ordering::Relaxed) > 0 {
+            // A batch waits for a handler that is woken but has not run:
+            // where it shares this CPU, let it run now (see `YIELD_AT`).
+            std::thread::yield_now();
         }
     }
     pool.watchdog(now)
