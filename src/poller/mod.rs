@@ -133,14 +133,21 @@ thread_local! {
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
-/// Run by every poller at the end of each turn, before it sleeps: the layer
-/// above's chance to finish what the turn's handlers began (the handler pool
-/// wakes one thread for all the jobs a turn handed over). Returns the
-/// longest the poller may sleep. Set once; one atomic load a turn when unset.
+/// Run by every poller at the end of each turn, before it sleeps, and after
+/// every [`EVENTS_PER_PAUSE`] events of a long turn: the layer above's chance
+/// to finish what the turn's handlers began (the handler pool wakes one
+/// thread for all the jobs handed over, and may yield the CPU to it). Returns
+/// the longest the poller may sleep (ignored within a turn). Set once; one
+/// atomic load a turn when unset.
 static TURN_END: OnceLock<fn(Instant) -> Option<Duration>> = OnceLock::new();
 
-/// Sets the function every poller runs at the end of each turn (once; later
-/// calls are ignored).
+/// A turn with more ready events than this pauses after each this many (runs
+/// `TURN_END`): with a thousand busy connections a turn can read for
+/// milliseconds, and what its first events handed over would wait that long.
+const EVENTS_PER_PAUSE: usize = 32;
+
+/// Sets the function every poller runs at the end of each turn and at each
+/// pause of a long one (once; later calls are ignored).
 pub(crate) fn set_turn_end(f: fn(Instant) -> Option<Duration>) {
     let _ = TURN_END.set(f);
 }
@@ -363,6 +370,11 @@ fn run(mut poll: Poll, mut core: Core, shared: &Shared) {
             core.prefetch_slot(token_at(i + 2));
             core.prefetch_handler(token_at(i + 1));
             core.call(token, |h, core| h.ready(token, core, ready));
+            if (i + 1) % EVENTS_PER_PAUSE == 0 && i + 1 < batch.len() {
+                if let Some(turn_end) = TURN_END.get() {
+                    contain("the turn's end", || turn_end(core.now));
+                }
+            }
         }
         for _ in 0..COMMANDS_PER_TURN {
             match shared.queue.pop() {

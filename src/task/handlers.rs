@@ -67,7 +67,7 @@ impl<F: FnOnce() + Send + 'static> Job for FnJob<F> {
 /// adds a thread (or wakes a parked one).
 pub(crate) const STALL: Duration = Duration::from_millis(1);
 
-/// How many jobs may wait, at a poller turn's end, for a handler that was
+/// How many jobs may wait, at a poller turn's end or pause, for a handler that was
 /// woken but has not run, before the poller yields its CPU. Under
 /// `SCHED_BATCH` a handler that shares its poller's CPU runs only once the
 /// poller blocks, and a poller with a thousand busy connections may read
