@@ -4,9 +4,9 @@
 //! deliberately thin and private to the crate: socket calls on borrowed
 //! descriptors ([`socket`]), process limits and the spare descriptor kept for
 //! EMFILE ([`process`]), two CPU-level helpers, a cache prefetch hint and
-//! the coarse clock ([`cpu`]), and the scheduler policy of our threads and
-//! their run-queue waits ([`sched`]). The few things benches and tests need from it
-//! are re-exported on purpose by [`crate::os`].
+//! the coarse clock ([`cpu`]), and our threads' scheduling policy and what
+//! the kernel says of them ([`sched`]). The few things benches and tests
+//! need from it are re-exported on purpose by [`crate::os`].
 
 pub(crate) mod cpu;
 pub(crate) mod process;

@@ -67,8 +67,8 @@ impl<F: FnOnce() + Send + 'static> Job for FnJob<F> {
 /// adds a thread (or wakes a parked one).
 pub(crate) const STALL: Duration = Duration::from_millis(1);
 
-/// How many jobs may wait, at a poller turn's end or pause, for a handler that was
-/// woken but has not run, before the poller yields its CPU. Under
+/// How many jobs may wait, at a poller turn's end or pause, for a handler
+/// that was woken but has not run, before the poller yields its CPU. Under
 /// `SCHED_BATCH` a handler that shares its poller's CPU runs only once the
 /// poller blocks, and a poller with a thousand busy connections may read
 /// for milliseconds first: the requests then wait long and go cold in the
@@ -396,10 +396,9 @@ impl Handlers {
     /// Whether the handlers' lack of progress may be only a wait for a
     /// CPU: every handler thread is runnable (none is blocked in a callback,
     /// none parked) and together they ran for less than half the time since
-    /// the last look. When the
-    /// last look is missing or older than two stalls, the decision is put
-    /// off to compare with a fresh one. False where the kernel does not say:
-    /// then a thread is added at once.
+    /// the last look. When the last look is missing or older than two
+    /// stalls, the decision is put off to compare with a fresh one. False
+    /// where the kernel does not say: then a thread is added at once.
     fn waiting_for_cpu(&self, watch: &mut Watch) -> bool {
         let mut ran = Duration::ZERO;
         {
