@@ -24,22 +24,14 @@ use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::Duration;
 use taskweave::http::{Server, ServerBuilder, ServerTask};
 use taskweave::metrics::{AccessLog, CloseReason, ConnStats, MemoryLog};
-use taskweave::{Series, Settings};
+use taskweave::Series;
 
 /// The tests share one poller, which the second one holds: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn settings() {
     static SETTINGS: Once = Once::new();
-    SETTINGS.call_once(|| {
-        Settings {
-            poller_threads: 1,
-            handler_threads: 2,
-            ..Settings::default()
-        }
-        .apply()
-        .expect("settings")
-    });
+    SETTINGS.call_once(|| support::use_handler_threads(2));
 }
 
 fn start(builder: ServerBuilder, sleep: Duration) -> SocketAddr {
@@ -58,12 +50,6 @@ fn start(builder: ServerBuilder, sleep: Duration) -> SocketAddr {
     let addr = handle.local_addr();
     std::mem::forget(handle);
     addr
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
 }
 
 fn ask(s: &mut TcpStream, path: &str) {
@@ -97,19 +83,19 @@ fn an_idle_connection_behind_four_requests_in_flight_is_evicted() {
     // deadlines (Wait::Answer) are the oldest.
     let mut sleepers: Vec<TcpStream> = (0..4)
         .map(|_| {
-            let mut s = connect(addr);
+            let mut s = support::connect(addr);
             ask(&mut s, "/sleep");
             s
         })
         .collect();
     std::thread::sleep(Duration::from_millis(100));
     // One idle keep-alive connection: answered, then silent.
-    let mut idle = connect(addr);
+    let mut idle = support::connect(addr);
     ask(&mut idle, "/");
     assert!(response(&mut idle).is_some());
     std::thread::sleep(Duration::from_millis(50));
     // At the limit (5): the idle one should make room for this one.
-    let mut newcomer = connect(addr);
+    let mut newcomer = support::connect(addr);
     ask(&mut newcomer, "/");
     let got = response(&mut newcomer);
     let refused = log
@@ -176,17 +162,17 @@ fn a_connection_answered_late_is_not_evicted_as_idle() {
         Duration::from_millis(300),
     );
     // A: a slow request, dispatched to a handler thread.
-    let mut a = connect(addr);
+    let mut a = support::connect(addr);
     ask(&mut a, "/sleep");
     std::thread::sleep(Duration::from_millis(50));
     // B: its accept holds the poller (in the access log's `opened`).
-    let _b = connect(addr);
+    let _b = support::connect(addr);
     // A's answer is written by the handler thread meanwhile; it wakes the
     // poller (late), which is held.
     assert!(response(&mut a).is_some(), "A's answer");
     // C arrives at the limit while the poller is still held: its accept is
     // handled in the same turn as B's, before A's wake-up.
-    let mut c = connect(addr);
+    let mut c = support::connect(addr);
     {
         let (lock, cv) = &*gate;
         *lock.lock().unwrap() = true;

@@ -16,22 +16,14 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 use taskweave::http::{Server, ServerBuilder, ServerTask};
 use taskweave::metrics::{CloseReason, MemoryLog};
-use taskweave::{Series, Settings};
+use taskweave::Series;
 
 const CORE_THREADS: usize = 2;
 const SLEEPERS: usize = 4;
 
 fn start(builder: ServerBuilder) -> SocketAddr {
     static SETTINGS: Once = Once::new();
-    SETTINGS.call_once(|| {
-        Settings {
-            poller_threads: 1,
-            handler_threads: CORE_THREADS,
-            ..Settings::default()
-        }
-        .apply()
-        .expect("settings")
-    });
+    SETTINGS.call_once(|| support::use_handler_threads(CORE_THREADS));
     let handle = builder
         .serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
             if task.request().path() == "/sleep" {

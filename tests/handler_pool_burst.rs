@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use taskweave::http::{Server, ServerTask};
 use taskweave::metrics::{AccessLog, ConnStats};
-use taskweave::{Series, Settings};
+use taskweave::Series;
 
 const CORE_THREADS: usize = 4;
 const BURST: usize = 32;
@@ -46,13 +46,7 @@ impl AccessLog for Holding {
 
 #[test]
 fn a_burst_of_short_callbacks_is_spread_over_the_core_threads() {
-    Settings {
-        poller_threads: 1,
-        handler_threads: CORE_THREADS,
-        ..Settings::default()
-    }
-    .apply()
-    .expect("settings");
+    support::use_handler_threads(CORE_THREADS);
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
     let threads: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = threads.clone();

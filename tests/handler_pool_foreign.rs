@@ -19,17 +19,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use taskweave::comm::Stream;
 use taskweave::http::{Server, ServerTask};
-use taskweave::{Series, Settings};
+use taskweave::Series;
 
 #[test]
 fn a_second_foreign_job_does_not_wait_behind_a_blocking_one() {
-    Settings {
-        poller_threads: 1,
-        handler_threads: 2,
-        ..Settings::default()
-    }
-    .apply()
-    .expect("settings");
+    support::use_handler_threads(2);
     let (give, streams) = mpsc::channel::<Stream>();
     let give = Mutex::new(give);
     let handle = Server::builder()

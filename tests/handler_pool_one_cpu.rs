@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::child;
 use taskweave::http::{Server, ServerTask};
-use taskweave::{Series, Settings};
+use taskweave::Series;
 
 const CLIENTS: usize = 4;
 const CONNS_PER_CLIENT: usize = 50;
@@ -31,13 +31,7 @@ fn a_busy_cpu_adds_no_handler_threads() {
         child::missing("taskset (util-linux)");
         return;
     }
-    Settings {
-        poller_threads: 1,
-        handler_threads: 1,
-        ..Settings::default()
-    }
-    .apply()
-    .expect("settings");
+    support::use_handler_threads(1);
     let handle = Server::builder()
         .serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
             task.response().set_body("ok\n");
@@ -79,12 +73,7 @@ fn a_busy_cpu_adds_no_handler_threads() {
 /// until `deadline`.
 fn keep_busy(addr: SocketAddr, deadline: Instant, answered: &AtomicU64) {
     let mut conns: Vec<TcpStream> = (0..CONNS_PER_CLIENT)
-        .map(|_| {
-            let s = TcpStream::connect(addr).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s.set_nodelay(true).unwrap();
-            s
-        })
+        .map(|_| support::connect(addr))
         .collect();
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {

@@ -11,19 +11,13 @@ mod support;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use taskweave::http::{Server, ServerTask};
-use taskweave::{Series, Settings};
+use taskweave::Series;
 
 const CORE_THREADS: usize = 2;
 
 #[test]
 fn extra_threads_leave_under_a_light_steady_load() {
-    Settings {
-        poller_threads: 1,
-        handler_threads: CORE_THREADS,
-        ..Settings::default()
-    }
-    .apply()
-    .expect("settings");
+    support::use_handler_threads(CORE_THREADS);
     let handle = Server::builder()
         .serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
             if task.request().path() == "/sleep" {

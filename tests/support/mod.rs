@@ -16,6 +16,18 @@ pub mod redis;
 pub mod sse;
 pub mod upstream;
 
+/// Applies the settings of the handler-pool tests: one poller and
+/// `handler_threads` core handler threads, the rest as by default.
+pub fn use_handler_threads(handler_threads: usize) {
+    taskweave::Settings {
+        poller_threads: 1,
+        handler_threads,
+        ..taskweave::Settings::default()
+    }
+    .apply()
+    .expect("settings");
+}
+
 /// This process's handler threads (`tw-handler-N`), counted from `/proc`
 /// (a thread takes its name as it starts).
 pub fn handler_threads() -> usize {
