@@ -30,6 +30,14 @@ pub struct Settings {
     /// per batch, not per few requests. Turn it off when the server shares
     /// busy CPUs with work whose wake-up latency matters more. Default: on.
     pub batch_scheduling: bool,
+    /// With handler threads, a poller runs the callbacks of its turn itself
+    /// (no hand-off, no context switch), with its loop set aside; when one
+    /// blocks or runs long (a millisecond or two), a watcher thread hands
+    /// the loop to a new thread, and the old one goes on as a handler
+    /// thread. A callback that blocks still stalls no other connection,
+    /// and slow callbacks still spread over the handler threads. Off, every
+    /// callback goes to a handler thread. Default: on.
+    pub poller_handoff: bool,
 }
 
 impl Default for Settings {
@@ -41,6 +49,7 @@ impl Default for Settings {
             max_handler_threads: 256,
             compute_threads: cpus,
             batch_scheduling: true,
+            poller_handoff: true,
         }
     }
 }

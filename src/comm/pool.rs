@@ -19,10 +19,9 @@ use crate::poller::{self, Core, TimerKey};
 use crate::protocol::Protocol;
 use slab::Slab;
 use std::any::{Any, TypeId};
-use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 /// Identifies a pool. Its hash is computed once, when the request is
@@ -119,7 +118,7 @@ impl Hasher for FnvHasher {
     }
 }
 
-type Pools = HashMap<PoolKey, Box<dyn Any>, BuildHasherDefault<PassThrough>>;
+type Pools = HashMap<PoolKey, Box<dyn Any + Send>, BuildHasherDefault<PassThrough>>;
 
 /// A connection of the pool, as the pool sees it.
 struct Member<P: Protocol> {
@@ -164,34 +163,42 @@ impl<P: Protocol> Pool<P> {
     }
 }
 
-thread_local! {
-    /// This poller thread's pools (a pool is only touched on its poller).
-    /// Typed `Any` because a thread serves pools of many protocols.
-    static POOLS: RefCell<Pools> = RefCell::new(Pools::default());
+/// Each poller's pools, by poller index. A pool is only touched by the
+/// thread running its poller, so the lock is never contended; they are not
+/// thread-locals because a poller's loop can move to another thread (see
+/// `poller::take_over`). Typed `Any` because a poller serves pools of many
+/// protocols.
+static POOLS: OnceLock<Box<[Mutex<Pools>]>> = OnceLock::new();
+
+/// The pools of the poller running on this thread.
+fn pools_here() -> MutexGuard<'static, Pools> {
+    let all = POOLS.get_or_init(|| {
+        (0..poller::count())
+            .map(|_| Mutex::new(Pools::default()))
+            .collect()
+    });
+    let index = poller::current().unwrap_or(0) % all.len();
+    all[index].lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs `f` on the pool for `key`, if it exists. The borrow ends before
 /// anything else runs, so `f` must not call out of the pool.
 fn with_pool<P: Protocol, R>(key: &PoolKey, f: impl FnOnce(&mut Pool<P>) -> R) -> Option<R> {
-    POOLS.with(|pools| {
-        let mut pools = pools.borrow_mut();
-        let pool = pools.get_mut(key)?.downcast_mut::<Pool<P>>()?;
-        Some(f(pool))
-    })
+    let mut pools = pools_here();
+    let pool = pools.get_mut(key)?.downcast_mut::<Pool<P>>()?;
+    Some(f(pool))
 }
 
 /// Removes the pool for `key` if it holds nothing.
 fn forget_if_empty<P: Protocol>(key: &PoolKey) {
-    POOLS.with(|pools| {
-        let mut pools = pools.borrow_mut();
-        let empty = pools
-            .get(key)
-            .and_then(|p| p.downcast_ref::<Pool<P>>())
-            .is_some_and(|p| p.total() == 0 && p.waiting.is_empty());
-        if empty {
-            pools.remove(key);
-        }
-    });
+    let mut pools = pools_here();
+    let empty = pools
+        .get(key)
+        .and_then(|p| p.downcast_ref::<Pool<P>>())
+        .is_some_and(|p| p.total() == 0 && p.waiting.is_empty());
+    if empty {
+        pools.remove(key);
+    }
 }
 
 /// The poller that serves a pool.
@@ -217,8 +224,8 @@ pub(crate) fn submit<P: Protocol>(
         config_id,
     );
     poller::run_on(poller_for(&key), move |core| {
-        POOLS.with(|pools| {
-            pools.borrow_mut().entry(key.clone()).or_insert_with(|| {
+        {
+            pools_here().entry(key.clone()).or_insert_with(|| {
                 Box::new(Pool {
                     proto,
                     config,
@@ -231,7 +238,7 @@ pub(crate) fn submit<P: Protocol>(
                     next_wait: 0,
                 })
             });
-        });
+        }
         enqueue(core, &key, item);
     });
 }

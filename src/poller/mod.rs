@@ -9,6 +9,12 @@
 //! nothing of connections, servers or protocols: it calls handlers, and what a
 //! wake-up or a cancellation means is the handler's business.
 //!
+//! A poller's loop ([`Loop`]: the `Poll`, the handlers, the deadlines) can
+//! move between threads: with turn work registered ([`set_turn_work`]), a
+//! poller sets its loop aside at the start of a turn to run the jobs its
+//! last turn handed over, and if one blocks, another thread takes the loop
+//! over ([`take_over`]). Nothing a poller owns is thread-local.
+//!
 //! A panic that escapes a handler, a command or a timer is caught here, per
 //! event: the handler it escaped from is dropped (its `Drop` does its
 //! bookkeeping) and the poller goes on with the next event, so one bug or one
@@ -28,8 +34,8 @@ use std::any::Any;
 use std::cell::Cell;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use timeouts::Deadlines;
 
@@ -115,6 +121,94 @@ struct Shared {
     polling: AtomicBool,
     /// A wake-up is already on its way.
     wake_pending: AtomicBool,
+    /// The loop, set aside while its thread runs turn work (see
+    /// [`set_turn_work`]): another thread may take it over from here.
+    set_aside: Mutex<Option<Box<Loop>>>,
+    /// Odd while the loop is set aside; bumped as it is set aside and as it
+    /// is taken back or over.
+    away: AtomicU64,
+    /// The kernel id of the thread that set the loop aside.
+    away_tid: AtomicI32,
+}
+
+/// A poller's loop: all its thread holds between turns. It can move to
+/// another thread while set aside.
+struct Loop {
+    poll: Poll,
+    core: Core,
+    shared: Arc<Shared>,
+    events: Events,
+    /// The last poll's events, and the next of them to handle.
+    batch: Vec<(usize, Ready)>,
+    next: usize,
+    expired: Vec<usize>,
+}
+
+/// Work a poller does at the start of each turn with its loop set aside,
+/// registered by the layer above (the handler pool runs the jobs the last
+/// turn handed over, on the poller's own thread: no wake-up, no context
+/// switch). While it runs, another thread may take the loop over
+/// ([`take_over`]), so a job that blocks does not stall the poller's other
+/// connections.
+pub(crate) struct TurnWork {
+    /// Whether there is work (called with the loop still held).
+    pub pending: fn() -> bool,
+    /// Does the work; should return soon after [`away_phase`] changes (the
+    /// loop was taken over), without touching what the poller owns.
+    pub run: fn(index: usize),
+    /// This thread's loop was taken over while it worked: the thread is
+    /// the layer above's now (the handler pool adopts it), and ends when
+    /// this returns.
+    pub orphaned: fn(),
+}
+
+static TURN_WORK: OnceLock<TurnWork> = OnceLock::new();
+
+/// Sets the work every poller does with its loop set aside (once).
+pub(crate) fn set_turn_work(work: TurnWork) {
+    let _ = TURN_WORK.set(work);
+}
+
+/// Poller `index`'s away phase: odd while its loop is set aside, and the
+/// kernel id of the thread that set it aside.
+pub(crate) fn away(index: usize) -> (u64, i32) {
+    let p = pollers();
+    let shared = &p.shared[index % p.shared.len()];
+    (
+        shared.away.load(Ordering::SeqCst),
+        shared.away_tid.load(Ordering::Relaxed),
+    )
+}
+
+/// Takes over poller `index`'s loop if it is still set aside in `phase`
+/// (see [`away`]), and runs it on this thread until the loop is taken over
+/// from this thread in turn. False if it was not.
+pub(crate) fn take_over(index: usize, phase: u64) -> bool {
+    let p = pollers();
+    let shared = &p.shared[index % p.shared.len()];
+    let taken = {
+        let mut slot = lock(&shared.set_aside);
+        let l = if shared.away.load(Ordering::SeqCst) == phase {
+            slot.take()
+        } else {
+            None
+        };
+        if l.is_some() {
+            shared.away.fetch_add(1, Ordering::SeqCst);
+        }
+        l
+    };
+    match taken {
+        Some(l) => {
+            run(l);
+            true
+        }
+        None => false,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A poller's state, handed to handlers while they run.
@@ -301,85 +395,163 @@ fn spawn(index: usize) -> io::Result<Arc<Shared>> {
         waker,
         polling: AtomicBool::new(false),
         wake_pending: AtomicBool::new(false),
+        set_aside: Mutex::new(None),
+        away: AtomicU64::new(0),
+        away_tid: AtomicI32::new(0),
     });
-    let core = Core::new(index, registry);
-    let loop_shared = shared.clone();
+    let l = Box::new(Loop {
+        poll,
+        core: Core::new(index, registry),
+        shared: shared.clone(),
+        events: Events::with_capacity(1024),
+        batch: Vec::with_capacity(1024),
+        next: 0,
+        expired: Vec::new(),
+    });
     std::thread::Builder::new()
         .name(format!("tw-poller-{index}"))
-        .spawn(move || run(poll, core, &loop_shared))?;
+        .spawn(move || {
+            let settings = Settings::current();
+            if settings.batch_scheduling && settings.handler_threads > 0 {
+                // Handlers this poller wakes do not preempt it (see `sys::sched`).
+                if let Err(e) = crate::sys::sched::run_as_batch() {
+                    log::debug!("taskweave: poller {index} keeps its scheduling policy: {e}");
+                }
+            }
+            run(l);
+            // The loop was taken over: this thread is the layer above's now.
+            if let Some(work) = TURN_WORK.get() {
+                (work.orphaned)();
+            }
+        })?;
     Ok(shared)
 }
 
-fn run(mut poll: Poll, mut core: Core, shared: &Shared) {
-    CURRENT.with(|c| c.set(core.index));
-    let settings = Settings::current();
-    if settings.batch_scheduling && settings.handler_threads > 0 {
-        // Handlers this poller wakes do not preempt it (see `sys::sched`).
-        if let Err(e) = crate::sys::sched::run_as_batch() {
-            log::debug!(
-                "taskweave: poller {} keeps its scheduling policy: {e}",
-                core.index
-            );
-        }
+/// Sets the loop aside and does the turn work; returns the loop, or `None`
+/// if another thread took it over meanwhile.
+fn work_away(l: Box<Loop>, work: &TurnWork) -> Option<Box<Loop>> {
+    let shared = l.shared.clone();
+    let index = l.core.index;
+    if let Some(tid) = crate::sys::sched::thread_id() {
+        shared.away_tid.store(tid, Ordering::Relaxed);
     }
-    let mut events = Events::with_capacity(1024);
-    let mut batch: Vec<(usize, Ready)> = Vec::with_capacity(1024);
-    let mut expired = Vec::new();
+    {
+        let mut slot = lock(&shared.set_aside);
+        *slot = Some(l);
+        shared.away.fetch_add(1, Ordering::SeqCst);
+    }
+    CURRENT.with(|c| c.set(usize::MAX));
+    contain("the turn's work", || (work.run)(index));
+    let back = {
+        let mut slot = lock(&shared.set_aside);
+        let l = slot.take();
+        if l.is_some() {
+            shared.away.fetch_add(1, Ordering::SeqCst);
+        }
+        l
+    };
+    if back.is_some() {
+        CURRENT.with(|c| c.set(index));
+    }
+    back
+}
+
+/// Runs a poller's loop on this thread. Returns once another thread took
+/// the loop over (see [`TurnWork`]); never otherwise.
+fn run(mut l: Box<Loop>) {
+    CURRENT.with(|c| c.set(l.core.index));
     loop {
-        // One clock read per turn: handlers and deadlines use `core.now`, taken
-        // when `poll` returned. A timeout computed from it can only be late by
-        // the time the turn took, never early.
-        let mut timeout = core.deadlines.next_timeout(core.now);
-        if let Some(turn_end) = TURN_END.get() {
-            if let Some(wait) = contain("the turn's end", || turn_end(core.now)).flatten() {
-                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+        if let Some(work) = TURN_WORK.get() {
+            if (work.pending)() {
+                match work_away(l, work) {
+                    Some(back) => l = back,
+                    None => return,
+                }
             }
         }
-        shared.polling.store(true, Ordering::SeqCst);
-        if !shared.queue.is_empty() {
-            timeout = Some(Duration::ZERO);
-        }
-        let res = poll.poll(&mut events, timeout);
-        shared.polling.store(false, Ordering::SeqCst);
-        shared.wake_pending.store(false, Ordering::SeqCst);
-        if let Err(e) = res {
-            if e.kind() != io::ErrorKind::Interrupted {
-                log::error!("taskweave: poll failed: {e}");
-                std::thread::sleep(Duration::from_millis(10));
+        let Loop {
+            poll,
+            core,
+            shared,
+            events,
+            batch,
+            next,
+            expired,
+        } = &mut *l;
+        if *next < batch.len() {
+            // A turn cut short for its jobs (below): the rest of its events
+            // are handled before the poller looks for more, and the layer
+            // above's turn-end function runs as at a pause.
+            if let Some(turn_end) = TURN_END.get() {
+                contain("the turn's end", || turn_end(core.now));
             }
-            continue;
+        } else {
+            // One clock read per poll: handlers and deadlines use `core.now`,
+            // taken when `poll` returned. A timeout computed from it can only
+            // be late by the time the turn took, never early.
+            let mut timeout = core.deadlines.next_timeout(core.now);
+            if let Some(turn_end) = TURN_END.get() {
+                if let Some(wait) = contain("the turn's end", || turn_end(core.now)).flatten() {
+                    timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+                }
+            }
+            shared.polling.store(true, Ordering::SeqCst);
+            if !shared.queue.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
+            let res = poll.poll(events, timeout);
+            shared.polling.store(false, Ordering::SeqCst);
+            shared.wake_pending.store(false, Ordering::SeqCst);
+            if let Err(e) = res {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("taskweave: poll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            core.now = Instant::now();
+            batch.clear();
+            *next = 0;
+            batch.extend(events.iter().filter(|ev| ev.token() != WAKER).map(|ev| {
+                let ready = Ready {
+                    readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    writable: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+                    read_closed: ev.is_read_closed() || ev.is_error(),
+                };
+                (ev.token().0, ready)
+            }));
         }
-        core.now = Instant::now();
-        batch.clear();
-        batch.extend(events.iter().filter(|ev| ev.token() != WAKER).map(|ev| {
-            let ready = Ready {
-                readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                writable: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
-                read_closed: ev.is_read_closed() || ev.is_error(),
-            };
-            (ev.token().0, ready)
-        }));
+        // With turn work (the handoff), a turn handles at most
+        // `EVENTS_PER_PAUSE` events, so that the jobs they hand over run
+        // while their requests are in cache; otherwise the whole batch, with
+        // a pause every `EVENTS_PER_PAUSE` events.
+        let first = *next;
+        let end = match TURN_WORK.get() {
+            Some(_) => (first + EVENTS_PER_PAUSE).min(batch.len()),
+            None => batch.len(),
+        };
         // Each event's handler state is cold: the kernel work of the events
         // before it has pushed it out of cache. Loading it an event or two
         // ahead, as prefetches, overlaps those misses with the work in between.
-        let token_at = |i: usize| batch.get(i).map(|&(token, _)| token);
-        core.prefetch_slot(token_at(0));
-        core.prefetch_slot(token_at(1));
-        core.prefetch_handler(token_at(0));
-        for (i, &(token, ready)) in batch.iter().enumerate() {
+        let token_at = |i: usize| batch[..end].get(i).map(|&(token, _)| token);
+        core.prefetch_slot(token_at(first));
+        core.prefetch_slot(token_at(first + 1));
+        core.prefetch_handler(token_at(first));
+        for (i, &(token, ready)) in batch[..end].iter().enumerate().skip(first) {
             core.prefetch_slot(token_at(i + 2));
             core.prefetch_handler(token_at(i + 1));
             core.call(token, |h, core| h.ready(token, core, ready));
-            if (i + 1) % EVENTS_PER_PAUSE == 0 && i + 1 < batch.len() {
+            if (i + 1) % EVENTS_PER_PAUSE == 0 && i + 1 < end {
                 if let Some(turn_end) = TURN_END.get() {
                     contain("the turn's end", || turn_end(core.now));
                 }
             }
         }
+        *next = end;
         for _ in 0..COMMANDS_PER_TURN {
             match shared.queue.pop() {
                 Some(Command::Run(f)) => {
-                    contain("a poller command", || f(&mut core));
+                    contain("a poller command", || f(core));
                 }
                 Some(Command::Wake { token, id }) => {
                     if core.slots.get(token).is_some_and(|s| s.id == id) {
@@ -389,12 +561,12 @@ fn run(mut poll: Poll, mut core: Core, shared: &Shared) {
                 None => break,
             }
         }
-        core.deadlines.expired(core.now, &mut expired);
+        core.deadlines.expired(core.now, expired);
         for token in expired.drain(..) {
             core.call(token, |h, core| h.timeout(token, core));
         }
         while let Some(f) = core.deadlines.pop_due_timer(core.now) {
-            contain("a timer", || f(&mut core, false));
+            contain("a timer", || f(core, false));
         }
     }
 }

@@ -14,7 +14,8 @@
 //!   job for a while is blocked (another thread would help) or only waiting
 //!   for a CPU (another thread would only wait too).
 //!
-//! Both are Linux's; elsewhere they do nothing and know nothing.
+//! Both are Linux's; elsewhere they do nothing and know nothing. So is
+//! [`name_this_thread`], for a thread that changes roles.
 
 use std::io;
 use std::time::Duration;
@@ -35,11 +36,40 @@ pub(crate) fn run_as_batch() -> io::Result<()> {
     Ok(())
 }
 
-/// The calling thread's kernel id, for [`sample_thread`].
+/// Renames the calling thread as the kernel shows it (`/proc`, `top`): a
+/// poller thread whose loop another thread took over goes on as a handler
+/// thread, and says so. At most 15 bytes are kept.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn name_this_thread(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: `buf` is a NUL-terminated string of at most 16 bytes that
+    // outlives the call, as PR_SET_NAME requires; the kernel copies it.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, buf.as_ptr());
+    }
+}
+
+/// Threads keep their names on this platform.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn name_this_thread(_name: &str) {}
+
+/// The calling thread's kernel id, for [`sample_thread`]: a system call
+/// the first time on each thread, then kept.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn thread_id() -> Option<i32> {
-    // SAFETY: gettid takes no arguments and cannot fail.
-    Some(unsafe { libc::gettid() })
+    thread_local! {
+        static TID: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+    }
+    let tid = TID.with(|t| {
+        if t.get() == 0 {
+            // SAFETY: gettid takes no arguments and cannot fail.
+            t.set(unsafe { libc::gettid() });
+        }
+        t.get()
+    });
+    Some(tid)
 }
 
 /// No thread ids to look up on this platform.

@@ -4,7 +4,23 @@
 //! Handler threads exist so that a callback that blocks cannot stall a
 //! poller; what they must not do is make every request pay for that. A
 //! hand-off costs the thread it wakes a futex call and, on a shared core, two
-//! context switches, so the pool is built to wake as few threads as it can:
+//! context switches. So by default (`Settings::poller_handoff`) a poller
+//! hands over itself rather than its requests:
+//!
+//! - **The poller runs its turn's jobs**, at the start of its next turn,
+//!   with its loop set aside (`poller::set_turn_work`): no wake-up, no
+//!   switch, requests still in cache.
+//! - **A watcher replaces a stuck poller.** Every [`STALL`] it looks at the
+//!   pollers away from their loops; one still in the same job at two looks,
+//!   blocked or running (not only waiting for a CPU), has its loop taken over
+//!   by a new thread (`poller::take_over`), and joins the pool as an extra
+//!   handler thread when its job returns. It parks while the pollers idle.
+//! - **Slow jobs spread**: after one of [`SLOW_JOB`] or more, the poller
+//!   wakes a parked handler to help with the rest.
+//!
+//! Other jobs (pushed from threads that are not pollers), and all of them
+//! without the handoff, go to handler threads, and the pool wakes as few as
+//! it can:
 //!
 //! - **One wake-up per poller turn.** A job pushed from a poller thread is on
 //!   the queue at once, where any awake handler takes it, but the wake-up, if
@@ -115,6 +131,17 @@ pub(crate) struct Handlers {
     tids: Mutex<Vec<i32>>,
     /// Handler threads run under `SCHED_BATCH` (`Settings::batch_scheduling`).
     batch: bool,
+    /// Pollers run their turns' jobs themselves (`Settings::poller_handoff`).
+    handoff: bool,
+    /// The pollers' watcher is parked: the next poller to set its loop aside
+    /// wakes it (under `watcher`'s lock).
+    watcher_parked: AtomicBool,
+    watcher: Mutex<()>,
+    watcher_wake: Condvar,
+    /// Jobs each poller has run with its loop set aside: the watcher takes
+    /// a loop over only from a thread that is still in the job it was in
+    /// at the last look.
+    progress: OnceLock<Box<[AtomicU64]>>,
 }
 
 /// The parked threads, under the pool's lock, core ones at `[CORE]`, extra
@@ -158,6 +185,7 @@ pub(crate) fn pool() -> Option<&'static Handlers> {
         let core = settings.handler_threads;
         let mut pool = Handlers::new(core, settings.max_handler_threads.max(core));
         pool.batch = settings.batch_scheduling;
+        pool.handoff = settings.poller_handoff;
         pool
     });
     STARTED.call_once(|| {
@@ -165,6 +193,23 @@ pub(crate) fn pool() -> Option<&'static Handlers> {
             pool.start_thread();
         }
         crate::poller::set_turn_end(turn_end);
+        if pool.handoff {
+            crate::poller::set_turn_work(crate::poller::TurnWork {
+                pending: || POOL.get().is_some_and(|p| !p.queue.is_empty()),
+                run: run_turn_jobs,
+                orphaned: || {
+                    if let Some(pool) = POOL.get() {
+                        pool.adopt_this_thread();
+                    }
+                },
+            });
+            let spawned = std::thread::Builder::new()
+                .name("tw-watcher".into())
+                .spawn(move || pool.watch_pollers());
+            if let Err(e) = spawned {
+                log::error!("taskweave: cannot start the pollers' watcher: {e}");
+            }
+        }
     });
     Some(pool)
 }
@@ -190,6 +235,11 @@ impl Handlers {
             }),
             tids: Mutex::new(Vec::new()),
             batch: false,
+            handoff: false,
+            watcher_parked: AtomicBool::new(false),
+            watcher: Mutex::new(()),
+            watcher_wake: Condvar::new(),
+            progress: OnceLock::new(),
         }
     }
 
@@ -293,18 +343,7 @@ impl Handlers {
                 {
                     self.wake_one();
                 }
-                self.taken.fetch_add(1, Ordering::Relaxed);
-                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
-                if let Err(payload) = res {
-                    log::error!("taskweave: a callback panicked; its series is lost");
-                    // A payload whose drop panics must not end this thread
-                    // once it counts as searching (nobody would be woken).
-                    let dropped =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload)));
-                    if let Err(again) = dropped {
-                        std::mem::forget(again);
-                    }
-                }
+                self.run_job(job);
                 self.searching.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -427,6 +466,184 @@ impl Handlers {
     }
 }
 
+/// A job a poller ran for this long or longer makes it wake a parked
+/// handler to help with the rest of its turn's jobs: a quick request's
+/// callback, its reply's system call included, takes a few microseconds.
+const SLOW_JOB: Duration = Duration::from_micros(100);
+
+/// How many looks at idle pollers (a [`STALL`] apart) before the watcher
+/// parks until a poller sets its loop aside again.
+const WATCHER_IDLE_LOOKS: u32 = 100;
+
+impl Handlers {
+    /// Runs one job, containing a panic (its series is lost).
+    fn run_job(&self, job: Box<dyn Job>) {
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
+        if let Err(payload) = res {
+            log::error!("taskweave: a callback panicked; its series is lost");
+            // A payload whose drop panics must not end this thread once it
+            // counts as searching (nobody would be woken).
+            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload)));
+            if let Err(again) = dropped {
+                std::mem::forget(again);
+            }
+        }
+    }
+
+    /// A poller thread whose loop was taken over joins the pool as an
+    /// extra thread (it leaves after `IDLE_EXIT` without work).
+    fn adopt_this_thread(&self) {
+        let index = self.threads.fetch_add(1, Ordering::SeqCst);
+        crate::sys::sched::name_this_thread(&format!("tw-handler-{index}"));
+        self.searching.fetch_add(1, Ordering::SeqCst);
+        self.run(true);
+    }
+
+    /// The pollers' watcher: every [`STALL`] it looks at each poller, and
+    /// a poller that has had its loop set aside since the last look, with
+    /// its thread blocked or running one job all that time, gets its loop
+    /// taken over by a new thread. It parks after a while with no poller
+    /// away.
+    fn watch_pollers(&'static self) {
+        let n = crate::poller::count();
+        let progress = self.progress();
+        let mut seen = vec![(0u64, 0u64); n];
+        let mut samples: Vec<Option<(Instant, Duration)>> = vec![None; n];
+        let mut quiet = 0;
+        loop {
+            if quiet >= WATCHER_IDLE_LOOKS {
+                self.park_watcher(n);
+                quiet = 0;
+            } else {
+                std::thread::sleep(STALL);
+            }
+            let mut active = false;
+            for i in 0..n {
+                let (phase, tid) = crate::poller::away(i);
+                let look = (phase, progress[i].load(Ordering::Relaxed));
+                if look != seen[i] {
+                    seen[i] = look;
+                    samples[i] = None;
+                    active = true;
+                    continue;
+                }
+                if phase % 2 == 0 {
+                    continue;
+                }
+                active = true;
+                // The stuck thread joins the pool when its job returns: at
+                // most `max` threads, as when the watchdog adds them.
+                if stuck(tid, &mut samples[i]) && self.threads.load(Ordering::SeqCst) < self.max {
+                    samples[i] = None;
+                    self.rescue(i, phase);
+                }
+            }
+            quiet = if active { 0 } else { quiet + 1 };
+        }
+    }
+
+    /// Jobs run by each poller with its loop set aside.
+    fn progress(&self) -> &[AtomicU64] {
+        self.progress.get_or_init(|| {
+            (0..crate::poller::count())
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        })
+    }
+
+    /// Parks the watcher until a poller sets its loop aside.
+    fn park_watcher(&self, pollers: usize) {
+        let mut guard = lock(&self.watcher);
+        self.watcher_parked.store(true, Ordering::SeqCst);
+        // Pairs with `run_turn_jobs`: a poller away now is seen here, or it
+        // sees the watcher parked and wakes it.
+        if (0..pollers).any(|i| crate::poller::away(i).0 % 2 == 1) {
+            self.watcher_parked.store(false, Ordering::SeqCst);
+            return;
+        }
+        while self.watcher_parked.load(Ordering::SeqCst) {
+            guard = self
+                .watcher_wake
+                .wait(guard)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Starts a thread that takes poller `index`'s loop over, if it is
+    /// still away in `phase`.
+    fn rescue(&'static self, index: usize, phase: u64) {
+        let batch = self.batch;
+        let spawned = std::thread::Builder::new()
+            .name(format!("tw-poller-{index}"))
+            .spawn(move || {
+                if batch {
+                    let _ = crate::sys::sched::run_as_batch();
+                }
+                if crate::poller::take_over(index, phase) {
+                    self.adopt_this_thread();
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("taskweave: cannot start a thread to take over poller {index}: {e}");
+        }
+    }
+}
+
+/// Whether the thread `tid`, away from its poller since the last look, is
+/// stuck in a job: blocked, or running (not only waiting for a CPU) for at
+/// least half the time between two looks. Where the kernel does not say,
+/// a poller away a whole look is stuck.
+fn stuck(tid: i32, sampled: &mut Option<(Instant, Duration)>) -> bool {
+    let Some(sample) = crate::sys::sched::sample_thread(tid) else {
+        return true;
+    };
+    if !sample.runnable {
+        return true;
+    }
+    let now = Instant::now();
+    match sampled.replace((now, sample.ran)) {
+        Some((then, before)) => {
+            sample.ran.saturating_sub(before) * 2 >= now.saturating_duration_since(then)
+        }
+        None => false,
+    }
+}
+
+/// The turn's work of a poller (see `poller::TurnWork`): runs the jobs
+/// queued when it starts, here on the poller's thread, and stops early if
+/// the loop is taken over meanwhile.
+fn run_turn_jobs(index: usize) {
+    let Some(pool) = POOL.get() else { return };
+    let (phase, _) = crate::poller::away(index);
+    if pool.watcher_parked.load(Ordering::SeqCst) {
+        let _guard = lock(&pool.watcher);
+        pool.watcher_parked.store(false, Ordering::SeqCst);
+        pool.watcher_wake.notify_one();
+    }
+    let progress = &pool.progress()[index];
+    let mut started = Instant::now();
+    for _ in 0..pool.queue.len() {
+        let Some(job) = pool.queue.pop() else { break };
+        pool.run_job(job);
+        progress.fetch_add(1, Ordering::Relaxed);
+        // Slow jobs spread over the pool, as a handler spreads a burst (see
+        // `serve`): after one, a parked handler helps with the rest.
+        let now = Instant::now();
+        if now.saturating_duration_since(started) >= SLOW_JOB
+            && !pool.queue.is_empty()
+            && pool.searching.load(Ordering::SeqCst) == 0
+            && pool.parked.load(Ordering::Relaxed) > 0
+        {
+            pool.wake_one();
+        }
+        started = now;
+        if crate::poller::away(index).0 != phase {
+            return;
+        }
+    }
+}
+
 /// Locks a mutex that guards plain counters and lists: a panic cannot leave
 /// them torn.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -438,7 +655,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// then the watchdog. Returns the longest the poller may sleep.
 fn turn_end(now: Instant) -> Option<Duration> {
     let pool = POOL.get()?;
-    if TURN_PUSHED.with(|p| p.replace(false)) {
+    // With the handoff, the poller runs its turn's jobs itself.
+    if TURN_PUSHED.with(|p| p.replace(false)) && !pool.handoff {
         // Pairs with the fence in `park`.
         fence(Ordering::SeqCst);
         if pool.searching.load(Ordering::SeqCst) == 0 {
