@@ -21,7 +21,7 @@
 //! several certificates chosen by SNI.
 //!
 //! `cargo run --release --example http_server -- --port 8080 [--pollers N]
-//!  [--handler-threads N] [--max-connections N] [--reuse-port] [--access-log PATH|-|off]
+//!  [--handler-threads N] [--poller-handoff] [--max-connections N] [--reuse-port] [--access-log PATH|-|off]
 //!  [--dir DIR] [--max-rps N] [--limit-rate RATE] [--limit-rate-after SIZE]
 //!  [--tls-cert FILE --tls-key FILE]`
 
@@ -68,6 +68,7 @@ impl Route {
 const SPEC: args::Spec = args::Spec {
     usage: "usage: http_server [--port 8080] [--pollers N] [--handler-threads N]\n       \
 [--max-connections N] [--reuse-port] [--access-log PATH|-|off|none] [--conn-log-only]\n       \
+[--poller-handoff]\n       \
 [--dir DIR] [--max-rps N] [--limit-rate RATE] [--limit-rate-after SIZE]\n       \
 [--tls-cert FILE --tls-key FILE]",
     options: &[
@@ -83,7 +84,7 @@ const SPEC: args::Spec = args::Spec {
         "tls-cert",
         "tls-key",
     ],
-    switches: &["reuse-port", "conn-log-only"],
+    switches: &["reuse-port", "conn-log-only", "poller-handoff"],
 };
 
 fn main() -> std::io::Result<()> {
@@ -92,6 +93,7 @@ fn main() -> std::io::Result<()> {
     let mut settings = Settings::default();
     settings.poller_threads = args.get("pollers", settings.poller_threads);
     settings.handler_threads = args.get("handler-threads", settings.handler_threads);
+    settings.poller_handoff = args.has("poller-handoff");
     settings.apply().map_err(std::io::Error::other)?;
 
     let metrics = Arc::new(ServerMetrics::new());

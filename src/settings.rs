@@ -36,7 +36,9 @@ pub struct Settings {
     /// the loop to a new thread, and the old one goes on as a handler
     /// thread. A callback that blocks still stalls no other connection,
     /// and slow callbacks still spread over the handler threads. Off, every
-    /// callback goes to a handler thread. Default: on.
+    /// callback goes to a handler thread. Default: off, while its memory
+    /// behaviour under a publish-heavy SSE load is looked into (see
+    /// `docs/performance.md`).
     pub poller_handoff: bool,
 }
 
@@ -49,7 +51,7 @@ impl Default for Settings {
             max_handler_threads: 256,
             compute_threads: cpus,
             batch_scheduling: true,
-            poller_handoff: true,
+            poller_handoff: false,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Issue 14: with handler threads (the default), a poller runs the callbacks
-//! of its turn itself, with its loop set aside, and a watcher thread hands
-//! the loop to a new thread when a callback blocks or runs long. What that
+//! Issue 14: with handler threads and `Settings::poller_handoff`, a poller
+//! runs the callbacks of its turn itself, with its loop set aside, and a
+//! watcher thread hands the loop to a new thread when a callback blocks or
+//! runs long. What that
 //! must keep: a callback that sleeps, or one that computes for long, holds
 //! up no other connection; a callback that panics costs only its own
 //! request; and the thread that was stuck ends up in the handler pool.
@@ -18,7 +19,16 @@ const CORE_THREADS: usize = 2;
 
 fn start() -> SocketAddr {
     static SETTINGS: Once = Once::new();
-    SETTINGS.call_once(|| support::use_handler_threads(CORE_THREADS));
+    SETTINGS.call_once(|| {
+        taskweave::Settings {
+            poller_threads: 1,
+            handler_threads: CORE_THREADS,
+            poller_handoff: true,
+            ..taskweave::Settings::default()
+        }
+        .apply()
+        .expect("settings");
+    });
     let handle = Server::builder()
         .serve("127.0.0.1:0", |task: &mut ServerTask, _: &mut Series| {
             match task.request().path() {

@@ -138,9 +138,7 @@ struct Loop {
     core: Core,
     shared: Arc<Shared>,
     events: Events,
-    /// The last poll's events, and the next of them to handle.
     batch: Vec<(usize, Ready)>,
-    next: usize,
     expired: Vec<usize>,
 }
 
@@ -153,7 +151,7 @@ struct Loop {
 pub(crate) struct TurnWork {
     /// Whether there is work (called with the loop still held).
     pub pending: fn() -> bool,
-    /// Does the work; should return soon after [`away_phase`] changes (the
+    /// Does the work; should return soon after [`away`] changes (the
     /// loop was taken over), without touching what the poller owns.
     pub run: fn(index: usize),
     /// This thread's loop was taken over while it worked: the thread is
@@ -200,7 +198,9 @@ pub(crate) fn take_over(index: usize, phase: u64) -> bool {
     };
     match taken {
         Some(l) => {
-            run(l);
+            // Its events first: the jobs the stuck thread left are what
+            // waits behind a blocked one, and may block too.
+            run(l, false);
             true
         }
         None => false,
@@ -405,7 +405,6 @@ fn spawn(index: usize) -> io::Result<Arc<Shared>> {
         shared: shared.clone(),
         events: Events::with_capacity(1024),
         batch: Vec::with_capacity(1024),
-        next: 0,
         expired: Vec::new(),
     });
     std::thread::Builder::new()
@@ -418,7 +417,7 @@ fn spawn(index: usize) -> io::Result<Arc<Shared>> {
                     log::debug!("taskweave: poller {index} keeps its scheduling policy: {e}");
                 }
             }
-            run(l);
+            run(l, true);
             // The loop was taken over: this thread is the layer above's now.
             if let Some(work) = TURN_WORK.get() {
                 (work.orphaned)();
@@ -456,12 +455,14 @@ fn work_away(l: Box<Loop>, work: &TurnWork) -> Option<Box<Loop>> {
     back
 }
 
-/// Runs a poller's loop on this thread. Returns once another thread took
-/// the loop over (see [`TurnWork`]); never otherwise.
-fn run(mut l: Box<Loop>) {
+/// Runs a poller's loop on this thread, from its turn work unless not
+/// `work_first`. Returns once another thread took the loop over (see
+/// [`TurnWork`]); never otherwise.
+fn run(mut l: Box<Loop>, mut work_first: bool) {
     CURRENT.with(|c| c.set(l.core.index));
     loop {
-        if let Some(work) = TURN_WORK.get() {
+        let work_now = std::mem::replace(&mut work_first, true);
+        if let Some(work) = TURN_WORK.get().filter(|_| work_now) {
             if (work.pending)() {
                 match work_away(l, work) {
                     Some(back) => l = back,
@@ -475,79 +476,58 @@ fn run(mut l: Box<Loop>) {
             shared,
             events,
             batch,
-            next,
             expired,
         } = &mut *l;
-        if *next < batch.len() {
-            // A turn cut short for its jobs (below): the rest of its events
-            // are handled before the poller looks for more, and the layer
-            // above's turn-end function runs as at a pause.
-            if let Some(turn_end) = TURN_END.get() {
-                contain("the turn's end", || turn_end(core.now));
+        // One clock read per turn: handlers and deadlines use `core.now`, taken
+        // when `poll` returned. A timeout computed from it can only be late by
+        // the time the turn took, never early.
+        let mut timeout = core.deadlines.next_timeout(core.now);
+        if let Some(turn_end) = TURN_END.get() {
+            if let Some(wait) = contain("the turn's end", || turn_end(core.now)).flatten() {
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
-        } else {
-            // One clock read per poll: handlers and deadlines use `core.now`,
-            // taken when `poll` returned. A timeout computed from it can only
-            // be late by the time the turn took, never early.
-            let mut timeout = core.deadlines.next_timeout(core.now);
-            if let Some(turn_end) = TURN_END.get() {
-                if let Some(wait) = contain("the turn's end", || turn_end(core.now)).flatten() {
-                    timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
-                }
-            }
-            shared.polling.store(true, Ordering::SeqCst);
-            if !shared.queue.is_empty() {
-                timeout = Some(Duration::ZERO);
-            }
-            let res = poll.poll(events, timeout);
-            shared.polling.store(false, Ordering::SeqCst);
-            shared.wake_pending.store(false, Ordering::SeqCst);
-            if let Err(e) = res {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    log::error!("taskweave: poll failed: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                continue;
-            }
-            core.now = Instant::now();
-            batch.clear();
-            *next = 0;
-            batch.extend(events.iter().filter(|ev| ev.token() != WAKER).map(|ev| {
-                let ready = Ready {
-                    readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                    writable: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
-                    read_closed: ev.is_read_closed() || ev.is_error(),
-                };
-                (ev.token().0, ready)
-            }));
         }
-        // With turn work (the handoff), a turn handles at most
-        // `EVENTS_PER_PAUSE` events, so that the jobs they hand over run
-        // while their requests are in cache; otherwise the whole batch, with
-        // a pause every `EVENTS_PER_PAUSE` events.
-        let first = *next;
-        let end = match TURN_WORK.get() {
-            Some(_) => (first + EVENTS_PER_PAUSE).min(batch.len()),
-            None => batch.len(),
-        };
+        shared.polling.store(true, Ordering::SeqCst);
+        if !shared.queue.is_empty() {
+            timeout = Some(Duration::ZERO);
+        }
+        let res = poll.poll(events, timeout);
+        shared.polling.store(false, Ordering::SeqCst);
+        shared.wake_pending.store(false, Ordering::SeqCst);
+        if let Err(e) = res {
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::error!("taskweave: poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            continue;
+        }
+        core.now = Instant::now();
+        batch.clear();
+        batch.extend(events.iter().filter(|ev| ev.token() != WAKER).map(|ev| {
+            let ready = Ready {
+                readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                writable: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+                read_closed: ev.is_read_closed() || ev.is_error(),
+            };
+            (ev.token().0, ready)
+        }));
         // Each event's handler state is cold: the kernel work of the events
         // before it has pushed it out of cache. Loading it an event or two
         // ahead, as prefetches, overlaps those misses with the work in between.
-        let token_at = |i: usize| batch[..end].get(i).map(|&(token, _)| token);
-        core.prefetch_slot(token_at(first));
-        core.prefetch_slot(token_at(first + 1));
-        core.prefetch_handler(token_at(first));
-        for (i, &(token, ready)) in batch[..end].iter().enumerate().skip(first) {
+        let token_at = |i: usize| batch.get(i).map(|&(token, _)| token);
+        core.prefetch_slot(token_at(0));
+        core.prefetch_slot(token_at(1));
+        core.prefetch_handler(token_at(0));
+        for (i, &(token, ready)) in batch.iter().enumerate() {
             core.prefetch_slot(token_at(i + 2));
             core.prefetch_handler(token_at(i + 1));
             core.call(token, |h, core| h.ready(token, core, ready));
-            if (i + 1) % EVENTS_PER_PAUSE == 0 && i + 1 < end {
+            if (i + 1) % EVENTS_PER_PAUSE == 0 && i + 1 < batch.len() {
                 if let Some(turn_end) = TURN_END.get() {
                     contain("the turn's end", || turn_end(core.now));
                 }
             }
         }
-        *next = end;
         for _ in 0..COMMANDS_PER_TURN {
             match shared.queue.pop() {
                 Some(Command::Run(f)) => {

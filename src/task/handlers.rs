@@ -4,8 +4,8 @@
 //! Handler threads exist so that a callback that blocks cannot stall a
 //! poller; what they must not do is make every request pay for that. A
 //! hand-off costs the thread it wakes a futex call and, on a shared core, two
-//! context switches. So by default (`Settings::poller_handoff`) a poller
-//! hands over itself rather than its requests:
+//! context switches. So with `Settings::poller_handoff` a poller hands
+//! over itself rather than its requests:
 //!
 //! - **The poller runs its turn's jobs**, at the start of its next turn,
 //!   with its loop set aside (`poller::set_turn_work`): no wake-up, no
@@ -133,6 +133,8 @@ pub(crate) struct Handlers {
     batch: bool,
     /// Pollers run their turns' jobs themselves (`Settings::poller_handoff`).
     handoff: bool,
+    /// The pollers' watcher runs (without it there is no handoff).
+    watching: AtomicBool,
     /// The pollers' watcher is parked: the next poller to set its loop aside
     /// wakes it (under `watcher`'s lock).
     watcher_parked: AtomicBool,
@@ -194,20 +196,30 @@ pub(crate) fn pool() -> Option<&'static Handlers> {
         }
         crate::poller::set_turn_end(turn_end);
         if pool.handoff {
-            crate::poller::set_turn_work(crate::poller::TurnWork {
-                pending: || POOL.get().is_some_and(|p| !p.queue.is_empty()),
-                run: run_turn_jobs,
-                orphaned: || {
-                    if let Some(pool) = POOL.get() {
-                        pool.adopt_this_thread();
-                    }
-                },
-            });
+            // Without a watcher, a poller stuck in a job would stay stuck:
+            // no handoff then.
             let spawned = std::thread::Builder::new()
                 .name("tw-watcher".into())
                 .spawn(move || pool.watch_pollers());
-            if let Err(e) = spawned {
-                log::error!("taskweave: cannot start the pollers' watcher: {e}");
+            match spawned {
+                Ok(_) => {
+                    pool.watching.store(true, Ordering::SeqCst);
+                    crate::poller::set_turn_work(crate::poller::TurnWork {
+                        pending: || {
+                            POOL.get()
+                                .is_some_and(|p| p.hands_off() && !p.queue.is_empty())
+                        },
+                        run: run_turn_jobs,
+                        orphaned: || {
+                            if let Some(pool) = POOL.get() {
+                                pool.adopt_this_thread();
+                            }
+                        },
+                    });
+                }
+                Err(e) => log::error!(
+                    "taskweave: cannot start the pollers' watcher, so pollers hand jobs over: {e}"
+                ),
             }
         }
     });
@@ -236,6 +248,7 @@ impl Handlers {
             tids: Mutex::new(Vec::new()),
             batch: false,
             handoff: false,
+            watching: AtomicBool::new(false),
             watcher_parked: AtomicBool::new(false),
             watcher: Mutex::new(()),
             watcher_wake: Condvar::new(),
@@ -471,6 +484,10 @@ impl Handlers {
 /// callback, its reply's system call included, takes a few microseconds.
 const SLOW_JOB: Duration = Duration::from_micros(100);
 
+/// The longest a poller runs jobs before it looks at its events again (it
+/// runs the rest after its next poll).
+const WORK_BUDGET: Duration = Duration::from_micros(500);
+
 /// How many looks at idle pollers (a [`STALL`] apart) before the watcher
 /// parks until a poller sets its loop aside again.
 const WATCHER_IDLE_LOOKS: u32 = 100;
@@ -491,10 +508,29 @@ impl Handlers {
         }
     }
 
+    /// Whether pollers run their turns' jobs now: with the handoff, while
+    /// a stuck one can still be replaced (each replacement adds a thread to
+    /// the pool, up to `max`). At the cap, jobs go to handler threads.
+    fn hands_off(&self) -> bool {
+        self.handoff
+            && self.watching.load(Ordering::Relaxed)
+            && self.threads.load(Ordering::Relaxed) < self.max
+    }
+
+    /// Counts one more pool thread if the pool is below `max`.
+    fn reserve_thread(&self) -> bool {
+        self.threads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     /// A poller thread whose loop was taken over joins the pool as an
-    /// extra thread (it leaves after `IDLE_EXIT` without work).
+    /// extra thread (it leaves after `IDLE_EXIT` without work). The rescue
+    /// that took its loop counted it already.
     fn adopt_this_thread(&self) {
-        let index = self.threads.fetch_add(1, Ordering::SeqCst);
+        let index = self.threads.load(Ordering::SeqCst);
         crate::sys::sched::name_this_thread(&format!("tw-handler-{index}"));
         self.searching.fetch_add(1, Ordering::SeqCst);
         self.run(true);
@@ -510,6 +546,8 @@ impl Handlers {
         let progress = self.progress();
         let mut seen = vec![(0u64, 0u64); n];
         let mut samples: Vec<Option<(Instant, Duration)>> = vec![None; n];
+        // The away phase each poller was last rescued in.
+        let mut rescued = vec![0u64; n];
         let mut quiet = 0;
         loop {
             if quiet >= WATCHER_IDLE_LOOKS {
@@ -532,10 +570,9 @@ impl Handlers {
                     continue;
                 }
                 active = true;
-                // The stuck thread joins the pool when its job returns: at
-                // most `max` threads, as when the watchdog adds them.
-                if stuck(tid, &mut samples[i]) && self.threads.load(Ordering::SeqCst) < self.max {
+                if rescued[i] != phase && stuck(tid, &mut samples[i]) {
                     samples[i] = None;
+                    rescued[i] = phase;
                     self.rescue(i, phase);
                 }
             }
@@ -572,7 +609,13 @@ impl Handlers {
 
     /// Starts a thread that takes poller `index`'s loop over, if it is
     /// still away in `phase`.
+    /// The stuck thread joins the pool when its job returns, so a rescue
+    /// counts it at once: at most `max` threads, as when the watchdog adds
+    /// them. The jobs it left queued go to parked handlers.
     fn rescue(&'static self, index: usize, phase: u64) {
+        if !self.reserve_thread() {
+            return;
+        }
         let batch = self.batch;
         let spawned = std::thread::Builder::new()
             .name(format!("tw-poller-{index}"))
@@ -582,11 +625,16 @@ impl Handlers {
                 }
                 if crate::poller::take_over(index, phase) {
                     self.adopt_this_thread();
+                } else {
+                    self.threads.fetch_sub(1, Ordering::SeqCst);
                 }
             });
         if let Err(e) = spawned {
+            self.threads.fetch_sub(1, Ordering::SeqCst);
             log::error!("taskweave: cannot start a thread to take over poller {index}: {e}");
+            return;
         }
+        while self.queue.len() > self.searching.load(Ordering::SeqCst) && self.wake_one() {}
     }
 }
 
@@ -622,10 +670,14 @@ fn run_turn_jobs(index: usize) {
         pool.watcher_wake.notify_one();
     }
     let progress = &pool.progress()[index];
-    let mut started = Instant::now();
+    let phase_start = Instant::now();
+    let mut started = phase_start;
     for _ in 0..pool.queue.len() {
         let Some(job) = pool.queue.pop() else { break };
         pool.run_job(job);
+        if crate::poller::away(index).0 != phase {
+            return; // taken over: the loop is another thread's now
+        }
         progress.fetch_add(1, Ordering::Relaxed);
         // Slow jobs spread over the pool, as a handler spreads a burst (see
         // `serve`): after one, a parked handler helps with the rest.
@@ -638,7 +690,9 @@ fn run_turn_jobs(index: usize) {
             pool.wake_one();
         }
         started = now;
-        if crate::poller::away(index).0 != phase {
+        // The poller's own events wait meanwhile: what is left runs after
+        // its next poll.
+        if now.saturating_duration_since(phase_start) >= WORK_BUDGET {
             return;
         }
     }
@@ -656,7 +710,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn turn_end(now: Instant) -> Option<Duration> {
     let pool = POOL.get()?;
     // With the handoff, the poller runs its turn's jobs itself.
-    if TURN_PUSHED.with(|p| p.replace(false)) && !pool.handoff {
+    if TURN_PUSHED.with(|p| p.replace(false)) && !pool.hands_off() {
         // Pairs with the fence in `park`.
         fence(Ordering::SeqCst);
         if pool.searching.load(Ordering::SeqCst) == 0 {
