@@ -36,9 +36,9 @@ pub struct Settings {
     /// the loop to a new thread, and the old one goes on as a handler
     /// thread. A callback that blocks still stalls no other connection,
     /// and slow callbacks still spread over the handler threads. Off, every
-    /// callback goes to a handler thread. Default: off, while its memory
-    /// behaviour under a publish-heavy SSE load is looked into (see
-    /// `docs/performance.md`).
+    /// callback goes to a handler thread. Default: off, until the extra
+    /// allocator arena memory it costs under a publish-heavy SSE load is
+    /// accounted for (see `docs/performance.md`).
     pub poller_handoff: bool,
 }
 
