@@ -184,19 +184,7 @@ pub(crate) fn away(index: usize) -> (u64, i32) {
 pub(crate) fn take_over(index: usize, phase: u64) -> bool {
     let p = pollers();
     let shared = &p.shared[index % p.shared.len()];
-    let taken = {
-        let mut slot = lock(&shared.set_aside);
-        let l = if shared.away.load(Ordering::SeqCst) == phase {
-            slot.take()
-        } else {
-            None
-        };
-        if l.is_some() {
-            shared.away.fetch_add(1, Ordering::SeqCst);
-        }
-        l
-    };
-    match taken {
+    match shared.take_aside(Some(phase)) {
         Some(l) => {
             // Its events first: the jobs the stuck thread left are what
             // waits behind a blocked one, and may block too.
@@ -204,6 +192,20 @@ pub(crate) fn take_over(index: usize, phase: u64) -> bool {
             true
         }
         None => false,
+    }
+}
+
+impl Shared {
+    /// Takes the loop out of its slot (if it is still away in `phase`, when
+    /// given), ending the away phase.
+    fn take_aside(&self, phase: Option<u64>) -> Option<Box<Loop>> {
+        let mut slot = lock(&self.set_aside);
+        if phase.is_some_and(|p| p != self.away.load(Ordering::SeqCst)) {
+            return None;
+        }
+        let l = slot.take()?;
+        self.away.fetch_add(1, Ordering::SeqCst);
+        Some(l)
     }
 }
 
@@ -441,14 +443,7 @@ fn work_away(l: Box<Loop>, work: &TurnWork) -> Option<Box<Loop>> {
     }
     CURRENT.with(|c| c.set(usize::MAX));
     contain("the turn's work", || (work.run)(index));
-    let back = {
-        let mut slot = lock(&shared.set_aside);
-        let l = slot.take();
-        if l.is_some() {
-            shared.away.fetch_add(1, Ordering::SeqCst);
-        }
-        l
-    };
+    let back = shared.take_aside(None);
     if back.is_some() {
         CURRENT.with(|c| c.set(index));
     }

@@ -131,9 +131,8 @@ pub(crate) struct Handlers {
     tids: Mutex<Vec<i32>>,
     /// Handler threads run under `SCHED_BATCH` (`Settings::batch_scheduling`).
     batch: bool,
-    /// Pollers run their turns' jobs themselves (`Settings::poller_handoff`).
-    handoff: bool,
-    /// The pollers' watcher runs (without it there is no handoff).
+    /// Pollers run their turns' jobs themselves (`Settings::poller_handoff`,
+    /// and the pollers' watcher started: without it there is no handoff).
     watching: AtomicBool,
     /// The pollers' watcher is parked: the next poller to set its loop aside
     /// wakes it (under `watcher`'s lock).
@@ -187,7 +186,6 @@ pub(crate) fn pool() -> Option<&'static Handlers> {
         let core = settings.handler_threads;
         let mut pool = Handlers::new(core, settings.max_handler_threads.max(core));
         pool.batch = settings.batch_scheduling;
-        pool.handoff = settings.poller_handoff;
         pool
     });
     STARTED.call_once(|| {
@@ -195,7 +193,7 @@ pub(crate) fn pool() -> Option<&'static Handlers> {
             pool.start_thread();
         }
         crate::poller::set_turn_end(turn_end);
-        if pool.handoff {
+        if settings.poller_handoff {
             // Without a watcher, a poller stuck in a job would stay stuck:
             // no handoff then.
             let spawned = std::thread::Builder::new()
@@ -247,7 +245,6 @@ impl Handlers {
             }),
             tids: Mutex::new(Vec::new()),
             batch: false,
-            handoff: false,
             watching: AtomicBool::new(false),
             watcher_parked: AtomicBool::new(false),
             watcher: Mutex::new(()),
@@ -347,15 +344,9 @@ impl Handlers {
                 continue;
             };
             {
-                // More jobs wait and nobody else will take them: wake one
-                // more thread (a burst of short callbacks runs on as many
-                // threads as the pool has, not one after the other).
-                if self.searching.load(Ordering::SeqCst) == 0
-                    && self.parked.load(Ordering::Relaxed) > 0
-                    && !self.queue.is_empty()
-                {
-                    self.wake_one();
-                }
+                // A burst of short callbacks runs on as many threads as the
+                // pool has, not one after the other.
+                self.wake_helper();
                 self.run_job(job);
                 self.searching.fetch_add(1, Ordering::SeqCst);
             }
@@ -468,14 +459,8 @@ impl Handlers {
                 }
             }
         }
-        // Sampled now, not at the turn's start: the turn may have been long.
-        let now = Instant::now();
-        match watch.sampled.replace((now, ran)) {
-            Some((then, before)) if now.saturating_duration_since(then) <= 2 * STALL => {
-                ran.saturating_sub(before) * 2 < now.saturating_duration_since(then)
-            }
-            _ => true,
-        }
+        // Without a recent look to compare with, decide at the next one.
+        ran_most_of_the_time(&mut watch.sampled, ran) != Some(true)
     }
 }
 
@@ -508,13 +493,22 @@ impl Handlers {
         }
     }
 
+    /// More jobs wait and nobody else will take them: wakes one more
+    /// thread, if one is parked.
+    fn wake_helper(&self) {
+        if self.searching.load(Ordering::SeqCst) == 0
+            && self.parked.load(Ordering::Relaxed) > 0
+            && !self.queue.is_empty()
+        {
+            self.wake_one();
+        }
+    }
+
     /// Whether pollers run their turns' jobs now: with the handoff, while
     /// a stuck one can still be replaced (each replacement adds a thread to
     /// the pool, up to `max`). At the cap, jobs go to handler threads.
     fn hands_off(&self) -> bool {
-        self.handoff
-            && self.watching.load(Ordering::Relaxed)
-            && self.threads.load(Ordering::Relaxed) < self.max
+        self.watching.load(Ordering::Relaxed) && self.threads.load(Ordering::Relaxed) < self.max
     }
 
     /// Counts one more pool thread if the pool is below `max`.
@@ -649,12 +643,20 @@ fn stuck(tid: i32, sampled: &mut Option<(Instant, Duration)>) -> bool {
     if !sample.runnable {
         return true;
     }
+    ran_most_of_the_time(sampled, sample.ran) == Some(true)
+}
+
+/// Whether threads that have had `ran` of CPU time so far ran for at least
+/// half the time since the look in `sampled` (which this look replaces);
+/// `None` without a look of the last two stalls to compare with. Sampled
+/// now, not at a turn's start: the turn may have been long.
+fn ran_most_of_the_time(sampled: &mut Option<(Instant, Duration)>, ran: Duration) -> Option<bool> {
     let now = Instant::now();
-    match sampled.replace((now, sample.ran)) {
-        Some((then, before)) => {
-            sample.ran.saturating_sub(before) * 2 >= now.saturating_duration_since(then)
+    match sampled.replace((now, ran)) {
+        Some((then, before)) if now.saturating_duration_since(then) <= 2 * STALL => {
+            Some(ran.saturating_sub(before) * 2 >= now.saturating_duration_since(then))
         }
-        None => false,
+        _ => None,
     }
 }
 
@@ -682,12 +684,8 @@ fn run_turn_jobs(index: usize) {
         // Slow jobs spread over the pool, as a handler spreads a burst (see
         // `serve`): after one, a parked handler helps with the rest.
         let now = Instant::now();
-        if now.saturating_duration_since(started) >= SLOW_JOB
-            && !pool.queue.is_empty()
-            && pool.searching.load(Ordering::SeqCst) == 0
-            && pool.parked.load(Ordering::Relaxed) > 0
-        {
-            pool.wake_one();
+        if now.saturating_duration_since(started) >= SLOW_JOB {
+            pool.wake_helper();
         }
         started = now;
         // The poller's own events wait meanwhile: what is left runs after
