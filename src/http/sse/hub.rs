@@ -270,6 +270,10 @@ struct TopicState {
     history: VecDeque<(u64, Bytes)>,
     /// Bytes of the events in `history`.
     history_bytes: usize,
+    /// The buffer of the last event to leave the history, when nothing
+    /// else held it: the next event is encoded into it (see
+    /// [`Hub::frame_buffer`]).
+    spare: Option<Vec<u8>>,
     /// Subscribers by key, each with the hub-wide id that guards its key
     /// against reuse.
     subscribers: Slab<(u64, Stream)>,
@@ -464,7 +468,7 @@ impl Hub {
         gone: &mut Vec<(u64, Stream)>,
     ) {
         state.next_id = id + 1;
-        let mut buf = Vec::with_capacity(event.data().len() + 32);
+        let mut buf = Self::frame_buffer(state.spare.take(), event.data().len() + 32);
         event.encode_into(Some(itoa::Buffer::new().format(id)), &mut buf);
         let bytes = Bytes::from(buf);
         let config = &self.inner.config;
@@ -477,6 +481,10 @@ impl Hub {
             {
                 if let Some((_, old)) = state.history.pop_front() {
                     state.history_bytes -= old.len();
+                    // Unique: no subscriber's queue holds it any more.
+                    if let Ok(old) = old.try_into_mut() {
+                        state.spare = Some(old.into());
+                    }
                 }
             }
         }
@@ -497,6 +505,24 @@ impl Hub {
             .collect();
         for key in dead {
             gone.push(state.subscribers.remove(key));
+        }
+    }
+
+    /// The buffer to encode an event of about `size` bytes into: `spare`
+    /// (a frame that left the history) when it fits without wasting more
+    /// than it holds, else a new one. With a full history, a steady stream
+    /// of events of one size then allocates nothing: the history's memory
+    /// stays in the buffers it has, whichever thread publishes. (Each
+    /// thread allocates from its own arena in glibc's malloc: when the
+    /// publishing thread changes, fresh buffers would fill a second arena
+    /// while the first still holds the old history.)
+    fn frame_buffer(spare: Option<Vec<u8>>, size: usize) -> Vec<u8> {
+        match spare {
+            Some(mut buf) if (size..=2 * size).contains(&buf.capacity()) => {
+                buf.clear();
+                buf
+            }
+            _ => Vec::with_capacity(size),
         }
     }
 
@@ -627,6 +653,7 @@ impl Hub {
             state: Mutex::new(TopicState {
                 next_id: 1,
                 history: VecDeque::new(),
+                spare: None,
                 history_bytes: 0,
                 subscribers: Slab::new(),
                 evicted: false,
@@ -774,6 +801,42 @@ mod tests {
         let ids: Vec<u64> = state.history.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [3, 4, 5]);
         assert_eq!(&state.history[2].1[..], b"id: 5\ndata: e5\n\n");
+    }
+
+    /// The address of the frame of event `id` in topic `name`'s history.
+    fn frame_at(hub: &Hub, name: &str, id: u64) -> *const u8 {
+        let topic = hub.topic(name).unwrap();
+        let state = topic.lock();
+        let (_, frame) = state.history.iter().find(|(i, _)| *i == id).unwrap();
+        frame.as_ptr()
+    }
+
+    #[test]
+    fn a_frame_that_leaves_the_history_unheld_carries_a_later_event() {
+        let hub = Hub::new(HubConfig::default().history(2));
+        for i in 1..=2 {
+            hub.publish("t", Event::new(format!("e{i}"))).unwrap();
+        }
+        let first = frame_at(&hub, "t", 1);
+        // 3 pushes 1 out, and nothing else holds it: 4 is written into it.
+        hub.publish("t", Event::new("e3")).unwrap();
+        hub.publish("t", Event::new("e4")).unwrap();
+        assert_eq!(frame_at(&hub, "t", 4), first);
+        let topic = hub.topic("t").unwrap();
+        assert_eq!(&topic.lock().history[1].1[..], b"id: 4\ndata: e4\n\n");
+        // A frame still held elsewhere (a subscriber's queue, say) is left
+        // to its holder; so is one far too large for the next event.
+        let held = topic.lock().history[0].1.clone();
+        hub.publish("t", Event::new("e5")).unwrap();
+        hub.publish("t", Event::new("e6")).unwrap();
+        assert_ne!(frame_at(&hub, "t", 6), held.as_ptr());
+        assert_eq!(&held[..], b"id: 3\ndata: e3\n\n");
+        hub.publish("t", Event::new("x".repeat(200))).unwrap();
+        let large = frame_at(&hub, "t", 7);
+        hub.publish("t", Event::new("e8")).unwrap();
+        hub.publish("t", Event::new("e9")).unwrap(); // 7 leaves
+        hub.publish("t", Event::new("e10")).unwrap();
+        assert_ne!(frame_at(&hub, "t", 10), large);
     }
 
     #[test]
