@@ -579,6 +579,8 @@ mod tests {
             std::process::id(),
             n
         ));
+        // A run long ago may have had this process id: start empty.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("access.log")
     }
