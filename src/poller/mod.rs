@@ -197,14 +197,18 @@ pub(crate) fn take_over(index: usize, phase: u64) -> bool {
 
 impl Shared {
     /// Takes the loop out of its slot (if it is still away in `phase`, when
-    /// given), ending the away phase.
+    /// given), ending the away phase. Its clock is read again: the jobs run
+    /// meanwhile took time (a blocked one, until the take-over), and the
+    /// poll's timeout is reckoned from it.
     fn take_aside(&self, phase: Option<u64>) -> Option<Box<Loop>> {
         let mut slot = lock(&self.set_aside);
         if phase.is_some_and(|p| p != self.away.load(Ordering::SeqCst)) {
             return None;
         }
-        let l = slot.take()?;
+        let mut l = slot.take()?;
         self.away.fetch_add(1, Ordering::SeqCst);
+        drop(slot);
+        l.core.now = Instant::now();
         Some(l)
     }
 }

@@ -564,7 +564,12 @@ impl Handlers {
                     continue;
                 }
                 active = true;
-                if rescued[i] != phase && stuck(tid, &mut samples[i]) {
+                // Looked at again after the sample: a thread seen blocked
+                // may have been back in its poll already.
+                if rescued[i] != phase
+                    && stuck(tid, &mut samples[i])
+                    && crate::poller::away(i).0 == phase
+                {
                     samples[i] = None;
                     rescued[i] = phase;
                     self.rescue(i, phase);
