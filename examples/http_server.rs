@@ -16,12 +16,17 @@
 //! `--limit-rate-after SIZE` bytes (nginx's `limit_rate` and
 //! `limit_rate_after`; sizes like `1m`, `500k` or plain bytes; 0: no limit).
 //!
+//! `--handler-threads 0` runs callbacks on the poller (inline);
+//! `--no-poller-handoff` hands every callback to a handler thread instead
+//! of letting the poller run them with its loop set aside
+//! (`Settings::poller_handoff`).
+//!
 //! `--tls-cert FILE --tls-key FILE` serves HTTPS with that certificate chain
 //! and key (PEM); both flags may be given several times, in pairs, for
 //! several certificates chosen by SNI.
 //!
 //! `cargo run --release --example http_server -- --port 8080 [--pollers N]
-//!  [--handler-threads N] [--poller-handoff] [--max-connections N] [--reuse-port] [--access-log PATH|-|off]
+//!  [--handler-threads N] [--no-poller-handoff] [--max-connections N] [--reuse-port] [--access-log PATH|-|off]
 //!  [--dir DIR] [--max-rps N] [--limit-rate RATE] [--limit-rate-after SIZE]
 //!  [--tls-cert FILE --tls-key FILE]`
 
@@ -68,7 +73,7 @@ impl Route {
 const SPEC: args::Spec = args::Spec {
     usage: "usage: http_server [--port 8080] [--pollers N] [--handler-threads N]\n       \
 [--max-connections N] [--reuse-port] [--access-log PATH|-|off|none] [--conn-log-only]\n       \
-[--poller-handoff]\n       \
+[--no-poller-handoff]\n       \
 [--dir DIR] [--max-rps N] [--limit-rate RATE] [--limit-rate-after SIZE]\n       \
 [--tls-cert FILE --tls-key FILE]",
     options: &[
@@ -84,7 +89,7 @@ const SPEC: args::Spec = args::Spec {
         "tls-cert",
         "tls-key",
     ],
-    switches: &["reuse-port", "conn-log-only", "poller-handoff"],
+    switches: &["reuse-port", "conn-log-only", "no-poller-handoff"],
 };
 
 fn main() -> std::io::Result<()> {
@@ -93,7 +98,7 @@ fn main() -> std::io::Result<()> {
     let mut settings = Settings::default();
     settings.poller_threads = args.get("pollers", settings.poller_threads);
     settings.handler_threads = args.get("handler-threads", settings.handler_threads);
-    settings.poller_handoff = args.has("poller-handoff");
+    settings.poller_handoff = !args.has("no-poller-handoff");
     settings.apply().map_err(std::io::Error::other)?;
 
     let metrics = Arc::new(ServerMetrics::new());

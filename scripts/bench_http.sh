@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # HTTP load bench, side by side in one run: the C floor server, taskweave's
 # http_server (inline callbacks; "handlers": one handler thread; "default":
-# the default settings, one handler thread per CPU, as a user gets them;
-# "handoff": the same with --poller-handoff, pollers running their jobs; with
+# the default settings, one handler thread per CPU, as a user gets them,
+# pollers running their turns' jobs (the handoff); "handover": the same with
+# --no-poller-handoff, every job handed to a handler thread; with
 # the access log to a file: "connlog" writes connection records only,
 # "logged" request records too), and hyper 1.x. Every server is pinned to
 # core 0, wrk to core 1; servers are measured in alternation so drift hits all
@@ -51,7 +52,7 @@ start floor 8183 /tmp/tw_floor_server 8183
 start inline 8184 $ours --port 8184 --pollers 1 --handler-threads 0 --access-log none --max-connections 20000
 start handlers 8186 $ours --port 8186 --pollers 1 --handler-threads 1 --access-log none --max-connections 20000
 start default 8190 $ours --port 8190 --pollers 1 --access-log none --max-connections 20000
-start handoff 8191 $ours --port 8191 --pollers 1 --poller-handoff --access-log none --max-connections 20000
+start handover 8191 $ours --port 8191 --pollers 1 --no-poller-handoff --access-log none --max-connections 20000
 start hyper 8185 bench/hyper_hello/target/release/hyper_hello 8185
 start logged 8187 $ours --port 8187 --pollers 1 --handler-threads 0 --access-log "$log" --max-connections 20000
 start connlog 8189 $ours --port 8189 --pollers 1 --handler-threads 0 --access-log "$connlog" --conn-log-only --max-connections 20000

@@ -7,8 +7,8 @@
 # core 0, wrk on core 1.
 #
 # usage: scripts/handoff_stats.sh [SECONDS=5] [CONNS=50]
-#   MODES="inline:0 handlers1:1 default:" scripts/handoff_stats.sh
-#     (label:handler-threads; empty = the default settings)
+#   MODES="inline:0 handlers1:1 default: handover::--no-poller-handoff" scripts/handoff_stats.sh
+#     (label:handler-threads[:one more flag]; empty = the default settings)
 #   BIN=/path/to/http_server scripts/handoff_stats.sh   (another build)
 #   POLLERS=2 CORES=0,1 scripts/handoff_stats.sh   (more pollers, on more cores)
 # prints: label,conns,requests,us_cpu,us_user,us_sys,cs_vol,cs_invol,futex,sched_yield,epoll_wait,write,sendto,recvfrom
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-5}
 conns=${2:-50}
-modes=${MODES:-inline:0 handlers1:1 default:}
+modes=${MODES:-inline:0 handlers1:1 default: handover::--no-poller-handoff}
 command -v wrk >/dev/null || { echo "wrk is needed" >&2; exit 1; }
 command -v perf >/dev/null || { echo "perf is needed" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"
@@ -32,9 +32,10 @@ switches() { # pid -> "voluntary involuntary", summed over threads
 
 echo "label,conns,requests,us_cpu,us_user,us_sys,cs_vol,cs_invol,futex,sched_yield,epoll_wait,write,sendto,recvfrom"
 for m in $modes; do
-  label=${m%%:*} threads=${m#*:}
+  IFS=: read -r label threads flag <<<"$m"
   args=(--port "$port" --pollers "${POLLERS:-1}" --access-log none --max-connections 20000)
   [[ -n "$threads" ]] && args+=(--handler-threads "$threads")
+  [[ -n "${flag:-}" ]] && args+=("$flag")
   taskset -c "${CORES:-0}" "$bin" "${args[@]}" >/dev/null 2>&1 &
   pid=$!
   sleep 1

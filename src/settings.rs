@@ -36,9 +36,8 @@ pub struct Settings {
     /// the loop to a new thread, and the old one goes on as a handler
     /// thread. A callback that blocks still stalls no other connection,
     /// and slow callbacks still spread over the handler threads. Off, every
-    /// callback goes to a handler thread. Default: off, until the extra
-    /// allocator arena memory it costs under a publish-heavy SSE load is
-    /// accounted for (see `docs/performance.md`).
+    /// callback goes to a handler thread: a wake-up and, on a shared CPU,
+    /// two context switches per batch. Default: on.
     pub poller_handoff: bool,
 }
 
@@ -51,7 +50,7 @@ impl Default for Settings {
             max_handler_threads: 256,
             compute_threads: cpus,
             batch_scheduling: true,
-            poller_handoff: false,
+            poller_handoff: true,
         }
     }
 }

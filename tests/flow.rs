@@ -321,12 +321,10 @@ fn a_message_rate_spaces_forty_pieces_at_twenty_a_second() {
         .collect();
     let want: Vec<String> = (0..40).map(|i| format!("msg {i}\n")).collect();
     assert_eq!(texts, want);
+    // Inline, process runs in the poller's loop; with handler threads, on
+    // the poller's thread too, with its loop set aside (the handoff).
     let thread = thread_rx.recv().unwrap();
-    assert_eq!(
-        thread.starts_with("tw-poller"),
-        inline_mode(),
-        "process ran on {thread}"
-    );
+    assert!(thread.starts_with("tw-poller"), "process ran on {thread}");
     let span = chunks[39].0 - chunks[0].0;
     let ideal = Duration::from_secs_f64(39.0 / 20.0);
     eprintln!("40 messages at 20/s: span {span:?} (ideal {ideal:?})");

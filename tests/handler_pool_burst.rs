@@ -106,11 +106,15 @@ fn a_burst_of_short_callbacks_is_spread_over_the_core_threads() {
         distinct.len()
     );
     assert_eq!(names.len(), BURST);
-    // 3edbfed: all four, 6 to 13 ms here; 58b4a1c: two, 16 to 27 ms.
+    // 3edbfed: all four, 6 to 13 ms here; 58b4a1c: two, 16 to 27 ms. With
+    // the handoff the poller runs the first callbacks itself, and wakes a
+    // handler after the first slow one: all four and the poller, 5 to 6 ms.
+    let handlers = distinct
+        .iter()
+        .filter(|name| name.starts_with("tw-handler"))
+        .count();
     assert_eq!(
-        distinct.len(),
-        CORE_THREADS,
-        "the burst ran on {} of {CORE_THREADS} core handler threads ({took:?})",
-        distinct.len()
+        handlers, CORE_THREADS,
+        "the burst ran on {handlers} of {CORE_THREADS} core handler threads ({took:?}): {distinct:?}"
     );
 }

@@ -5,7 +5,10 @@
 //! wrk connections the pool grew to three threads, each adding context
 //! switches to every batch. Here the whole process is pinned to one CPU
 //! (`taskset`, util-linux) and 200 keep-alive connections keep the server
-//! busy for 2 s; the pool must stay at its one core thread. Linux only.
+//! busy for 2 s; the pool must stay at its one core thread. With the
+//! poller handoff (the default), the poller runs the callbacks itself, and
+//! the watcher must not mistake its waits for the CPU for a stuck callback:
+//! no thread takes its loop over either. Linux only.
 
 #![cfg(target_os = "linux")]
 
@@ -65,6 +68,12 @@ fn a_busy_cpu_adds_no_handler_threads() {
         support::handler_threads(),
         1,
         "the pool grew under load alone ({answered} requests answered)"
+    );
+    // The poller and its one handler: a take-over would have added a thread.
+    assert_eq!(
+        support::callback_threads(),
+        2,
+        "a thread took the poller's loop over under load alone"
     );
     handle.shutdown(Duration::from_secs(1));
 }

@@ -40,6 +40,20 @@ pub fn handler_threads() -> usize {
         .unwrap_or(0)
 }
 
+/// This process's runtime threads that run callbacks: handler threads and
+/// pollers (`tw-handler-N`, `tw-poller-N`). A poller whose callback blocks
+/// hands its loop to a new thread (named as its poller) and goes on as a
+/// handler thread once the callback returns.
+pub fn callback_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("tw-handler") || name.starts_with("tw-poller"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Sends `GET path` with `Connection: close` on a new connection to `addr`,
 /// for the response to be read later with [`read_to_end`].
 pub fn send_get_close(addr: SocketAddr, path: &str) -> TcpStream {
