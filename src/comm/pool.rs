@@ -21,7 +21,7 @@ use slab::Slab;
 use std::any::{Any, TypeId};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Instant;
 
 /// Identifies a pool. Its hash is computed once, when the request is
@@ -170,7 +170,9 @@ impl<P: Protocol> Pool<P> {
 /// protocols.
 static POOLS: OnceLock<Box<[Mutex<Pools>]>> = OnceLock::new();
 
-/// The pools of the poller running on this thread.
+/// The pools of the poller running on this thread. Held only by the
+/// thread that holds the loop, so a lock already taken is a call back into
+/// the pools from within them: a bug, which panics rather than hangs.
 fn pools_here() -> MutexGuard<'static, Pools> {
     let all = POOLS.get_or_init(|| {
         (0..poller::count())
@@ -178,7 +180,13 @@ fn pools_here() -> MutexGuard<'static, Pools> {
             .collect()
     });
     let index = poller::current().unwrap_or(0) % all.len();
-    all[index].lock().unwrap_or_else(|e| e.into_inner())
+    match all[index].try_lock() {
+        Ok(pools) => pools,
+        Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            panic!("taskweave: poller {index}'s client pools re-entered while in use")
+        }
+    }
 }
 
 /// Runs `f` on the pool for `key`, if it exists. The borrow ends before
