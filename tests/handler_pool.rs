@@ -77,15 +77,9 @@ fn four_sleeping_callbacks_do_not_delay_a_fifth_connection() {
     for s in sleepers {
         assert!(support::read_to_end(s).starts_with("HTTP/1.1 200"));
     }
-    // Extra threads leave after 10 s without work; the core ones stay.
-    assert!(
-        support::wait_until(Duration::from_secs(20), || support::handler_threads()
-            == CORE_THREADS),
-        "extra handler threads did not leave: {}",
-        support::handler_threads()
-    );
-    // And the pool still answers.
-    assert!(support::read_to_end(support::send_get_close(addr, "/")).contains("done"));
+    // Extra threads leave after 10 s without work; the core ones stay, and
+    // the pool still answers.
+    support::assert_extra_threads_leave(CORE_THREADS, Duration::from_secs(20), addr, "done");
 }
 
 /// GETs `/` on a keep-alive connection and reads the whole response.

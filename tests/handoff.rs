@@ -112,11 +112,5 @@ fn the_stuck_thread_joins_the_pool_and_leaves_it() {
         "{} handler threads after a handoff",
         support::handler_threads()
     );
-    assert!(
-        support::wait_until(Duration::from_secs(25), || support::handler_threads()
-            == CORE_THREADS),
-        "the extra handler thread did not leave: {}",
-        support::handler_threads()
-    );
-    assert!(support::read_to_end(support::send_get_close(addr, "/")).contains("done"));
+    support::assert_extra_threads_leave(CORE_THREADS, Duration::from_secs(25), addr, "done");
 }

@@ -40,6 +40,18 @@ pub fn handler_threads() -> usize {
         .unwrap_or(0)
 }
 
+/// Waits up to `within` for the pool's extra threads to leave (after 10 s
+/// without work), back to its `core` threads, then checks that the server
+/// at `addr` still answers `GET /` with a body holding `answer`.
+pub fn assert_extra_threads_leave(core: usize, within: Duration, addr: SocketAddr, answer: &str) {
+    assert!(
+        wait_until(within, || handler_threads() == core),
+        "extra handler threads did not leave: {}",
+        handler_threads()
+    );
+    assert!(read_to_end(send_get_close(addr, "/")).contains(answer));
+}
+
 /// This process's runtime threads that run callbacks: handler threads and
 /// pollers (`tw-handler-N`, `tw-poller-N`). A poller whose callback blocks
 /// hands its loop to a new thread (named as its poller) and goes on as a
