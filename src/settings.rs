@@ -83,4 +83,10 @@ impl Settings {
     pub fn current() -> &'static Settings {
         SETTINGS.get_or_init(Settings::default)
     }
+
+    /// Whether pollers run their turns' callbacks themselves: the handoff,
+    /// which needs handler threads to hand the rest to.
+    pub(crate) fn pollers_run_jobs(&self) -> bool {
+        self.handler_threads > 0 && self.poller_handoff
+    }
 }

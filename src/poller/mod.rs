@@ -417,7 +417,7 @@ fn spawn(index: usize) -> io::Result<Arc<Shared>> {
         away_tid: AtomicI32::new(0),
     });
     let settings = Settings::current();
-    let per_poll = if settings.handler_threads > 0 && settings.poller_handoff {
+    let per_poll = if settings.pollers_run_jobs() {
         EVENTS_PER_POLL_HANDOFF
     } else {
         EVENTS_PER_POLL

@@ -193,7 +193,7 @@ pub(crate) fn pool() -> Option<&'static Handlers> {
             pool.start_thread();
         }
         crate::poller::set_turn_end(turn_end);
-        if settings.poller_handoff {
+        if settings.pollers_run_jobs() {
             // Without a watcher, a poller stuck in a job would stay stuck:
             // no handoff then.
             let spawned = std::thread::Builder::new()
